@@ -1,0 +1,133 @@
+// Slice view: samples the CT (i16 HU) and label (u8) 3D textures on a plane and applies
+// window/level, the label colour table, label opacity and outline mode.
+//
+// Keep `SliceUniforms` in sync with its mirror `render::slice::SliceUniforms` (Rust).
+
+struct SliceUniforms {
+    // Continuous voxel coordinates (voxel centres at integers) of a point in the view,
+    // given as (ndc.x, ndc.y, 0, 1).
+    voxel_from_ndc: mat4x4<f32>,
+    // One screen-pixel step in voxel coordinates along view x and view y (w unused).
+    voxel_per_px_x: vec4<f32>,
+    voxel_per_px_y: vec4<f32>,
+    window_center_hu: f32,
+    window_width_hu: f32,
+    label_opacity: f32,
+    // bit 0: linear sampling; bit 1: labels as outlines; bit 2: show labels.
+    flags: u32,
+};
+
+struct LabelColors {
+    // rgb in 0..1, a = 1 when the label is visible, 0 when hidden.
+    colors: array<vec4<f32>, 256>,
+};
+
+@group(0) @binding(0) var<uniform> u: SliceUniforms;
+@group(0) @binding(1) var<uniform> lut: LabelColors;
+@group(0) @binding(2) var ct_hu: texture_3d<i32>;
+@group(0) @binding(3) var labels: texture_3d<u32>;
+
+struct VertexOut {
+    @builtin(position) position: vec4<f32>,
+    @location(0) ndc: vec2<f32>,
+};
+
+@vertex
+fn vs_main(@builtin(vertex_index) index: u32) -> VertexOut {
+    // Two triangles covering the viewport (egui sets the viewport to the view rect).
+    var corners = array<vec2<f32>, 6>(
+        vec2<f32>(-1.0, -1.0), vec2<f32>(1.0, -1.0), vec2<f32>(1.0, 1.0),
+        vec2<f32>(-1.0, -1.0), vec2<f32>(1.0, 1.0), vec2<f32>(-1.0, 1.0),
+    );
+    let p = corners[index];
+    var out: VertexOut;
+    out.position = vec4<f32>(p, 0.0, 1.0);
+    out.ndc = p;
+    return out;
+}
+
+fn inside(voxel: vec3<f32>, dims: vec3<f32>) -> bool {
+    return all(voxel >= vec3<f32>(-0.5)) && all(voxel < dims - vec3<f32>(0.5));
+}
+
+fn load_hu(ijk: vec3<i32>, dims: vec3<i32>) -> f32 {
+    let c = clamp(ijk, vec3<i32>(0), dims - vec3<i32>(1));
+    return f32(textureLoad(ct_hu, c, 0).x);
+}
+
+fn sample_hu(voxel: vec3<f32>, dims: vec3<i32>) -> f32 {
+    if ((u.flags & 1u) == 0u) {
+        return load_hu(vec3<i32>(floor(voxel + vec3<f32>(0.5))), dims);
+    }
+    // Trilinear interpolation between voxel centres (integer textures cannot be
+    // filtered by a sampler).
+    let base = floor(voxel);
+    let f = voxel - base;
+    let b = vec3<i32>(base);
+    let c000 = load_hu(b, dims);
+    let c100 = load_hu(b + vec3<i32>(1, 0, 0), dims);
+    let c010 = load_hu(b + vec3<i32>(0, 1, 0), dims);
+    let c110 = load_hu(b + vec3<i32>(1, 1, 0), dims);
+    let c001 = load_hu(b + vec3<i32>(0, 0, 1), dims);
+    let c101 = load_hu(b + vec3<i32>(1, 0, 1), dims);
+    let c011 = load_hu(b + vec3<i32>(0, 1, 1), dims);
+    let c111 = load_hu(b + vec3<i32>(1, 1, 1), dims);
+    let x00 = mix(c000, c100, f.x);
+    let x10 = mix(c010, c110, f.x);
+    let x01 = mix(c001, c101, f.x);
+    let x11 = mix(c011, c111, f.x);
+    return mix(mix(x00, x10, f.y), mix(x01, x11, f.y), f.z);
+}
+
+// DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function, output in 0..1.
+fn window_level(hu: f32) -> f32 {
+    let c = u.window_center_hu;
+    let w = u.window_width_hu;
+    if (w <= 1.0) {
+        return select(1.0, 0.0, hu <= c - 0.5);
+    }
+    return clamp((hu - (c - 0.5)) / (w - 1.0) + 0.5, 0.0, 1.0);
+}
+
+fn label_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
+    if (!inside(voxel, vec3<f32>(dims))) {
+        return 0u;
+    }
+    let ijk = clamp(vec3<i32>(floor(voxel + vec3<f32>(0.5))), vec3<i32>(0), dims - vec3<i32>(1));
+    return textureLoad(labels, ijk, 0).x;
+}
+
+@fragment
+fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
+    let voxel = (u.voxel_from_ndc * vec4<f32>(in.ndc, 0.0, 1.0)).xyz;
+    let dims = vec3<i32>(textureDimensions(ct_hu));
+    if (!inside(voxel, vec3<f32>(dims))) {
+        return vec4<f32>(0.0, 0.0, 0.0, 1.0);
+    }
+    let grey = window_level(sample_hu(voxel, dims));
+    var rgb = vec3<f32>(grey);
+    if ((u.flags & 4u) != 0u) {
+        let label = label_at(voxel, dims);
+        let outline_mode = (u.flags & 2u) != 0u;
+        if (label != 0u) {
+            let color = lut.colors[label];
+            if (color.a > 0.0) {
+                if (outline_mode) {
+                    // A boundary pixel: a screen neighbour one pixel away carries another label.
+                    let dx = u.voxel_per_px_x.xyz;
+                    let dy = u.voxel_per_px_y.xyz;
+                    let edge = label_at(voxel + dx, dims) != label
+                        || label_at(voxel - dx, dims) != label
+                        || label_at(voxel + dy, dims) != label
+                        || label_at(voxel - dy, dims) != label;
+                    if (edge) {
+                        rgb = color.rgb;
+                    }
+                } else {
+                    rgb = mix(rgb, color.rgb, u.label_opacity);
+                }
+            }
+        }
+    }
+    return vec4<f32>(rgb, 1.0);
+}

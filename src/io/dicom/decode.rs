@@ -1,0 +1,254 @@
+//! Pixel data of one file to i16 HU: native data is read straight from the element,
+//! encapsulated data (JPEG, JPEG 2000, RLE, ...) goes through dicom-pixeldata's codecs.
+
+use std::borrow::Cow;
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::{DicomError, FileHeader};
+
+/// An opened image file whose frames can be converted to HU.
+pub(crate) struct OpenImage<'h> {
+    obj: DefaultDicomObject,
+    header: &'h FileHeader,
+    encapsulated: bool,
+}
+
+impl<'h> OpenImage<'h> {
+    pub(crate) fn open(header: &'h FileHeader) -> Result<Self, DicomError> {
+        let path = &header.path;
+        let ts = TransferSyntaxRegistry
+            .get(&header.transfer_syntax)
+            .ok_or_else(|| DicomError::UnsupportedTransferSyntax {
+                path: path.clone(),
+                uid: header.transfer_syntax.clone(),
+                name: "unknown to dicom-rs".into(),
+            })?;
+        if ts.is_unsupported_pixel_encapsulation() || !ts.can_decode_all() {
+            return Err(DicomError::UnsupportedTransferSyntax {
+                path: path.clone(),
+                uid: header.transfer_syntax.clone(),
+                name: ts.name().to_string(),
+            });
+        }
+        if header.samples_per_pixel != 1 {
+            return Err(DicomError::Decode {
+                path: path.clone(),
+                message: format!(
+                    "{} samples per pixel (a colour image, not a CT slice)",
+                    header.samples_per_pixel
+                ),
+            });
+        }
+        if !matches!(header.bits_allocated, 8 | 16 | 32) {
+            return Err(DicomError::Decode {
+                path: path.clone(),
+                message: format!("{} bits allocated is not supported", header.bits_allocated),
+            });
+        }
+        let obj = OpenFileOptions::new()
+            .open_file(path)
+            .map_err(|e| DicomError::Decode {
+                path: path.clone(),
+                message: format!("unreadable file (truncated?): {e}"),
+            })?;
+        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+            return Err(DicomError::Decode {
+                path: path.clone(),
+                message: "no Pixel Data element".into(),
+            });
+        }
+        Ok(Self {
+            obj,
+            header,
+            encapsulated: ts.is_encapsulated_pixel_data(),
+        })
+    }
+
+    fn frame_bytes(&self, frame: u32) -> Result<Cow<'_, [u8]>, DicomError> {
+        let h = self.header;
+        let frame_len = h.rows as usize * h.columns as usize * (h.bits_allocated as usize / 8);
+        if self.encapsulated {
+            let decoded =
+                self.obj
+                    .decode_pixel_data_frame(frame)
+                    .map_err(|e| DicomError::Decode {
+                        path: h.path.clone(),
+                        message: format!("frame {frame}: {e}"),
+                    })?;
+            let data = decoded.data();
+            if data.len() < frame_len {
+                return Err(DicomError::Decode {
+                    path: h.path.clone(),
+                    message: format!(
+                        "frame {frame} decoded to {} bytes, expected {frame_len}",
+                        data.len()
+                    ),
+                });
+            }
+            return Ok(Cow::Owned(data[..frame_len].to_vec()));
+        }
+        let element = self
+            .obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|e| DicomError::Decode {
+                path: h.path.clone(),
+                message: e.to_string(),
+            })?;
+        let bytes = element.to_bytes().map_err(|e| DicomError::Decode {
+            path: h.path.clone(),
+            message: format!("Pixel Data is not a byte array: {e}"),
+        })?;
+        let start = frame as usize * frame_len;
+        let end = start + frame_len;
+        if bytes.len() < end {
+            return Err(DicomError::Decode {
+                path: h.path.clone(),
+                message: format!(
+                    "Pixel Data holds {} bytes, frame {frame} needs bytes {start}..{end} (truncated file?)",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(match bytes {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[start..end]),
+            Cow::Owned(b) => Cow::Owned(b[start..end].to_vec()),
+        })
+    }
+
+    /// Converts `frame` to HU with the given rescale into `out` (rows * columns values).
+    /// Returns how many values were clamped to the i16 range.
+    pub(crate) fn frame_to_hu(
+        &self,
+        frame: u32,
+        slope: f64,
+        intercept: f64,
+        out: &mut [i16],
+    ) -> Result<usize, DicomError> {
+        let bytes = self.frame_bytes(frame)?;
+        let h = self.header;
+        Ok(stored_to_hu(
+            &bytes,
+            h.bits_allocated,
+            h.bits_stored,
+            h.pixel_signed,
+            slope,
+            intercept,
+            out,
+        ))
+    }
+}
+
+/// Stored values (native byte order) to HU: masks to BitsStored (sign-extending signed
+/// data), applies `value * slope + intercept`, rounds and saturates to i16.
+pub(crate) fn stored_to_hu(
+    bytes: &[u8],
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    slope: f64,
+    intercept: f64,
+    out: &mut [i16],
+) -> usize {
+    let bits = bits_stored.clamp(1, bits_allocated) as u32;
+    let raw = |v: u32| -> i64 {
+        let shift = 32 - bits;
+        if signed {
+            (((v << shift) as i32) >> shift) as i64
+        } else {
+            ((v << shift) >> shift) as i64
+        }
+    };
+    let mut clamped = 0usize;
+    let integral = slope == 1.0 && intercept.fract() == 0.0 && intercept.abs() < 1e9;
+    let ic = intercept as i64;
+    let mut put = |o: &mut i16, r: i64| {
+        let v = if integral {
+            r + ic
+        } else {
+            (r as f64 * slope + intercept).round() as i64
+        };
+        let c = v.clamp(i16::MIN as i64, i16::MAX as i64);
+        clamped += (c != v) as usize;
+        *o = c as i16;
+    };
+    match bits_allocated {
+        8 => {
+            for (o, b) in out.iter_mut().zip(bytes) {
+                put(o, raw(*b as u32));
+            }
+        }
+        16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                put(o, raw(u16::from_ne_bytes([b[0], b[1]]) as u32));
+            }
+        }
+        _ => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                let v = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                if bits == 32 {
+                    let r = if signed { v as i32 as i64 } else { v as i64 };
+                    put(o, r);
+                } else {
+                    put(o, raw(v));
+                }
+            }
+        }
+    }
+    clamped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(v: &[u16]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn signed_12_bit_is_sign_extended() {
+        // 0x0FFF in 12 bits signed is -1; high garbage bits are ignored.
+        let mut out = [0i16; 3];
+        stored_to_hu(
+            &words(&[0x0FFF, 0xF001, 0x07FF]),
+            16,
+            12,
+            true,
+            1.0,
+            0.0,
+            &mut out,
+        );
+        assert_eq!(out, [-1, 1, 2047]);
+    }
+
+    #[test]
+    fn rescale_and_saturation() {
+        let mut out = [0i16; 3];
+        let clamped = stored_to_hu(
+            &words(&[0, 2048, 65535]),
+            16,
+            16,
+            false,
+            0.5,
+            -1024.0,
+            &mut out,
+        );
+        assert_eq!(out, [-1024, 0, 31744]);
+        assert_eq!(clamped, 0);
+        let clamped = stored_to_hu(&words(&[0, 65535]), 16, 16, false, 1.0, 0.0, &mut out[..2]);
+        assert_eq!(out[..2], [0, i16::MAX]);
+        assert_eq!(clamped, 1);
+    }
+
+    #[test]
+    fn eight_bit() {
+        let mut out = [0i16; 2];
+        stored_to_hu(&[255, 1], 8, 8, true, 1.0, 0.0, &mut out);
+        assert_eq!(out, [-1, 1]);
+    }
+}

@@ -1,0 +1,832 @@
+//! Stacking one series' slices into a volume.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nalgebra::{Matrix3, Vector3};
+use rayon::prelude::*;
+
+use super::decode::OpenImage;
+use super::{
+    DicomError, DicomVolume, FileHeader, FileProblem, FrameGeometry, LoadOptions, LoadReport,
+    LoadStage, SeriesMeta, WarningKind, WindowPreset, transfer_syntax_name,
+};
+use crate::volume::{Geometry, Volume};
+
+/// HU given to voxels that no slice covers after resampling (air).
+pub const PADDING_HU: i16 = -1024;
+/// Angle (degrees) between the stacking direction and the slice normal above which a
+/// series is treated as gantry-tilted.
+const TILT_THRESHOLD_DEG: f64 = 0.1;
+/// Two slices closer than this along the normal are at the same position.
+const SAME_POSITION_MM: f64 = 1e-3;
+
+#[derive(Debug, Clone)]
+struct SliceRef {
+    header: Arc<FileHeader>,
+    frame: u32,
+    geom: FrameGeometry,
+    /// Position along the slice normal (mm).
+    depth_mm: f64,
+}
+
+impl SliceRef {
+    fn path(&self) -> PathBuf {
+        self.header.path.clone()
+    }
+}
+
+fn paths(slices: &[&SliceRef]) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = slices.iter().map(|s| s.path()).collect();
+    v.dedup();
+    v
+}
+
+fn close(a: &[Vector3<f64>; 2], b: &[Vector3<f64>; 2]) -> bool {
+    (a[0] - b[0]).norm() < 1e-4 && (a[1] - b[1]).norm() < 1e-4
+}
+
+/// Keeps the largest group of slices sharing `key`, reporting the rest.
+fn keep_majority<K: PartialEq + Clone>(
+    slices: Vec<SliceRef>,
+    key: impl Fn(&SliceRef) -> K,
+    same: impl Fn(&K, &K) -> bool,
+    report: &mut LoadReport,
+    what: &str,
+) -> Vec<SliceRef> {
+    let mut groups: Vec<(K, Vec<SliceRef>)> = Vec::new();
+    for s in slices {
+        let k = key(&s);
+        match groups.iter_mut().find(|(g, _)| same(g, &k)) {
+            Some((_, v)) => v.push(s),
+            None => groups.push((k, vec![s])),
+        }
+    }
+    groups.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    let mut iter = groups.into_iter();
+    let (_, kept) = iter
+        .next()
+        .unwrap_or_else(|| unreachable!("keep_majority on an empty series"));
+    let excluded: Vec<SliceRef> = iter.flat_map(|(_, v)| v).collect();
+    if !excluded.is_empty() {
+        let refs: Vec<&SliceRef> = excluded.iter().collect();
+        report.warn(
+            WarningKind::MixedGeometry,
+            format!(
+                "series mixes {what}: kept the {} slice(s) that agree, excluded {} slice(s)",
+                kept.len(),
+                excluded.len()
+            ),
+            paths(&refs),
+        );
+        for s in &excluded {
+            report.skipped_files.push(FileProblem {
+                path: s.path(),
+                problem: format!("excluded: its {what} differs from the rest of the series"),
+            });
+        }
+    }
+    kept
+}
+
+/// The regular stack (or resampling plan) of a series.
+struct Plan {
+    slices: Vec<SliceRef>,
+    row: Vector3<f64>,
+    col: Vector3<f64>,
+    normal: Vector3<f64>,
+    /// (between columns = along row/i, between rows = along col/j)
+    pixel_mm: [f64; 2],
+    /// Whether slices can be copied straight into the volume.
+    regular: bool,
+    slice_spacing_mm: f64,
+}
+
+fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Vec<SliceRef> {
+    let mut out = Vec::new();
+    let mut multi = Vec::new();
+    for h in files {
+        if h.number_of_frames > 1 {
+            multi.push(h.path.clone());
+        }
+        for (f, g) in h.frames.iter().enumerate() {
+            out.push(SliceRef {
+                header: h.clone(),
+                frame: f as u32,
+                geom: g.clone(),
+                depth_mm: 0.0,
+            });
+        }
+    }
+    if !multi.is_empty() {
+        report.warn(
+            WarningKind::MultiFrame,
+            format!(
+                "{} multi-frame (enhanced) object(s): frames stacked by their per-frame positions",
+                multi.len()
+            ),
+            multi,
+        );
+    }
+    out
+}
+
+fn plan(
+    series: &str,
+    files: &[Arc<FileHeader>],
+    report: &mut LoadReport,
+) -> Result<Plan, DicomError> {
+    let mut slices = expand_frames(files, report);
+    if slices.is_empty() {
+        return Err(DicomError::Geometry {
+            series: series.into(),
+            message: "no slices".into(),
+        });
+    }
+    // Pixel matrix must agree.
+    slices = keep_majority(
+        slices,
+        |s| (s.header.rows, s.header.columns, s.header.bits_allocated),
+        |a, b| a == b,
+        report,
+        "image sizes",
+    );
+
+    // Orientation.
+    let missing_orientation: Vec<&SliceRef> = slices
+        .iter()
+        .filter(|s| s.geom.orientation.is_none())
+        .collect();
+    let fallback_geometry = missing_orientation.len() == slices.len()
+        || slices.iter().all(|s| s.geom.position_mm.is_none());
+    if fallback_geometry {
+        return plan_without_geometry(series, slices, report);
+    }
+    if !missing_orientation.is_empty() || slices.iter().any(|s| s.geom.position_mm.is_none()) {
+        let bad: Vec<SliceRef> = slices
+            .iter()
+            .filter(|s| s.geom.orientation.is_none() || s.geom.position_mm.is_none())
+            .cloned()
+            .collect();
+        let refs: Vec<&SliceRef> = bad.iter().collect();
+        report.warn(
+            WarningKind::InconsistentTags,
+            format!(
+                "{} slice(s) lack ImagePositionPatient or ImageOrientationPatient and were excluded",
+                bad.len()
+            ),
+            paths(&refs),
+        );
+        for s in &bad {
+            report.skipped_files.push(FileProblem {
+                path: s.path(),
+                problem: "excluded: no ImagePositionPatient/ImageOrientationPatient".into(),
+            });
+        }
+        slices.retain(|s| s.geom.orientation.is_some() && s.geom.position_mm.is_some());
+    }
+    slices = keep_majority(
+        slices,
+        |s| s.geom.orientation.unwrap_or([Vector3::x(), Vector3::y()]),
+        close,
+        report,
+        "orientations (ImageOrientationPatient)",
+    );
+    let [row, col] = slices[0]
+        .geom
+        .orientation
+        .unwrap_or([Vector3::x(), Vector3::y()]);
+    // Orthonormalise the in-plane axes (stored cosines carry rounding).
+    let normal = row.cross(&col).normalize();
+    let col = normal.cross(&row).normalize();
+
+    let pixel_mm = match slices[0].geom.pixel_spacing_mm {
+        Some([between_rows, between_cols]) => [between_cols, between_rows],
+        None => {
+            report.warn(
+                WarningKind::MissingGeometry,
+                "no PixelSpacing: assumed 1 x 1 mm pixels",
+                vec![slices[0].path()],
+            );
+            [1.0, 1.0]
+        }
+    };
+    if slices.iter().any(|s| {
+        s.geom
+            .pixel_spacing_mm
+            .is_some_and(|p| (p[0] - pixel_mm[1]).abs() > 1e-4 || (p[1] - pixel_mm[0]).abs() > 1e-4)
+    }) {
+        report.warn(
+            WarningKind::InconsistentTags,
+            "PixelSpacing differs between slices: used the first slice's",
+            vec![],
+        );
+    }
+
+    for s in &mut slices {
+        s.depth_mm = s.geom.position_mm.map_or(0.0, |p| p.dot(&normal));
+    }
+    slices.sort_by(|a, b| {
+        a.depth_mm
+            .total_cmp(&b.depth_mm)
+            .then(a.header.instance_number.cmp(&b.header.instance_number))
+            .then(a.header.path.cmp(&b.header.path))
+            .then(a.frame.cmp(&b.frame))
+    });
+
+    // Duplicates.
+    let mut kept: Vec<SliceRef> = Vec::with_capacity(slices.len());
+    let mut duplicates: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for s in slices {
+        match kept.last() {
+            Some(last)
+                if (s.depth_mm - last.depth_mm).abs() < SAME_POSITION_MM
+                    && (s.geom.position_mm.unwrap_or_default()
+                        - last.geom.position_mm.unwrap_or_default())
+                    .norm()
+                        < 0.01 =>
+            {
+                duplicates.push((last.path(), s.path()));
+                report.skipped_files.push(FileProblem {
+                    path: s.path(),
+                    problem: format!("excluded: same position as {}", last.path().display()),
+                });
+            }
+            _ => kept.push(s),
+        }
+    }
+    if !duplicates.is_empty() {
+        report.warn(
+            WarningKind::DuplicatePosition,
+            format!(
+                "{} slice(s) repeat the position of another slice and were excluded (kept the first of each pair)",
+                duplicates.len()
+            ),
+            duplicates.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect(),
+        );
+    }
+    let slices = kept;
+    let n = slices.len();
+    if n == 1 {
+        let h = &slices[0].header;
+        let spacing = h
+            .spacing_between_slices_mm
+            .or(h.slice_thickness_mm)
+            .unwrap_or(1.0);
+        return Ok(Plan {
+            slices,
+            row,
+            col,
+            normal,
+            pixel_mm,
+            regular: true,
+            slice_spacing_mm: spacing,
+        });
+    }
+
+    // Gaps along the normal.
+    let gaps: Vec<f64> = slices
+        .windows(2)
+        .map(|w| w[1].depth_mm - w[0].depth_mm)
+        .collect();
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let tolerance = (0.01 * median).max(0.005);
+    let mut regular = true;
+
+    // Missing slices: a gap close to a multiple (>= 2) of the usual spacing.
+    let mut missing_msgs = Vec::new();
+    let mut missing_files = Vec::new();
+    let mut missing_gap = vec![false; gaps.len()];
+    for (i, g) in gaps.iter().enumerate() {
+        let ratio = g / median;
+        if ratio > 1.5 && (ratio - ratio.round()).abs() * median < tolerance.max(0.05 * median) {
+            missing_gap[i] = true;
+            missing_msgs.push(format!(
+                "{} slice(s) missing between {:.2} and {:.2} mm",
+                ratio.round() as i64 - 1,
+                slices[i].depth_mm,
+                slices[i + 1].depth_mm
+            ));
+            missing_files.push(slices[i].path());
+            missing_files.push(slices[i + 1].path());
+        }
+    }
+    if !missing_msgs.is_empty() {
+        regular = false;
+        report.warn(
+            WarningKind::MissingSlices,
+            format!(
+                "{}; the gaps were filled by linear interpolation between the neighbouring slices",
+                missing_msgs.join("; ")
+            ),
+            missing_files,
+        );
+    }
+    let (min_gap, max_gap) = (sorted[0], sorted[sorted.len() - 1]);
+    let non_uniform = gaps
+        .iter()
+        .zip(&missing_gap)
+        .any(|(g, missing)| !missing && (g - median).abs() > tolerance);
+    // Resample at the finest real spacing (missing-slice gaps aside), so thin parts of
+    // the stack keep their resolution; bounded so a stray close pair cannot blow up the
+    // grid.
+    let finest = gaps
+        .iter()
+        .zip(&missing_gap)
+        .filter(|(_, m)| !**m)
+        .map(|(g, _)| *g)
+        .fold(median, f64::min)
+        .max(median / 4.0);
+    if non_uniform {
+        regular = false;
+        report.warn(
+            WarningKind::NonUniformSpacing,
+            format!(
+                "slice spacing varies from {min_gap:.3} to {max_gap:.3} mm (median {median:.3} mm): resampled onto a uniform grid of {finest:.3} mm"
+            ),
+            vec![slices[0].path(), slices[n - 1].path()],
+        );
+    }
+
+    // Gantry tilt: the stacking direction is not the slice normal.
+    let first = slices[0].geom.position_mm.unwrap_or_default();
+    let last = slices[n - 1].geom.position_mm.unwrap_or_default();
+    let stacking = (last - first).normalize();
+    let tilt_deg = stacking.dot(&normal).abs().min(1.0).acos().to_degrees();
+    if tilt_deg > TILT_THRESHOLD_DEG {
+        regular = false;
+        let tag = slices[0]
+            .header
+            .gantry_tilt_deg
+            .map(|t| format!(" (GantryDetectorTilt tag: {t:.1} degrees)"))
+            .unwrap_or_default();
+        report.warn(
+            WarningKind::GantryTilt,
+            format!(
+                "gantry tilt of {tilt_deg:.1} degrees{tag}: slices were de-tilted by resampling onto an orthogonal grid"
+            ),
+            vec![slices[0].path(), slices[n - 1].path()],
+        );
+    }
+    let slice_spacing_mm = if regular {
+        (slices[n - 1].depth_mm - slices[0].depth_mm) / (n - 1) as f64
+    } else if non_uniform {
+        finest
+    } else {
+        median
+    };
+    Ok(Plan {
+        slices,
+        row,
+        col,
+        normal,
+        pixel_mm,
+        regular,
+        slice_spacing_mm,
+    })
+}
+
+/// No usable positions/orientations: stack by InstanceNumber with assumed geometry.
+fn plan_without_geometry(
+    series: &str,
+    mut slices: Vec<SliceRef>,
+    report: &mut LoadReport,
+) -> Result<Plan, DicomError> {
+    if slices.iter().any(|s| s.header.instance_number.is_none()) && slices.len() > 1 {
+        return Err(DicomError::Geometry {
+            series: series.into(),
+            message: format!(
+                "{} slices have neither ImagePositionPatient/ImageOrientationPatient nor InstanceNumber: \
+                 their order cannot be known, refusing to stack them",
+                slices.len()
+            ),
+        });
+    }
+    slices.sort_by(|a, b| {
+        (a.header.instance_number, a.frame, &a.header.path).cmp(&(
+            b.header.instance_number,
+            b.frame,
+            &b.header.path,
+        ))
+    });
+    let h = slices[0].header.clone();
+    let spacing = h.spacing_between_slices_mm.or(h.slice_thickness_mm);
+    let pixel_mm = match slices[0].geom.pixel_spacing_mm {
+        Some([r, c]) => [c, r],
+        None => [1.0, 1.0],
+    };
+    report.warn(
+        WarningKind::MissingGeometry,
+        format!(
+            "no ImagePositionPatient/ImageOrientationPatient: slices stacked by InstanceNumber, axial orientation and {} assumed; positions in mm are not reliable",
+            match spacing {
+                Some(s) => format!("{s:.3} mm slice spacing (from the header)"),
+                None => "1 mm slice spacing".to_string(),
+            }
+        ),
+        paths(&slices.iter().collect::<Vec<_>>()),
+    );
+    let spacing = spacing.unwrap_or(1.0);
+    for (i, s) in slices.iter_mut().enumerate() {
+        s.depth_mm = i as f64 * spacing;
+        s.geom.position_mm = Some(Vector3::new(0.0, 0.0, s.depth_mm));
+    }
+    Ok(Plan {
+        slices,
+        row: Vector3::x(),
+        col: Vector3::y(),
+        normal: Vector3::z(),
+        pixel_mm,
+        regular: true,
+        slice_spacing_mm: spacing,
+    })
+}
+
+fn series_meta(uid: &str, slices: &[SliceRef]) -> SeriesMeta {
+    let h = &slices[0].header;
+    let mut ts: Vec<(String, String)> = slices
+        .iter()
+        .map(|s| s.header.transfer_syntax.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|uid| {
+            let name = transfer_syntax_name(&uid);
+            (uid, name)
+        })
+        .collect();
+    ts.sort();
+    let mut sop: Vec<String> = slices
+        .iter()
+        .map(|s| s.header.sop_instance_uid.clone())
+        .collect();
+    sop.dedup();
+    SeriesMeta {
+        patient_id: h.patient_id.clone(),
+        patient_name: h.patient_name.clone(),
+        study_uid: h.study_uid.clone(),
+        series_uid: uid.to_string(),
+        frame_of_reference_uid: h.frame_of_reference_uid.clone(),
+        modality: h.modality.clone(),
+        series_description: h.series_description.clone(),
+        series_number: h.series_number,
+        study_date: h.study_date.clone(),
+        manufacturer: h.manufacturer.clone(),
+        convolution_kernel: h.convolution_kernel.clone(),
+        windows: h
+            .windows
+            .iter()
+            .map(|(c, w, e)| WindowPreset {
+                center_hu: *c,
+                width_hu: *w,
+                explanation: e.clone(),
+            })
+            .collect(),
+        transfer_syntaxes: ts,
+        sop_instance_uids: sop,
+        sop_class_uid: Some(h.sop_class_uid.clone()).filter(|s| !s.is_empty()),
+    }
+}
+
+/// Decodes every slice of the plan into `n` planes of `plane` voxels, in parallel;
+/// one file is opened once even when it holds several frames.
+fn decode_slices(
+    slices: &[SliceRef],
+    plane: usize,
+    options: &LoadOptions,
+) -> (Vec<i16>, Vec<(usize, DicomError)>, usize) {
+    let mut voxels = vec![0i16; plane * slices.len()];
+    // Group consecutive-or-not frames of the same file.
+    let mut by_file: Vec<(Arc<FileHeader>, Vec<usize>)> = Vec::new();
+    let mut index: std::collections::HashMap<*const FileHeader, usize> = Default::default();
+    for (k, s) in slices.iter().enumerate() {
+        let key = Arc::as_ptr(&s.header);
+        match index.get(&key) {
+            Some(&g) => by_file[g].1.push(k),
+            None => {
+                index.insert(key, by_file.len());
+                by_file.push((s.header.clone(), vec![k]));
+            }
+        }
+    }
+    let done = AtomicUsize::new(0);
+    let total = slices.len();
+    let clamped = AtomicUsize::new(0);
+    // Hand each file's planes to its task.
+    let mut planes: Vec<Option<&mut [i16]>> = voxels.chunks_mut(plane).map(Some).collect();
+    let jobs: Vec<(&Arc<FileHeader>, Vec<(usize, &mut [i16])>)> = by_file
+        .iter()
+        .map(|(h, ks)| {
+            (
+                h,
+                ks.iter()
+                    .map(|&k| (k, planes[k].take().unwrap_or_default()))
+                    .collect(),
+            )
+        })
+        .collect();
+    let errors: Vec<(usize, DicomError)> = jobs
+        .into_par_iter()
+        .flat_map_iter(|(header, targets)| {
+            let mut errs = Vec::new();
+            if options.is_cancelled() {
+                errs.extend(targets.iter().map(|(k, _)| (*k, DicomError::Cancelled)));
+                return errs;
+            }
+            match OpenImage::open(header) {
+                Ok(image) => {
+                    for (k, out) in targets {
+                        let s = &slices[k];
+                        match image.frame_to_hu(
+                            s.frame,
+                            s.geom.rescale_slope,
+                            s.geom.rescale_intercept,
+                            out,
+                        ) {
+                            Ok(c) => {
+                                clamped.fetch_add(c, Ordering::Relaxed);
+                            }
+                            Err(e) => errs.push((k, e)),
+                        }
+                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        options.report(LoadStage::Decoding, n, total);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (k, _) in targets {
+                        let e2 = match &e {
+                            DicomError::UnsupportedTransferSyntax { path, uid, name } => {
+                                DicomError::UnsupportedTransferSyntax {
+                                    path: path.clone(),
+                                    uid: uid.clone(),
+                                    name: name.clone(),
+                                }
+                            }
+                            _ => DicomError::Decode {
+                                path: header.path.clone(),
+                                message: msg.clone(),
+                            },
+                        };
+                        errs.push((k, e2));
+                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        options.report(LoadStage::Decoding, n, total);
+                    }
+                }
+            }
+            errs
+        })
+        .collect();
+    (voxels, errors, clamped.into_inner())
+}
+
+pub(super) fn load_stack(
+    uid: &str,
+    files: &[Arc<FileHeader>],
+    options: &LoadOptions,
+) -> Result<DicomVolume, DicomError> {
+    let mut report = LoadReport::default();
+    let mut plan = plan(uid, files, &mut report)?;
+    let h0 = plan.slices[0].header.clone();
+    let (nx, ny) = (h0.columns as usize, h0.rows as usize);
+    let plane = nx * ny;
+
+    let (mut voxels, errors, clamped) = decode_slices(&plan.slices, plane, options);
+    if options.is_cancelled() {
+        return Err(DicomError::Cancelled);
+    }
+    if !errors.is_empty() {
+        let bad: std::collections::BTreeSet<usize> = errors.iter().map(|(k, _)| *k).collect();
+        if bad.len() == plan.slices.len() {
+            // Nothing decodes: the first error is the answer.
+            let (_, e) = errors
+                .into_iter()
+                .next()
+                .unwrap_or((0, DicomError::Cancelled));
+            return Err(e);
+        }
+        // Drop the undecodable slices and plan again without them.
+        for (_, e) in &errors {
+            let path = match e {
+                DicomError::Decode { path, .. }
+                | DicomError::UnsupportedTransferSyntax { path, .. } => path.clone(),
+                _ => PathBuf::new(),
+            };
+            report.skipped_files.push(FileProblem {
+                path,
+                problem: e.to_string(),
+            });
+        }
+        let bad_files: Vec<PathBuf> = bad.iter().map(|&k| plan.slices[k].path()).collect();
+        report.warn(
+            WarningKind::SkippedFiles,
+            format!(
+                "{} slice(s) could not be decoded and were left out",
+                bad.len()
+            ),
+            bad_files,
+        );
+        let kept: Vec<usize> = (0..plan.slices.len())
+            .filter(|k| !bad.contains(k))
+            .collect();
+        let mut compact = Vec::with_capacity(kept.len() * plane);
+        for &k in &kept {
+            compact.extend_from_slice(&voxels[k * plane..(k + 1) * plane]);
+        }
+        voxels = compact;
+        let kept_headers: Vec<Arc<FileHeader>> = {
+            let mut seen = std::collections::HashSet::new();
+            kept.iter()
+                .map(|&k| plan.slices[k].header.clone())
+                .filter(|h| seen.insert(Arc::as_ptr(h)))
+                .collect()
+        };
+        let kept_slices: Vec<(PathBuf, u32)> = kept
+            .iter()
+            .map(|&k| (plan.slices[k].path(), plan.slices[k].frame))
+            .collect();
+        let mut report2 = LoadReport::default();
+        let new_plan = self::plan(uid, &kept_headers, &mut report2)?;
+        // Re-plan only changes the order/spacing analysis; the decoded planes follow
+        // the old order, so map them.
+        let mut reordered = vec![0i16; new_plan.slices.len() * plane];
+        for (k_new, s) in new_plan.slices.iter().enumerate() {
+            if let Some(k_old) = kept_slices
+                .iter()
+                .position(|(p, f)| *p == s.header.path && *f == s.frame)
+            {
+                reordered[k_new * plane..(k_new + 1) * plane]
+                    .copy_from_slice(&voxels[k_old * plane..(k_old + 1) * plane]);
+            }
+        }
+        voxels = reordered;
+        // Keep the first report's notes that are not about geometry, add the new plan's.
+        report.warnings.retain(|w| {
+            !matches!(
+                w.kind,
+                WarningKind::NonUniformSpacing
+                    | WarningKind::MissingSlices
+                    | WarningKind::GantryTilt
+            )
+        });
+        report.warnings.extend(report2.warnings);
+        report.skipped_files.extend(report2.skipped_files);
+        plan = new_plan;
+    }
+    if clamped > 0 {
+        report.warn(
+            WarningKind::ValuesClamped,
+            format!(
+                "{clamped} voxel(s) fell outside the i16 HU range after rescaling and were clamped"
+            ),
+            vec![],
+        );
+    }
+    let modality = h0.modality.as_deref();
+    match modality {
+        None => report.warn(
+            WarningKind::MissingModality,
+            "no Modality tag: assumed CT (values treated as HU)",
+            vec![h0.path.clone()],
+        ),
+        Some("CT") => {}
+        Some(m) => report.warn(
+            WarningKind::NotCt,
+            format!("modality is {m}, not CT: values are not Hounsfield units"),
+            vec![h0.path.clone()],
+        ),
+    }
+
+    let meta = series_meta(uid, &plan.slices);
+    let n = plan.slices.len();
+    let first_pos = plan.slices[0].geom.position_mm.unwrap_or_default();
+    let direction = Matrix3::from_columns(&[plan.row, plan.col, plan.normal]);
+    let stack_geometry = Geometry {
+        dims: [nx, ny, n],
+        spacing_mm: Vector3::new(plan.pixel_mm[0], plan.pixel_mm[1], plan.slice_spacing_mm),
+        origin_mm: first_pos,
+        direction,
+    };
+    if plan.regular {
+        let volume = Volume::new(stack_geometry, voxels).map_err(|e| DicomError::Geometry {
+            series: uid.into(),
+            message: e.to_string(),
+        })?;
+        return Ok(DicomVolume {
+            volume,
+            meta,
+            report,
+        });
+    }
+    options.report(LoadStage::Resampling, 0, 1);
+    let volume = resample_irregular(&plan, [nx, ny], &voxels);
+    options.report(LoadStage::Resampling, 1, 1);
+    Ok(DicomVolume {
+        volume,
+        meta,
+        report,
+    })
+}
+
+/// Resamples slices at arbitrary positions along the normal (and shifted in-plane, for a
+/// tilted gantry) onto a regular orthogonal grid: bilinear within each of the two
+/// bracketing slices, linear between them.
+fn resample_irregular(plan: &Plan, [nx, ny]: [usize; 2], voxels: &[i16]) -> Volume<i16> {
+    let plane = nx * ny;
+    let (row, col, normal) = (plan.row, plan.col, plan.normal);
+    let [sx, sy] = plan.pixel_mm;
+    let positions: Vec<Vector3<f64>> = plan
+        .slices
+        .iter()
+        .map(|s| s.geom.position_mm.unwrap_or_default())
+        .collect();
+    let depths: Vec<f64> = plan.slices.iter().map(|s| s.depth_mm).collect();
+    let p0 = positions[0];
+    // In-plane footprint of all slices, in (row, col) millimetres relative to p0.
+    let (mut u_min, mut u_max, mut v_min, mut v_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for p in &positions {
+        let d = p - p0;
+        let (u, v) = (d.dot(&row), d.dot(&col));
+        u_min = u_min.min(u);
+        u_max = u_max.max(u + (nx as f64 - 1.0) * sx);
+        v_min = v_min.min(v);
+        v_max = v_max.max(v + (ny as f64 - 1.0) * sy);
+    }
+    let sz = plan.slice_spacing_mm;
+    let depth0 = depths[0];
+    let depth_span = depths[depths.len() - 1] - depth0;
+    let dims = [
+        ((u_max - u_min) / sx).round() as usize + 1,
+        ((v_max - v_min) / sy).round() as usize + 1,
+        (depth_span / sz).round() as usize + 1,
+    ];
+    let origin = p0 + row * u_min + col * v_min;
+    let geometry = Geometry {
+        dims,
+        spacing_mm: Vector3::new(sx, sy, sz),
+        origin_mm: origin,
+        direction: Matrix3::from_columns(&[row, col, normal]),
+    };
+    let mut out = vec![PADDING_HU; geometry.voxel_count()];
+    // Bilinear sample of slice s at in-plane (fractional) pixel (x, y).
+    let sample = |s: usize, x: f64, y: f64| -> Option<f64> {
+        if x < -0.5 || y < -0.5 || x > nx as f64 - 0.5 || y > ny as f64 - 0.5 {
+            return None;
+        }
+        let x = x.clamp(0.0, (nx - 1) as f64);
+        let y = y.clamp(0.0, (ny - 1) as f64);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1));
+        let (fx, fy) = (x - x0 as f64, y - y0 as f64);
+        let base = &voxels[s * plane..(s + 1) * plane];
+        let v = |xx: usize, yy: usize| base[yy * nx + xx] as f64;
+        let a = v(x0, y0) + (v(x1, y0) - v(x0, y0)) * fx;
+        let b = v(x0, y1) + (v(x1, y1) - v(x0, y1)) * fx;
+        Some(a + (b - a) * fy)
+    };
+    out.par_chunks_mut(dims[0] * dims[1])
+        .enumerate()
+        .for_each(|(k, slab)| {
+            let depth = depth0 + k as f64 * sz;
+            // Bracketing slices.
+            let hi = depths
+                .partition_point(|&d| d < depth - 1e-9)
+                .min(depths.len() - 1);
+            let lo = if depths[hi] > depth + 1e-9 && hi > 0 {
+                hi - 1
+            } else {
+                hi
+            };
+            let t = if hi != lo {
+                (depth - depths[lo]) / (depths[hi] - depths[lo])
+            } else {
+                0.0
+            };
+            for j in 0..dims[1] {
+                for i in 0..dims[0] {
+                    let p = origin
+                        + row * (i as f64 * sx)
+                        + col * (j as f64 * sy)
+                        + normal * (depth - origin.dot(&normal));
+                    let at = |s: usize| {
+                        let d = p - positions[s];
+                        sample(s, d.dot(&row) / sx, d.dot(&col) / sy)
+                    };
+                    let value = match (at(lo), if t > 0.0 { at(hi) } else { None }) {
+                        (Some(a), Some(b)) => a + (b - a) * t,
+                        (Some(a), None) => a,
+                        (None, Some(b)) => b,
+                        (None, None) => continue,
+                    };
+                    slab[j * dims[0] + i] =
+                        value.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16;
+                }
+            }
+        });
+    Volume {
+        geometry,
+        voxels: out,
+    }
+}

@@ -1,0 +1,60 @@
+//! Readers and writers: DICOM series (dicom-rs), NIfTI-1 (`.nii`, `.nii.gz`) and NRRD
+//! (`.nrrd`, `.nhdr`). Every error names the file and the problem; nothing here panics on
+//! malformed input.
+
+pub mod dicom;
+pub mod nifti;
+pub mod nrrd;
+
+use std::path::{Path, PathBuf};
+
+use crate::volume::Volume;
+
+/// Which reader a path goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Nifti,
+    Nrrd,
+    /// A DICOM file, a folder (searched recursively) or a DICOMDIR.
+    Dicom,
+}
+
+impl Format {
+    /// Guesses the format from the path: NIfTI and NRRD by extension, everything else
+    /// (folders, DICOMDIR, `.dcm`, extension-less files) as DICOM.
+    pub fn of_path(path: &Path) -> Format {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+            Format::Nifti
+        } else if name.ends_with(".nrrd") || name.ends_with(".nhdr") {
+            Format::Nrrd
+        } else {
+            Format::Dicom
+        }
+    }
+}
+
+/// Any reader's error.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error(transparent)]
+    Dicom(#[from] dicom::DicomError),
+    #[error(transparent)]
+    Nifti(#[from] nifti::NiftiError),
+    #[error(transparent)]
+    Nrrd(#[from] nrrd::NrrdError),
+}
+
+/// A volume read from a NIfTI or NRRD file, with the values as stored (converted to i16
+/// or u8 by the caller's choice) and what the reader noticed.
+#[derive(Debug, Clone)]
+pub struct ReadVolume<T> {
+    pub volume: Volume<T>,
+    pub path: PathBuf,
+    /// Things the user should know (e.g. values clamped to i16, qform used for lack of
+    /// an sform), in plain words.
+    pub warnings: Vec<String>,
+}

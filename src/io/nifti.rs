@@ -1,0 +1,1858 @@
+//! NIfTI-1 reader and writer (`.nii`, `.nii.gz`), written from the NIfTI-1 specification
+//! (no nifti crate).
+//!
+//! Reading: gzip is detected by its magic bytes (1f 8b), not by the name; little- and
+//! big-endian headers (told apart by `sizeof_hdr` = 348); datatypes uint8, int8, int16,
+//! uint16, int32, uint32, float32 and float64; `scl_slope`/`scl_inter`; `vox_offset`; 3D
+//! images, or 4D with a single volume. The grid is placed from the sform when
+//! `sform_code > 0`, else from the qform when `qform_code > 0`, else from `pixdim` alone
+//! (with a warning), through [`Geometry::from_ras_affine`].
+//!
+//! Writing ([`write_nifti`]): int16 CT or uint8 labels, a single-file `n+1` image with
+//! both the sform (the exact [`Geometry::to_ras_affine`], rounded to float32 as the format
+//! stores it) and a qform that agrees with it, so that a label map written here overlays
+//! its CT in every viewer whichever of the two it trusts. Writes are atomic (temporary
+//! file in the same folder, fsync, rename).
+//!
+//! Every error names the file; nothing here panics on malformed input.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use nalgebra::{Matrix3, Matrix4, Vector3};
+
+use self::samples::{InvalidValue, SampleType, Target};
+use super::ReadVolume;
+use crate::volume::{Geometry, Volume, VolumeError, ras_from_lps};
+
+/// Errors of the NIfTI reader and writer. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum NiftiError {
+    #[error("{}: {context}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a NIfTI-1 file: {reason}", path.display())]
+    NotNifti { path: PathBuf, reason: String },
+    #[error("{}: file is truncated: {what}", path.display())]
+    Truncated { path: PathBuf, what: String },
+    #[error("{}: bad NIfTI header: {reason}", path.display())]
+    BadHeader { path: PathBuf, reason: String },
+    #[error("{}: unsupported NIfTI datatype code {code} ({name}); supported: uint8, int8, int16, uint16, int32, uint32, float32, float64", path.display())]
+    UnsupportedDatatype {
+        path: PathBuf,
+        code: i16,
+        name: &'static str,
+    },
+    #[error("{}: is a 4D (or higher) image with {volumes} volumes (dim = {dims:?}); only 3D volumes can be opened", path.display())]
+    NotThreeD {
+        path: PathBuf,
+        dims: Vec<i16>,
+        volumes: u64,
+    },
+    #[error("{}: {message}", path.display())]
+    BadValue { path: PathBuf, message: String },
+    #[error("{}: invalid geometry in the header: {source}", path.display())]
+    Geometry {
+        path: PathBuf,
+        #[source]
+        source: VolumeError,
+    },
+    #[error("cannot write {}: {reason}", path.display())]
+    Unwritable { path: PathBuf, reason: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Reads a NIfTI-1 image as CT: values (after `scl_slope`/`scl_inter`) are rounded to the
+/// nearest integer and saturated to i16, with a warning counting clamped voxels.
+pub fn read_nifti_ct(path: &Path) -> Result<ReadVolume<i16>, NiftiError> {
+    read_nifti::<i16>(path)
+}
+
+/// Reads a NIfTI-1 image as a label map: every value (after `scl_slope`/`scl_inter`)
+/// must be an integer in 0..=255, otherwise the error names the first offending value.
+pub fn read_nifti_labels(path: &Path) -> Result<ReadVolume<u8>, NiftiError> {
+    read_nifti::<u8>(path)
+}
+
+/// The voxel types [`write_nifti`] can store: i16 (NIfTI datatype 4, CT) and u8
+/// (datatype 2, labels).
+pub trait NiftiScalar: Copy + Send + Sync + sealed::Sealed {
+    /// NIfTI `datatype` code.
+    const DATATYPE: i16;
+    /// NIfTI `bitpix`.
+    const BITPIX: i16;
+    /// Appends the values as little-endian bytes.
+    #[doc(hidden)]
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i16 {}
+    impl Sealed for u8 {}
+}
+
+impl NiftiScalar for i16 {
+    const DATATYPE: i16 = 4;
+    const BITPIX: i16 = 16;
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>) {
+        out.reserve(values.len() * 2);
+        for v in values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+impl NiftiScalar for u8 {
+    const DATATYPE: i16 = 2;
+    const BITPIX: i16 = 8;
+    fn extend_le_bytes(values: &[Self], out: &mut Vec<u8>) {
+        out.extend_from_slice(values);
+    }
+}
+
+/// Writes `volume` as a single-file NIfTI-1 image (`.nii.gz` when the name ends in
+/// `.gz`, else `.nii`), atomically: the bytes go to `.<name>.tmp-<pid>-<n>` in the same
+/// folder, are fsynced, and the file is renamed over `path`. On failure the temporary file
+/// is removed and the error names `path`.
+///
+/// The header holds the sform (code 1, scanner anatomical: the exact
+/// [`Geometry::to_ras_affine`] rounded to float32) and a qform (code 1) built from the
+/// orthonormalised direction (qfac = -1 for left-handed grids), `pixdim` = spacing,
+/// units mm, `vox_offset` 352, `scl_slope` 1 / `scl_inter` 0.
+pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<(), NiftiError> {
+    let unwritable = |reason: String| NiftiError::Unwritable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let g = &volume.geometry;
+    g.validate().map_err(|e| unwritable(e.to_string()))?;
+    if volume.voxels.len() != g.voxel_count() {
+        return Err(unwritable(format!(
+            "the volume holds {} voxels but its dims {:?} need {}",
+            volume.voxels.len(),
+            g.dims,
+            g.voxel_count()
+        )));
+    }
+    let header = Header::for_volume(g, T::DATATYPE, T::BITPIX).map_err(unwritable)?;
+    let header_bytes = header.to_bytes(false);
+    let gz = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
+        .unwrap_or(false);
+    write_atomically(path, gz, |w| {
+        w.write_all(&header_bytes)?;
+        w.write_all(&[0u8; 4])?; // extension flag: no extensions
+        let mut buf = Vec::with_capacity(1 << 17);
+        for chunk in volume.voxels.chunks(1 << 16) {
+            buf.clear();
+            T::extend_le_bytes(chunk, &mut buf);
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })
+    .map_err(|source| NiftiError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// gzip level for written `.nii.gz` files: a little below the default, which costs several
+/// times as long on CT for a few percent of size.
+const GZIP_LEVEL: u32 = 4;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes through `fill` into a temporary file next to `path`, fsyncs it and renames it
+/// over `path`; removes the temporary file on any failure.
+fn write_atomically(
+    path: &Path,
+    gz: bool,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> io::Result<()> {
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        if gz {
+            let mut enc = GzEncoder::new(out, Compression::new(GZIP_LEVEL));
+            fill(&mut enc)?;
+            out = enc.finish()?;
+        } else {
+            fill(&mut out)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    match result {
+        Ok(()) => {
+            // Make the rename itself durable; not all platforms allow syncing a folder.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Header
+
+const HEADER_SIZE: usize = 348;
+const SINGLE_FILE_OFFSET: usize = 352;
+
+/// The NIfTI-1 header fields this module reads or writes.
+#[derive(Debug, Clone, PartialEq)]
+struct Header {
+    dim: [i16; 8],
+    datatype: i16,
+    bitpix: i16,
+    pixdim: [f32; 8],
+    vox_offset: f32,
+    scl_slope: f32,
+    scl_inter: f32,
+    xyzt_units: u8,
+    cal_max: f32,
+    cal_min: f32,
+    descrip: [u8; 80],
+    qform_code: i16,
+    sform_code: i16,
+    quatern: [f32; 3],
+    qoffset: [f32; 3],
+    srow: [[f32; 4]; 3],
+    magic: [u8; 4],
+}
+
+/// Byte offsets of the NIfTI-1 header fields.
+mod off {
+    pub const SIZEOF_HDR: usize = 0;
+    pub const REGULAR: usize = 38;
+    pub const DIM: usize = 40;
+    pub const DATATYPE: usize = 70;
+    pub const BITPIX: usize = 72;
+    pub const PIXDIM: usize = 76;
+    pub const VOX_OFFSET: usize = 108;
+    pub const SCL_SLOPE: usize = 112;
+    pub const SCL_INTER: usize = 116;
+    pub const XYZT_UNITS: usize = 123;
+    pub const CAL_MAX: usize = 124;
+    pub const CAL_MIN: usize = 128;
+    pub const DESCRIP: usize = 148;
+    pub const QFORM_CODE: usize = 252;
+    pub const SFORM_CODE: usize = 254;
+    pub const QUATERN_B: usize = 256;
+    pub const QOFFSET_X: usize = 268;
+    pub const SROW_X: usize = 280;
+    pub const MAGIC: usize = 344;
+}
+
+struct Fields<'a> {
+    bytes: &'a [u8; HEADER_SIZE],
+    big_endian: bool,
+}
+
+impl Fields<'_> {
+    fn array<const N: usize>(&self, at: usize) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.bytes[at..at + N]);
+        a
+    }
+    fn i16(&self, at: usize) -> i16 {
+        let a = self.array::<2>(at);
+        if self.big_endian {
+            i16::from_be_bytes(a)
+        } else {
+            i16::from_le_bytes(a)
+        }
+    }
+    fn i32(&self, at: usize) -> i32 {
+        let a = self.array::<4>(at);
+        if self.big_endian {
+            i32::from_be_bytes(a)
+        } else {
+            i32::from_le_bytes(a)
+        }
+    }
+    fn f32(&self, at: usize) -> f32 {
+        let a = self.array::<4>(at);
+        if self.big_endian {
+            f32::from_be_bytes(a)
+        } else {
+            f32::from_le_bytes(a)
+        }
+    }
+}
+
+impl Header {
+    /// Parses the 348 header bytes; returns the header and whether it is big-endian.
+    fn parse(bytes: &[u8; HEADER_SIZE]) -> Result<(Header, bool), String> {
+        let le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let be = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let big_endian = match (le, be) {
+            (348, _) => false,
+            (_, 348) => true,
+            (540, _) | (_, 540) => {
+                return Err(
+                    "this is a NIfTI-2 header (sizeof_hdr 540); only NIfTI-1 is supported".into(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "sizeof_hdr is {le} (or {be} byte-swapped), not 348"
+                ));
+            }
+        };
+        let f = Fields { bytes, big_endian };
+        debug_assert_eq!(f.i32(off::SIZEOF_HDR), 348);
+        let mut h = Header {
+            dim: [0; 8],
+            datatype: f.i16(off::DATATYPE),
+            bitpix: f.i16(off::BITPIX),
+            pixdim: [0.0; 8],
+            vox_offset: f.f32(off::VOX_OFFSET),
+            scl_slope: f.f32(off::SCL_SLOPE),
+            scl_inter: f.f32(off::SCL_INTER),
+            xyzt_units: bytes[off::XYZT_UNITS],
+            cal_max: f.f32(off::CAL_MAX),
+            cal_min: f.f32(off::CAL_MIN),
+            descrip: f.array::<80>(off::DESCRIP),
+            qform_code: f.i16(off::QFORM_CODE),
+            sform_code: f.i16(off::SFORM_CODE),
+            quatern: [0.0; 3],
+            qoffset: [0.0; 3],
+            srow: [[0.0; 4]; 3],
+            magic: f.array::<4>(off::MAGIC),
+        };
+        for i in 0..8 {
+            h.dim[i] = f.i16(off::DIM + 2 * i);
+            h.pixdim[i] = f.f32(off::PIXDIM + 4 * i);
+        }
+        for i in 0..3 {
+            h.quatern[i] = f.f32(off::QUATERN_B + 4 * i);
+            h.qoffset[i] = f.f32(off::QOFFSET_X + 4 * i);
+            for j in 0..4 {
+                h.srow[i][j] = f.f32(off::SROW_X + 16 * i + 4 * j);
+            }
+        }
+        Ok((h, big_endian))
+    }
+
+    /// Serialises the 348 header bytes.
+    fn to_bytes(&self, big_endian: bool) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+        let i16b = |v: i16| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let i32b = |v: i32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let f32b = |v: f32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        put(off::SIZEOF_HDR, &i32b(HEADER_SIZE as i32));
+        put(off::REGULAR, b"r");
+        for i in 0..8 {
+            put(off::DIM + 2 * i, &i16b(self.dim[i]));
+            put(off::PIXDIM + 4 * i, &f32b(self.pixdim[i]));
+        }
+        put(off::DATATYPE, &i16b(self.datatype));
+        put(off::BITPIX, &i16b(self.bitpix));
+        put(off::VOX_OFFSET, &f32b(self.vox_offset));
+        put(off::SCL_SLOPE, &f32b(self.scl_slope));
+        put(off::SCL_INTER, &f32b(self.scl_inter));
+        put(off::XYZT_UNITS, &[self.xyzt_units]);
+        put(off::CAL_MAX, &f32b(self.cal_max));
+        put(off::CAL_MIN, &f32b(self.cal_min));
+        put(off::DESCRIP, &self.descrip);
+        put(off::QFORM_CODE, &i16b(self.qform_code));
+        put(off::SFORM_CODE, &i16b(self.sform_code));
+        for i in 0..3 {
+            put(off::QUATERN_B + 4 * i, &f32b(self.quatern[i]));
+            put(off::QOFFSET_X + 4 * i, &f32b(self.qoffset[i]));
+            for j in 0..4 {
+                put(off::SROW_X + 16 * i + 4 * j, &f32b(self.srow[i][j]));
+            }
+        }
+        put(off::MAGIC, &self.magic);
+        b
+    }
+
+    /// The header [`write_nifti`] writes for a grid.
+    fn for_volume(g: &Geometry, datatype: i16, bitpix: i16) -> Result<Header, String> {
+        let mut dim = [1i16; 8];
+        dim[0] = 3;
+        for a in 0..3 {
+            dim[a + 1] = i16::try_from(g.dims[a]).map_err(|_| {
+                format!(
+                    "dims {:?} exceed NIfTI-1's limit of 32767 voxels per axis",
+                    g.dims
+                )
+            })?;
+        }
+        let affine = g.to_ras_affine();
+        if affine
+            .iter()
+            .any(|v| !v.is_finite() || v.abs() > f32::MAX as f64)
+        {
+            return Err("the voxel-to-world affine does not fit in float32".into());
+        }
+        let q = qform_from_direction(&(ras_from_lps().fixed_view::<3, 3>(0, 0) * g.direction));
+        let mut pixdim = [1.0f32; 8];
+        pixdim[0] = q.qfac as f32;
+        for a in 0..3 {
+            pixdim[a + 1] = g.spacing_mm[a] as f32;
+        }
+        let mut srow = [[0f32; 4]; 3];
+        for (r, row) in srow.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = affine[(r, c)] as f32;
+            }
+        }
+        let mut descrip = [0u8; 80];
+        let text = b"pulmo";
+        descrip[..text.len()].copy_from_slice(text);
+        Ok(Header {
+            dim,
+            datatype,
+            bitpix,
+            pixdim,
+            vox_offset: SINGLE_FILE_OFFSET as f32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            xyzt_units: 2, // NIFTI_UNITS_MM
+            cal_max: 0.0,
+            cal_min: 0.0,
+            descrip,
+            qform_code: 1,
+            sform_code: 1,
+            quatern: [q.b as f32, q.c as f32, q.d as f32],
+            qoffset: [srow[0][3], srow[1][3], srow[2][3]],
+            srow,
+            magic: *b"n+1\0",
+        })
+    }
+}
+
+/// The rotation part of a qform: quaternion (b, c, d; a >= 0 implied) and qfac.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Qform {
+    b: f64,
+    c: f64,
+    d: f64,
+    qfac: f64,
+}
+
+/// Quaternion and qfac of a direction matrix (RAS, columns = voxel axes), after
+/// orthonormalising it (polar decomposition) when its columns are not orthonormal. A
+/// left-handed matrix gets qfac = -1 and its third column negated, as NIfTI-1 specifies.
+fn qform_from_direction(direction_ras: &Matrix3<f64>) -> Qform {
+    let mut r = *direction_ras;
+    if (r.transpose() * r - Matrix3::identity()).abs().max() > 1e-12 {
+        let svd = r.svd(true, true);
+        if let (Some(u), Some(v_t)) = (svd.u, svd.v_t) {
+            r = u * v_t;
+        }
+    }
+    let mut qfac = 1.0;
+    if r.determinant() < 0.0 {
+        qfac = -1.0;
+        let neg = -r.column(2);
+        r.set_column(2, &neg);
+    }
+    // nifti_mat44_to_quatern (nifti1_io.c).
+    let (r11, r12, r13) = (r[(0, 0)], r[(0, 1)], r[(0, 2)]);
+    let (r21, r22, r23) = (r[(1, 0)], r[(1, 1)], r[(1, 2)]);
+    let (r31, r32, r33) = (r[(2, 0)], r[(2, 1)], r[(2, 2)]);
+    let trace_plus_one = r11 + r22 + r33 + 1.0;
+    let (b, c, d) = if trace_plus_one > 0.5 {
+        let a = 0.5 * trace_plus_one.sqrt();
+        (
+            0.25 * (r32 - r23) / a,
+            0.25 * (r13 - r31) / a,
+            0.25 * (r21 - r12) / a,
+        )
+    } else {
+        let xd = 1.0 + r11 - (r22 + r33);
+        let yd = 1.0 + r22 - (r11 + r33);
+        let zd = 1.0 + r33 - (r11 + r22);
+        let (a, b, c, d) = if xd > 1.0 {
+            let b = 0.5 * xd.sqrt();
+            (
+                0.25 * (r32 - r23) / b,
+                b,
+                0.25 * (r12 + r21) / b,
+                0.25 * (r13 + r31) / b,
+            )
+        } else if yd > 1.0 {
+            let c = 0.5 * yd.sqrt();
+            (
+                0.25 * (r13 - r31) / c,
+                0.25 * (r12 + r21) / c,
+                c,
+                0.25 * (r23 + r32) / c,
+            )
+        } else {
+            let d = 0.5 * zd.sqrt();
+            (
+                0.25 * (r21 - r12) / d,
+                0.25 * (r13 + r31) / d,
+                0.25 * (r23 + r32) / d,
+                d,
+            )
+        };
+        // Keep a >= 0 (it is not stored).
+        if a < 0.0 { (-b, -c, -d) } else { (b, c, d) }
+    };
+    Qform { b, c, d, qfac }
+}
+
+/// The voxel→RAS affine of a qform (nifti_quatern_to_mat44). Spacings that are not
+/// positive are taken as 1 (as nifti1_io does).
+fn qform_affine(q: Qform, spacing: [f64; 3], offset: [f64; 3]) -> Matrix4<f64> {
+    let (mut b, mut c, mut d) = (q.b, q.c, q.d);
+    let mut a = 1.0 - (b * b + c * c + d * d);
+    if a < 1e-7 {
+        let s = 1.0 / (b * b + c * c + d * d).sqrt();
+        b *= s;
+        c *= s;
+        d *= s;
+        a = 0.0;
+    } else {
+        a = a.sqrt();
+    }
+    let [xd, yd, zd] = spacing.map(|s| if s > 0.0 { s } else { 1.0 });
+    let zd = if q.qfac < 0.0 { -zd } else { zd };
+    Matrix4::new(
+        (a * a + b * b - c * c - d * d) * xd,
+        2.0 * (b * c - a * d) * yd,
+        2.0 * (b * d + a * c) * zd,
+        offset[0],
+        2.0 * (b * c + a * d) * xd,
+        (a * a + c * c - b * b - d * d) * yd,
+        2.0 * (c * d - a * b) * zd,
+        offset[1],
+        2.0 * (b * d - a * c) * xd,
+        2.0 * (c * d + a * b) * yd,
+        (a * a + d * d - c * c - b * b) * zd,
+        offset[2],
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    )
+}
+
+fn sample_type(code: i16) -> Result<SampleType, &'static str> {
+    Ok(match code {
+        2 => SampleType::U8,
+        4 => SampleType::I16,
+        8 => SampleType::I32,
+        16 => SampleType::F32,
+        64 => SampleType::F64,
+        256 => SampleType::I8,
+        512 => SampleType::U16,
+        768 => SampleType::U32,
+        0 => return Err("unknown"),
+        1 => return Err("binary"),
+        32 => return Err("complex64"),
+        128 => return Err("RGB24"),
+        1024 => return Err("int64"),
+        1280 => return Err("uint64"),
+        1536 => return Err("float128"),
+        1792 => return Err("complex128"),
+        2048 => return Err("complex256"),
+        2304 => return Err("RGBA32"),
+        _ => return Err("not a NIfTI-1 datatype"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Reader
+
+/// Reads `buf.len()` bytes or up to the end of the stream; returns how many were read.
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
+    let p = || path.to_path_buf();
+    let io_err = |context: &'static str| {
+        move |source: io::Error| {
+            if source.kind() == io::ErrorKind::UnexpectedEof {
+                NiftiError::Truncated {
+                    path: path.to_path_buf(),
+                    what: format!("{context}: {source}"),
+                }
+            } else {
+                NiftiError::Io {
+                    path: path.to_path_buf(),
+                    context,
+                    source,
+                }
+            }
+        }
+    };
+    let file = File::open(path).map_err(io_err("cannot open"))?;
+    let mut buffered = BufReader::with_capacity(1 << 16, file);
+    let gz = {
+        let head = buffered.fill_buf().map_err(io_err("cannot read"))?;
+        head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
+    };
+    let mut src: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let stream = if gz { "gzip stream" } else { "file" };
+
+    let mut hbytes = [0u8; HEADER_SIZE];
+    let got = read_up_to(&mut src, &mut hbytes).map_err(io_err("reading the header"))?;
+    if got < HEADER_SIZE {
+        return Err(if got < 4 {
+            NiftiError::NotNifti {
+                path: p(),
+                reason: format!("the {stream} holds only {got} bytes"),
+            }
+        } else {
+            NiftiError::Truncated {
+                path: p(),
+                what: format!("the {stream} ends after {got} bytes, inside the 348-byte header"),
+            }
+        });
+    }
+    let (h, big_endian) =
+        Header::parse(&hbytes).map_err(|reason| NiftiError::NotNifti { path: p(), reason })?;
+    match &h.magic {
+        b"n+1\0" => {}
+        b"ni1\0" => {
+            return Err(NiftiError::NotNifti {
+                path: p(),
+                reason: "this is the header of a .hdr/.img pair (magic \"ni1\"); only single-file .nii / .nii.gz images are supported".into(),
+            });
+        }
+        m => {
+            return Err(NiftiError::NotNifti {
+                path: p(),
+                reason: format!(
+                    "magic is {:?}, not \"n+1\" (ANALYZE 7.5 images are not supported)",
+                    String::from_utf8_lossy(m)
+                ),
+            });
+        }
+    }
+    let bad = |reason: String| NiftiError::BadHeader { path: p(), reason };
+    let mut warnings = Vec::new();
+
+    // Dimensions.
+    let ndim = h.dim[0];
+    if !(1..=7).contains(&ndim) {
+        return Err(bad(format!(
+            "dim[0] = {ndim} is not in 1..=7 (dim = {:?})",
+            h.dim
+        )));
+    }
+    let ndim = ndim as usize;
+    let mut dims = [1usize; 3];
+    let mut extra: u64 = 1;
+    for i in 1..=ndim {
+        let d = h.dim[i];
+        if d < 1 {
+            return Err(bad(format!(
+                "dim[{i}] = {d} is not positive (dim = {:?})",
+                h.dim
+            )));
+        }
+        if i <= 3 {
+            dims[i - 1] = d as usize;
+        } else {
+            extra *= d as u64;
+        }
+    }
+    if extra > 1 {
+        return Err(NiftiError::NotThreeD {
+            path: p(),
+            dims: h.dim[..=ndim].to_vec(),
+            volumes: extra,
+        });
+    }
+
+    // Voxel type.
+    let ty = sample_type(h.datatype).map_err(|name| NiftiError::UnsupportedDatatype {
+        path: p(),
+        code: h.datatype,
+        name,
+    })?;
+    if h.bitpix as usize != ty.size() * 8 {
+        warnings.push(format!(
+            "bitpix is {} but datatype {} ({}) has {} bits; the datatype was trusted",
+            h.bitpix,
+            h.datatype,
+            ty.name(),
+            ty.size() * 8
+        ));
+    }
+
+    // Scaling.
+    let slope = h.scl_slope as f64;
+    let inter = if h.scl_inter.is_finite() {
+        h.scl_inter as f64
+    } else {
+        0.0
+    };
+    let scaling = if slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0) {
+        Some((slope, inter))
+    } else {
+        None
+    };
+
+    // Geometry (checked before reading the voxels, so a bad header fails fast).
+    let geometry = header_geometry(&h, dims, &mut warnings).map_err(|e| match e {
+        GeometryProblem::Header(reason) => bad(reason),
+        GeometryProblem::Volume(source) => NiftiError::Geometry { path: p(), source },
+    })?;
+
+    // Skip to the voxels.
+    let vox_offset = h.vox_offset;
+    if !vox_offset.is_finite() || vox_offset < 0.0 || vox_offset.fract() != 0.0 {
+        return Err(bad(format!(
+            "vox_offset {vox_offset} is not a whole number of bytes"
+        )));
+    }
+    let mut offset = vox_offset as u64;
+    if offset < SINGLE_FILE_OFFSET as u64 {
+        warnings.push(format!(
+            "vox_offset {offset} is below 352, the minimum for a single-file NIfTI; the voxels were read from byte 352"
+        ));
+        offset = SINGLE_FILE_OFFSET as u64;
+    }
+    let skip = offset - HEADER_SIZE as u64;
+    let skipped = io::copy(&mut (&mut src).take(skip), &mut io::sink())
+        .map_err(io_err("reading the header extensions"))?;
+    if skipped < skip {
+        return Err(NiftiError::Truncated {
+            path: p(),
+            what: format!(
+                "the {stream} ends after {} bytes, before vox_offset {offset}",
+                HEADER_SIZE as u64 + skipped
+            ),
+        });
+    }
+
+    // Voxels.
+    let count = dims[0] * dims[1] * dims[2]; // each < 32768: cannot overflow
+    let nbytes = count
+        .checked_mul(ty.size())
+        .ok_or_else(|| bad(format!("dims {dims:?} are too large")))?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(nbytes).map_err(|_| {
+        bad(format!(
+            "dims {dims:?} of {} need {nbytes} bytes, which cannot be allocated",
+            ty.name()
+        ))
+    })?;
+    (&mut src)
+        .take(nbytes as u64)
+        .read_to_end(&mut data)
+        .map_err(io_err("reading the voxel data"))?;
+    if data.len() < nbytes {
+        return Err(NiftiError::Truncated {
+            path: p(),
+            what: format!(
+                "the {stream} holds {} of the {nbytes} bytes of voxel data ({:?} voxels of {})",
+                data.len(),
+                dims,
+                ty.name()
+            ),
+        });
+    }
+    drop(src);
+
+    let decoded = samples::decode::<T>(&data, ty, big_endian, scaling)
+        .map_err(|e| bad_value::<T>(path, e, dims, scaling.is_some()))?;
+    drop(data);
+    samples::push_conversion_warnings(&decoded, &mut warnings);
+    let volume = Volume::new(geometry, decoded.values)
+        .map_err(|source| NiftiError::Geometry { path: p(), source })?;
+    Ok(ReadVolume {
+        volume,
+        path: p(),
+        warnings,
+    })
+}
+
+fn bad_value<T: Target>(
+    path: &Path,
+    e: InvalidValue,
+    dims: [usize; 3],
+    scaled: bool,
+) -> NiftiError {
+    NiftiError::BadValue {
+        path: path.to_path_buf(),
+        message: samples::invalid_value_message::<T>(e, dims, scaled),
+    }
+}
+
+enum GeometryProblem {
+    Header(String),
+    Volume(VolumeError),
+}
+
+/// The grid of a header: sform, else qform, else pixdim.
+fn header_geometry(
+    h: &Header,
+    dims: [usize; 3],
+    warnings: &mut Vec<String>,
+) -> Result<Geometry, GeometryProblem> {
+    let unit_scale = match h.xyzt_units & 0x07 {
+        0 | 2 => 1.0,
+        1 => {
+            warnings.push("spatial units are metres; converted to millimetres".into());
+            1000.0
+        }
+        3 => {
+            warnings.push("spatial units are micrometres; converted to millimetres".into());
+            0.001
+        }
+        u => {
+            warnings.push(format!(
+                "unknown spatial unit code {u}; millimetres assumed"
+            ));
+            1.0
+        }
+    };
+    let spacing = [1, 2, 3].map(|i| h.pixdim[i] as f64);
+    let qform = || {
+        let q = Qform {
+            b: h.quatern[0] as f64,
+            c: h.quatern[1] as f64,
+            d: h.quatern[2] as f64,
+            qfac: if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 },
+        };
+        qform_affine(q, spacing, h.qoffset.map(|v| v as f64))
+    };
+    let sform = || {
+        let s = h.srow.map(|row| row.map(|v| v as f64));
+        Matrix4::new(
+            s[0][0], s[0][1], s[0][2], s[0][3], s[1][0], s[1][1], s[1][2], s[1][3], s[2][0],
+            s[2][1], s[2][2], s[2][3], 0.0, 0.0, 0.0, 1.0,
+        )
+    };
+    let check_finite = |m: &Matrix4<f64>, what: &str| {
+        if m.iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(GeometryProblem::Header(format!(
+                "the {what} holds non-finite values"
+            )))
+        }
+    };
+    let qform_spacing_ok = |warnings: &mut Vec<String>| {
+        if spacing.iter().any(|s| !(*s > 0.0)) {
+            warnings.push(format!(
+                "pixdim {:?} holds non-positive spacings; 1 mm used for those axes",
+                &h.pixdim[1..4]
+            ));
+        }
+    };
+    let mut affine = if h.sform_code > 0 {
+        let s = sform();
+        check_finite(&s, "sform")?;
+        let linear = s.fixed_view::<3, 3>(0, 0);
+        let cols: Vec<Vector3<f64>> = (0..3).map(|a| linear.column(a).normalize()).collect();
+        let max_cos = [(0, 1), (0, 2), (1, 2)]
+            .iter()
+            .map(|&(x, y)| cols[x].dot(&cols[y]).abs())
+            .fold(0.0f64, f64::max);
+        if max_cos > 1e-4 {
+            warnings.push(format!(
+                "the sform's voxel axes are not orthogonal (shear: largest |cos| between axes {max_cos:.2e}); loaded as is, but other tools may place it differently"
+            ));
+        }
+        if h.qform_code > 0 {
+            let q = qform();
+            if q.iter().all(|v| v.is_finite()) {
+                let diff = (q - s).abs().max();
+                if diff > 1e-3 {
+                    warnings.push(format!(
+                        "the qform and the sform disagree (by up to {diff:.3} mm); the sform was used, but tools that prefer the qform will place this image differently"
+                    ));
+                }
+            }
+        }
+        s
+    } else if h.qform_code > 0 {
+        let q = qform();
+        check_finite(&q, "qform")?;
+        qform_spacing_ok(warnings);
+        q
+    } else {
+        warnings.push(
+            "the header has neither sform nor qform: the image was placed with its pixdim spacing only, at the origin and without orientation (treat left/right with caution)".into(),
+        );
+        let [dx, dy, dz] = spacing.map(|s| if s > 0.0 && s.is_finite() { s } else { 1.0 });
+        Matrix4::new(
+            dx, 0.0, 0.0, 0.0, 0.0, dy, 0.0, 0.0, 0.0, 0.0, dz, 0.0, 0.0, 0.0, 0.0, 1.0,
+        )
+    };
+    if unit_scale != 1.0 {
+        let mut top = affine.fixed_view_mut::<3, 4>(0, 0);
+        top *= unit_scale;
+    }
+    Geometry::from_ras_affine(dims, &affine).map_err(GeometryProblem::Volume)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sample decoding, shared with the NRRD reader.
+
+/// Decoding stored samples (any of the usual integer and float types, either byte order,
+/// optionally scaled) into the crate's voxel types, with the CT policy (round and
+/// saturate into i16) or the label policy (integers in range, else an error).
+pub(crate) mod samples {
+    /// A stored sample type.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum SampleType {
+        U8,
+        I8,
+        I16,
+        U16,
+        I32,
+        U32,
+        I64,
+        U64,
+        F32,
+        F64,
+    }
+
+    impl SampleType {
+        pub(crate) fn size(self) -> usize {
+            match self {
+                SampleType::U8 | SampleType::I8 => 1,
+                SampleType::I16 | SampleType::U16 => 2,
+                SampleType::I32 | SampleType::U32 | SampleType::F32 => 4,
+                SampleType::I64 | SampleType::U64 | SampleType::F64 => 8,
+            }
+        }
+
+        pub(crate) fn name(self) -> &'static str {
+            match self {
+                SampleType::U8 => "uint8",
+                SampleType::I8 => "int8",
+                SampleType::I16 => "int16",
+                SampleType::U16 => "uint16",
+                SampleType::I32 => "int32",
+                SampleType::U32 => "uint32",
+                SampleType::I64 => "int64",
+                SampleType::U64 => "uint64",
+                SampleType::F32 => "float32",
+                SampleType::F64 => "float64",
+            }
+        }
+    }
+
+    /// One converted value.
+    pub(crate) enum Converted<T> {
+        Exact(T),
+        /// Out of the target's range, saturated.
+        Clamped(T),
+        /// NaN, replaced.
+        NonFinite(T),
+        /// Not acceptable for the target (label policy).
+        Invalid,
+    }
+
+    /// A voxel type the readers produce.
+    pub(crate) trait Target: Copy + Send + Sync + 'static {
+        /// What every value must be, for error messages (label policy).
+        const EXPECTED: &'static str;
+        fn from_i64(v: i64) -> Converted<Self>;
+        fn from_f64(v: f64) -> Converted<Self>;
+    }
+
+    /// CT policy: round half away from zero, saturate, NaN -> 0.
+    impl Target for i16 {
+        const EXPECTED: &'static str = "a number";
+        #[inline]
+        fn from_i64(v: i64) -> Converted<Self> {
+            if v < i16::MIN as i64 {
+                Converted::Clamped(i16::MIN)
+            } else if v > i16::MAX as i64 {
+                Converted::Clamped(i16::MAX)
+            } else {
+                Converted::Exact(v as i16)
+            }
+        }
+        #[inline]
+        fn from_f64(v: f64) -> Converted<Self> {
+            if v.is_nan() {
+                return Converted::NonFinite(0);
+            }
+            let r = v.round();
+            if r < i16::MIN as f64 {
+                Converted::Clamped(i16::MIN)
+            } else if r > i16::MAX as f64 {
+                Converted::Clamped(i16::MAX)
+            } else {
+                Converted::Exact(r as i16)
+            }
+        }
+    }
+
+    /// Tolerance for float label values that are meant to be integers.
+    const LABEL_TOLERANCE: f64 = 1e-6;
+
+    /// Label policy: integers in 0..=255 (floats within 1e-6 of one).
+    impl Target for u8 {
+        const EXPECTED: &'static str = "an integer in 0..=255";
+        #[inline]
+        fn from_i64(v: i64) -> Converted<Self> {
+            match u8::try_from(v) {
+                Ok(v) => Converted::Exact(v),
+                Err(_) => Converted::Invalid,
+            }
+        }
+        #[inline]
+        fn from_f64(v: f64) -> Converted<Self> {
+            let r = v.round();
+            if (v - r).abs() <= LABEL_TOLERANCE && (0.0..=255.0).contains(&r) {
+                Converted::Exact(r as u8)
+            } else {
+                Converted::Invalid
+            }
+        }
+    }
+
+    /// Label policy for wide label maps: integers in the i32 range.
+    impl Target for i32 {
+        const EXPECTED: &'static str = "an integer in the i32 range";
+        #[inline]
+        fn from_i64(v: i64) -> Converted<Self> {
+            match i32::try_from(v) {
+                Ok(v) => Converted::Exact(v),
+                Err(_) => Converted::Invalid,
+            }
+        }
+        #[inline]
+        fn from_f64(v: f64) -> Converted<Self> {
+            let r = v.round();
+            if (v - r).abs() <= LABEL_TOLERANCE && (i32::MIN as f64..=i32::MAX as f64).contains(&r)
+            {
+                Converted::Exact(r as i32)
+            } else {
+                Converted::Invalid
+            }
+        }
+    }
+
+    /// Converted values and what was changed on the way.
+    pub(crate) struct Decoded<T> {
+        pub(crate) values: Vec<T>,
+        pub(crate) clamped: usize,
+        pub(crate) non_finite: usize,
+    }
+
+    /// The first value the target refused.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(crate) struct InvalidValue {
+        /// Linear voxel index.
+        pub(crate) index: usize,
+        /// The value (after scaling).
+        pub(crate) value: f64,
+    }
+
+    impl<T: Target> Decoded<T> {
+        fn with_capacity(n: usize) -> Self {
+            Self {
+                values: Vec::with_capacity(n),
+                clamped: 0,
+                non_finite: 0,
+            }
+        }
+
+        #[inline]
+        fn accept(
+            &mut self,
+            index: usize,
+            c: Converted<T>,
+            value: f64,
+        ) -> Result<(), InvalidValue> {
+            match c {
+                Converted::Exact(v) => self.values.push(v),
+                Converted::Clamped(v) => {
+                    self.clamped += 1;
+                    self.values.push(v);
+                }
+                Converted::NonFinite(v) => {
+                    self.non_finite += 1;
+                    self.values.push(v);
+                }
+                Converted::Invalid => return Err(InvalidValue { index, value }),
+            }
+            Ok(())
+        }
+    }
+
+    fn run_int<T: Target, const N: usize>(
+        bytes: &[u8],
+        read: impl Fn([u8; N]) -> i64,
+        scaling: Option<(f64, f64)>,
+        out: &mut Decoded<T>,
+    ) -> Result<(), InvalidValue> {
+        let (chunks, _) = bytes.as_chunks::<N>();
+        match scaling {
+            None => {
+                for (index, c) in chunks.iter().enumerate() {
+                    let v = read(*c);
+                    out.accept(index, T::from_i64(v), v as f64)?;
+                }
+            }
+            Some((slope, inter)) => {
+                for (index, c) in chunks.iter().enumerate() {
+                    let v = read(*c) as f64 * slope + inter;
+                    out.accept(index, T::from_f64(v), v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_float<T: Target, const N: usize>(
+        bytes: &[u8],
+        read: impl Fn([u8; N]) -> f64,
+        scaling: Option<(f64, f64)>,
+        out: &mut Decoded<T>,
+    ) -> Result<(), InvalidValue> {
+        let (chunks, _) = bytes.as_chunks::<N>();
+        let (slope, inter) = scaling.unwrap_or((1.0, 0.0));
+        for (index, c) in chunks.iter().enumerate() {
+            let v = read(*c) * slope + inter;
+            out.accept(index, T::from_f64(v), v)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes` (a whole number of samples; a trailing partial sample is ignored)
+    /// as `ty` in the given byte order, applies `value * slope + inter` when `scaling` is
+    /// set, and converts to `T`. Stops at the first value `T` refuses.
+    pub(crate) fn decode<T: Target>(
+        bytes: &[u8],
+        ty: SampleType,
+        big_endian: bool,
+        scaling: Option<(f64, f64)>,
+    ) -> Result<Decoded<T>, InvalidValue> {
+        let mut out = Decoded::with_capacity(bytes.len() / ty.size());
+        let be = big_endian;
+        macro_rules! int {
+            ($t:ty, $n:literal) => {
+                run_int::<T, $n>(
+                    bytes,
+                    |a| {
+                        (if be {
+                            <$t>::from_be_bytes(a)
+                        } else {
+                            <$t>::from_le_bytes(a)
+                        }) as i64
+                    },
+                    scaling,
+                    &mut out,
+                )
+            };
+        }
+        macro_rules! float {
+            ($t:ty, $n:literal) => {
+                run_float::<T, $n>(
+                    bytes,
+                    |a| {
+                        (if be {
+                            <$t>::from_be_bytes(a)
+                        } else {
+                            <$t>::from_le_bytes(a)
+                        }) as f64
+                    },
+                    scaling,
+                    &mut out,
+                )
+            };
+        }
+        match ty {
+            SampleType::U8 => int!(u8, 1),
+            SampleType::I8 => int!(i8, 1),
+            SampleType::I16 => int!(i16, 2),
+            SampleType::U16 => int!(u16, 2),
+            SampleType::I32 => int!(i32, 4),
+            SampleType::U32 => int!(u32, 4),
+            SampleType::I64 => int!(i64, 8),
+            // u64 beyond i64::MAX goes through f64 so that it saturates / is refused
+            // rather than wrapping.
+            SampleType::U64 => float!(u64, 8),
+            SampleType::F32 => float!(f32, 4),
+            SampleType::F64 => float!(f64, 8),
+        }?;
+        Ok(out)
+    }
+
+    /// Converts values already parsed as numbers (ASCII encodings).
+    pub(crate) fn decode_f64<T: Target>(
+        values: impl IntoIterator<Item = f64>,
+        count_hint: usize,
+        scaling: Option<(f64, f64)>,
+    ) -> Result<Decoded<T>, InvalidValue> {
+        let mut out = Decoded::with_capacity(count_hint);
+        let (slope, inter) = scaling.unwrap_or((1.0, 0.0));
+        for (index, v) in values.into_iter().enumerate() {
+            let v = v * slope + inter;
+            out.accept(index, T::from_f64(v), v)?;
+        }
+        Ok(out)
+    }
+
+    /// Plain-words warnings for clamped and NaN values.
+    pub(crate) fn push_conversion_warnings<T>(d: &Decoded<T>, warnings: &mut Vec<String>) {
+        if d.clamped > 0 {
+            warnings.push(format!(
+                "{} voxel(s) outside the int16 range were clamped to -32768..=32767",
+                d.clamped
+            ));
+        }
+        if d.non_finite > 0 {
+            warnings.push(format!(
+                "{} voxel(s) were NaN and were set to 0",
+                d.non_finite
+            ));
+        }
+    }
+
+    /// "label value 1.5 at voxel (3, 0, 7) is not an integer in 0..=255".
+    pub(crate) fn invalid_value_message<T: Target>(
+        e: InvalidValue,
+        dims: [usize; 3],
+        scaled: bool,
+    ) -> String {
+        let i = e.index % dims[0].max(1);
+        let j = (e.index / dims[0].max(1)) % dims[1].max(1);
+        let k = e.index / (dims[0].max(1) * dims[1].max(1));
+        format!(
+            "label value {}{} at voxel ({i}, {j}, {k}) is not {}",
+            e.value,
+            if scaled {
+                " (after scl_slope/scl_inter)"
+            } else {
+                ""
+            },
+            T::EXPECTED
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::Rotation3;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn ramp_ct(g: &Geometry) -> Volume<i16> {
+        let n = g.voxel_count();
+        let voxels = (0..n)
+            .map(|i| ((i as i64 * 37) % 4000 - 1024) as i16)
+            .collect();
+        Volume::new(g.clone(), voxels).unwrap()
+    }
+
+    fn oblique(spacing: [f64; 3]) -> Geometry {
+        Geometry {
+            dims: [5, 4, 3],
+            spacing_mm: Vector3::from(spacing),
+            origin_mm: Vector3::new(-120.25, 33.5, 1001.125),
+            direction: *Rotation3::from_euler_angles(0.2, -0.1, 0.35).matrix(),
+        }
+    }
+
+    /// A header for hand-built test files: int16, dims 2x3x4, no sform, no qform.
+    fn base_header(dims: [i16; 3], datatype: i16, bitpix: i16) -> Header {
+        Header {
+            dim: [3, dims[0], dims[1], dims[2], 1, 1, 1, 1],
+            datatype,
+            bitpix,
+            pixdim: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            vox_offset: 352.0,
+            scl_slope: 0.0,
+            scl_inter: 0.0,
+            xyzt_units: 2,
+            cal_max: 0.0,
+            cal_min: 0.0,
+            descrip: [0; 80],
+            qform_code: 0,
+            sform_code: 0,
+            quatern: [0.0; 3],
+            qoffset: [0.0; 3],
+            srow: [[0.0; 4]; 3],
+            magic: *b"n+1\0",
+        }
+    }
+
+    fn file_bytes(h: &Header, big_endian: bool, data: &[u8]) -> Vec<u8> {
+        let mut out = h.to_bytes(big_endian).to_vec();
+        out.resize(h.vox_offset.max(352.0) as usize, 0);
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn i16_le(values: &[i16]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn assert_geometry_close(a: &Geometry, b: &Geometry, tol: f64) {
+        assert_eq!(a.dims, b.dims);
+        assert!(
+            (a.spacing_mm - b.spacing_mm).abs().max() <= tol,
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            (a.origin_mm - b.origin_mm).abs().max() <= tol,
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            (a.direction - b.direction).abs().max() <= tol,
+            "{a:?} vs {b:?}"
+        );
+    }
+
+    /// The written file with its sform code zeroed, so that readers fall back to the qform.
+    fn qform_only_copy(src: &Path, dst: &Path) {
+        let mut bytes = fs::read(src).unwrap();
+        assert_eq!(&bytes[0..4], &348i32.to_le_bytes());
+        bytes[off::SFORM_CODE..off::SFORM_CODE + 2].copy_from_slice(&0i16.to_le_bytes());
+        fs::write(dst, bytes).unwrap();
+    }
+
+    #[test]
+    fn round_trip_axis_aligned_is_exact() {
+        let dir = tmp();
+        let g = Geometry::axis_aligned(
+            [7, 5, 3],
+            [0.9765625, 0.9765625, 3.0],
+            [-249.51171875, -449.5, -740.0],
+        );
+        let ct = ramp_ct(&g);
+        for name in ["ct.nii", "ct.nii.gz"] {
+            let path = dir.path().join(name);
+            write_nifti(&path, &ct).unwrap();
+            let back = read_nifti_ct(&path).unwrap();
+            assert_eq!(back.volume, ct, "{name}");
+            assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+            assert_eq!(back.path, path);
+        }
+        let labels = ct.map(|v| (v.rem_euclid(7)) as u8);
+        let path = dir.path().join("labels.nii.gz");
+        write_nifti(&path, &labels).unwrap();
+        let back = read_nifti_labels(&path).unwrap();
+        assert_eq!(back.volume, labels);
+        assert!(back.warnings.is_empty());
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        // The qform alone gives the same grid.
+        let q = dir.path().join("q.nii");
+        qform_only_copy(&dir.path().join("ct.nii"), &q);
+        assert_eq!(read_nifti_ct(&q).unwrap().volume.geometry, g);
+    }
+
+    #[test]
+    fn written_header_fields_are_at_their_offsets() {
+        let dir = tmp();
+        let g = Geometry::axis_aligned([2, 3, 4], [0.5, 0.75, 2.0], [10.0, 20.0, 30.0]);
+        let path = dir.path().join("x.nii");
+        write_nifti(&path, &Volume::filled(g, 7u8).unwrap()).unwrap();
+        let b = fs::read(&path).unwrap();
+        assert_eq!(b.len(), 352 + 24);
+        let i16_at = |o: usize| i16::from_le_bytes([b[o], b[o + 1]]);
+        let f32_at = |o: usize| f32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        assert_eq!(i32::from_le_bytes([b[0], b[1], b[2], b[3]]), 348);
+        assert_eq!(
+            (40..56).step_by(2).map(i16_at).collect::<Vec<_>>(),
+            vec![3, 2, 3, 4, 1, 1, 1, 1]
+        );
+        assert_eq!(i16_at(70), 2);
+        assert_eq!(i16_at(72), 8);
+        assert_eq!([f32_at(80), f32_at(84), f32_at(88)], [0.5, 0.75, 2.0]);
+        assert_eq!(f32_at(108), 352.0);
+        assert_eq!(b[123], 2);
+        assert_eq!((i16_at(252), i16_at(254)), (1, 1));
+        // LPS (10, 20, 30) is RAS (-10, -20, 30).
+        assert_eq!(
+            [f32_at(268), f32_at(272), f32_at(276)],
+            [-10.0, -20.0, 30.0]
+        );
+        assert_eq!(
+            [
+                f32_at(280),
+                f32_at(292),
+                f32_at(300),
+                f32_at(320),
+                f32_at(324)
+            ],
+            [-0.5, -10.0, -0.75, 2.0, 30.0]
+        );
+        assert_eq!(&b[344..352], b"n+1\0\0\0\0\0");
+        assert!(b[352..].iter().all(|&v| v == 7));
+    }
+
+    #[test]
+    fn round_trip_oblique() {
+        let dir = tmp();
+        let path = dir.path().join("obl.nii.gz");
+        let g = oblique([0.7, 0.8, 2.5]);
+        let ct = ramp_ct(&g);
+        write_nifti(&path, &ct).unwrap();
+        let first = read_nifti_ct(&path).unwrap();
+        assert_eq!(first.volume.voxels, ct.voxels);
+        assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+        // The header stores float32: the first read is within float32 precision...
+        assert_geometry_close(&first.volume.geometry, &g, 1e-4);
+        // ...and from then on a write/read round trip changes nothing (to 1e-9).
+        write_nifti(&path, &first.volume).unwrap();
+        let second = read_nifti_ct(&path).unwrap();
+        assert_geometry_close(&second.volume.geometry, &first.volume.geometry, 1e-9);
+        // The qform agrees with the sform.
+        let q = dir.path().join("q.nii.gz");
+        let plain = dir.path().join("plain.nii");
+        write_nifti(&plain, &first.volume).unwrap();
+        qform_only_copy(&plain, &q);
+        let from_q = read_nifti_ct(&q).unwrap();
+        assert_geometry_close(&from_q.volume.geometry, &first.volume.geometry, 1e-5);
+
+        // An oblique grid whose affine is exact in float32 round-trips to 1e-9 at once.
+        let mut exact = Geometry::axis_aligned([4, 3, 2], [1.25, 2.5, 5.0], [-100.5, 20.25, 7.0]);
+        exact.direction = Matrix3::new(0.6, -0.8, 0.0, 0.8, 0.6, 0.0, 0.0, 0.0, 1.0);
+        let path = dir.path().join("exact.nii");
+        write_nifti(&path, &Volume::filled(exact.clone(), 3u8).unwrap()).unwrap();
+        assert_geometry_close(
+            &read_nifti_labels(&path).unwrap().volume.geometry,
+            &exact,
+            1e-9,
+        );
+    }
+
+    #[test]
+    fn left_handed_grid_uses_qfac() {
+        let dir = tmp();
+        let mut g = oblique([0.7, 0.8, 2.5]);
+        let flipped = -g.direction.column(2);
+        g.direction.set_column(2, &flipped);
+        assert!(g.direction.determinant() < 0.0);
+        let path = dir.path().join("lh.nii");
+        write_nifti(&path, &Volume::filled(g.clone(), 1u8).unwrap()).unwrap();
+        let b = fs::read(&path).unwrap();
+        assert_eq!(f32::from_le_bytes([b[76], b[77], b[78], b[79]]), -1.0);
+        let s = read_nifti_labels(&path).unwrap();
+        assert_geometry_close(&s.volume.geometry, &g, 1e-4);
+        let q = dir.path().join("q.nii");
+        qform_only_copy(&path, &q);
+        assert_geometry_close(
+            &read_nifti_labels(&q).unwrap().volume.geometry,
+            &s.volume.geometry,
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn qform_only_header() {
+        let dir = tmp();
+        // 180 degrees about z (b, c, d) = (0, 0, 1), qfac -1: i -> R... in RAS:
+        // columns (-dx, 0, 0), (0, -dy, 0), (0, 0, -dz).
+        let mut h = base_header([2, 3, 4], 4, 16);
+        h.qform_code = 1;
+        h.quatern = [0.0, 0.0, 1.0];
+        h.pixdim = [-1.0, 0.5, 0.75, 2.0, 0.0, 0.0, 0.0, 0.0];
+        h.qoffset = [10.0, 20.0, 30.0];
+        let data: Vec<i16> = (0..24).collect();
+        let path = dir.path().join("q.nii");
+        fs::write(&path, file_bytes(&h, false, &i16_le(&data))).unwrap();
+        let r = read_nifti_ct(&path).unwrap();
+        let g = &r.volume.geometry;
+        assert_eq!(g.dims, [2, 3, 4]);
+        assert_eq!(g.spacing_mm, Vector3::new(0.5, 0.75, 2.0));
+        // RAS (10, 20, 30) is LPS (-10, -20, 30); RAS -x is LPS +x, etc.
+        assert_eq!(g.origin_mm, Vector3::new(-10.0, -20.0, 30.0));
+        assert_eq!(
+            g.direction,
+            Matrix3::from_diagonal(&Vector3::new(1.0, 1.0, -1.0))
+        );
+        assert_eq!(g.orientation_code(), "LPI");
+        assert_eq!(r.volume.voxels, data);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+        // 90 degrees about z: a = d = sqrt(1/2): i -> RAS +y (anterior), j -> RAS -x (right).
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        h.quatern = [0.0, 0.0, s];
+        h.pixdim[0] = 1.0;
+        fs::write(&path, file_bytes(&h, false, &i16_le(&data))).unwrap();
+        let g = read_nifti_ct(&path).unwrap().volume.geometry;
+        let expected = Matrix3::new(0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0); // LPS columns
+        assert!(
+            (g.direction - expected).abs().max() < 1e-6,
+            "{}",
+            g.direction
+        );
+        assert_eq!(g.orientation_code(), "ALS");
+    }
+
+    #[test]
+    fn big_endian_header_and_data() {
+        let dir = tmp();
+        let mut h = base_header([3, 2, 2], 4, 16);
+        h.sform_code = 2;
+        h.srow = [
+            [-2.0, 0.0, 0.0, 5.0],
+            [0.0, -2.0, 0.0, 6.0],
+            [0.0, 0.0, 4.0, -7.0],
+        ];
+        h.scl_slope = 1.0;
+        h.scl_inter = -1024.0;
+        let data: Vec<i16> = vec![0, 1, 2, 1000, 1024, 2048, -5, 3, 4, 5, 6, 7];
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let path = dir.path().join("be.nii");
+        fs::write(&path, file_bytes(&h, true, &bytes)).unwrap();
+        assert_eq!(&fs::read(&path).unwrap()[0..4], &[0, 0, 1, 0x5c]);
+        let r = read_nifti_ct(&path).unwrap();
+        assert_eq!(
+            r.volume.voxels,
+            data.iter().map(|v| v - 1024).collect::<Vec<_>>()
+        );
+        let g = &r.volume.geometry;
+        assert_eq!(g.spacing_mm, Vector3::new(2.0, 2.0, 4.0));
+        assert_eq!(g.origin_mm, Vector3::new(-5.0, -6.0, -7.0));
+        assert_eq!(g.direction, Matrix3::identity());
+        // The same file gzipped is detected by its magic bytes whatever its name.
+        let gz = dir.path().join("be_really_gzip.nii");
+        fs::write(&gz, gzip(&fs::read(&path).unwrap())).unwrap();
+        assert_eq!(read_nifti_ct(&gz).unwrap().volume, r.volume);
+    }
+
+    #[test]
+    fn truncated_files_name_the_file() {
+        let dir = tmp();
+        let g = Geometry::axis_aligned([8, 8, 8], [1.0; 3], [0.0; 3]);
+        let full = dir.path().join("full.nii");
+        write_nifti(&full, &ramp_ct(&g)).unwrap();
+        let bytes = fs::read(&full).unwrap();
+        for (name, cut, gz) in [
+            ("data.nii", bytes.len() - 10, false),
+            ("header.nii", 200, false),
+            ("data.nii.gz", bytes.len() - 10, true),
+            ("header.nii.gz", 100, true),
+            ("empty.nii", 0, false),
+        ] {
+            let path = dir.path().join(name);
+            let part = &bytes[..cut];
+            fs::write(&path, if gz { gzip(part) } else { part.to_vec() }).unwrap();
+            let err = read_nifti_ct(&path).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            if name != "empty.nii" {
+                assert!(
+                    matches!(err, NiftiError::Truncated { .. }),
+                    "{name}: {err:?}"
+                );
+            }
+        }
+        // A gzip stream cut in the middle (no trailer).
+        let gz_full = gzip(&bytes);
+        let path = dir.path().join("cut_stream.nii.gz");
+        fs::write(&path, &gz_full[..gz_full.len() / 2]).unwrap();
+        let msg = read_nifti_ct(&path).unwrap_err().to_string();
+        assert!(msg.contains("cut_stream.nii.gz"), "{msg}");
+        // Missing file.
+        let msg = read_nifti_ct(&dir.path().join("missing.nii"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing.nii"), "{msg}");
+        // Not NIfTI at all.
+        let path = dir.path().join("text.nii");
+        fs::write(&path, "hello world, this is not an image".repeat(20)).unwrap();
+        let err = read_nifti_ct(&path).unwrap_err();
+        assert!(matches!(err, NiftiError::NotNifti { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn four_d_is_rejected_but_single_volume_4d_is_read() {
+        let dir = tmp();
+        let mut h = base_header([2, 2, 2], 2, 8);
+        h.dim = [4, 2, 2, 2, 3, 1, 1, 1];
+        let path = dir.path().join("4d.nii");
+        fs::write(&path, file_bytes(&h, false, &[1u8; 24])).unwrap();
+        let err = read_nifti_labels(&path).unwrap_err();
+        assert!(
+            matches!(err, NiftiError::NotThreeD { volumes: 3, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("4d.nii") && err.to_string().contains("3 volumes"));
+
+        h.dim = [4, 2, 2, 2, 1, 1, 1, 1];
+        fs::write(&path, file_bytes(&h, false, &[1u8; 8])).unwrap();
+        let r = read_nifti_labels(&path).unwrap();
+        assert_eq!(r.volume.dims(), [2, 2, 2]);
+        assert_eq!(r.volume.voxels, vec![1u8; 8]);
+        // No sform nor qform: pixdim only, with a warning.
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("neither sform nor qform")),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn float32_ct_is_rounded_and_saturated() {
+        let dir = tmp();
+        let values = [
+            0.4f32,
+            0.5,
+            -0.5,
+            1.6,
+            -1.6,
+            40000.0,
+            -40000.0,
+            f32::NAN,
+            -1000.49,
+            3071.5,
+        ];
+        let mut h = base_header([10, 1, 1], 16, 32);
+        h.sform_code = 1;
+        h.srow = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = dir.path().join("f.nii");
+        fs::write(&path, file_bytes(&h, false, &bytes)).unwrap();
+        let r = read_nifti_ct(&path).unwrap();
+        assert_eq!(
+            r.volume.voxels,
+            vec![0, 1, -1, 2, -2, 32767, -32768, 0, -1000, 3072]
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.starts_with("2 voxel(s)") && w.contains("clamped")),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.starts_with("1 voxel(s)") && w.contains("NaN")),
+            "{:?}",
+            r.warnings
+        );
+        // As labels, the first non-integer value is named.
+        let err = read_nifti_labels(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("f.nii") && err.contains("label value 0.4") && err.contains("(0, 0, 0)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn datatypes_scaling_and_labels() {
+        let dir = tmp();
+        let path = dir.path().join("t.nii");
+        let write = |h: &Header, data: &[u8]| fs::write(&path, file_bytes(h, false, data)).unwrap();
+        // uint16 with slope/intercept.
+        let mut h = base_header([3, 1, 1], 512, 16);
+        h.scl_slope = 2.0;
+        h.scl_inter = -1024.0;
+        write(&h, &[0, 0, 0x00, 0x02, 0xff, 0xff]);
+        assert_eq!(
+            read_nifti_ct(&path).unwrap().volume.voxels,
+            vec![-1024, 0, 32767]
+        );
+        // int8, int32, uint32, float64.
+        let mut h = base_header([3, 1, 1], 256, 8);
+        write(&h, &[0xff, 0x7f, 0x80]);
+        assert_eq!(
+            read_nifti_ct(&path).unwrap().volume.voxels,
+            vec![-1, 127, -128]
+        );
+        h.datatype = 8;
+        h.bitpix = 32;
+        write(&h, &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0]);
+        assert_eq!(
+            read_nifti_ct(&path).unwrap().volume.voxels,
+            vec![1, -1, 32767]
+        );
+        h.datatype = 768;
+        write(&h, &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0]);
+        assert_eq!(
+            read_nifti_ct(&path).unwrap().volume.voxels,
+            vec![1, 32767, 32767]
+        );
+        h.datatype = 64;
+        h.bitpix = 64;
+        let data: Vec<u8> = [1.0f64, 2.0, 255.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        write(&h, &data);
+        assert_eq!(
+            read_nifti_labels(&path).unwrap().volume.voxels,
+            vec![1, 2, 255]
+        );
+        // Labels out of range.
+        let mut h = base_header([2, 2, 1], 4, 16);
+        write(&h, &i16_le(&[0, 1, 2, 300]));
+        let err = read_nifti_labels(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("t.nii") && err.contains("label value 300 at voxel (1, 1, 0)"),
+            "{err}"
+        );
+        // Unknown datatype.
+        h.datatype = 32;
+        h.bitpix = 64;
+        write(&h, &[0; 32]);
+        let err = read_nifti_ct(&path).unwrap_err();
+        assert!(
+            matches!(err, NiftiError::UnsupportedDatatype { code: 32, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("code 32"), "{err}");
+        // Negative dims.
+        h.datatype = 4;
+        h.bitpix = 16;
+        h.dim[2] = -1;
+        write(&h, &[0; 32]);
+        assert!(matches!(
+            read_nifti_ct(&path).unwrap_err(),
+            NiftiError::BadHeader { .. }
+        ));
+    }
+
+    #[test]
+    fn vox_offset_and_extensions_are_honoured() {
+        let dir = tmp();
+        let mut h = base_header([2, 1, 1], 2, 8);
+        h.vox_offset = 400.0;
+        let mut bytes = h.to_bytes(false).to_vec();
+        bytes.extend_from_slice(&[1, 0, 0, 0]); // an extension follows
+        bytes.resize(400, 0xee);
+        bytes.extend_from_slice(&[5, 6]);
+        let path = dir.path().join("ext.nii");
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_nifti_labels(&path).unwrap().volume.voxels, vec![5, 6]);
+    }
+
+    #[test]
+    fn sheared_sform_loads_with_a_warning() {
+        let dir = tmp();
+        let mut h = base_header([2, 2, 2], 2, 8);
+        h.sform_code = 1;
+        h.srow = [
+            [-1.0, 0.0, 0.0, 0.0],
+            [0.0, -1.0, 0.0, 0.0],
+            [0.0, 0.3, 2.0, 0.0],
+        ];
+        let path = dir.path().join("shear.nii");
+        fs::write(&path, file_bytes(&h, false, &[0u8; 8])).unwrap();
+        let r = read_nifti_labels(&path).unwrap();
+        assert!(
+            r.warnings.iter().any(|w| w.contains("not orthogonal")),
+            "{:?}",
+            r.warnings
+        );
+        assert!((r.volume.geometry.spacing_mm[1] - (1.0f64 + 0.09).sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn failed_write_removes_the_temporary_file() {
+        let dir = tmp();
+        let g = Geometry::axis_aligned([2, 2, 2], [1.0; 3], [0.0; 3]);
+        let vol = Volume::filled(g, 1u8).unwrap();
+        // The destination is a non-empty folder: the rename fails.
+        let dest = dir.path().join("taken.nii.gz");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("keep"), b"x").unwrap();
+        let err = write_nifti(&dest, &vol).unwrap_err();
+        assert!(err.to_string().contains("taken.nii.gz"), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("taken.nii.gz")]);
+        // Missing folder.
+        let err = write_nifti(&dir.path().join("no/such/x.nii"), &vol).unwrap_err();
+        assert!(err.to_string().contains("x.nii"), "{err}");
+    }
+}

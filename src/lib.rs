@@ -1,0 +1,39 @@
+//! # pulmo — a CT viewer for the lungs with built-in AI annotation
+//!
+//! ## Architecture: dependencies only flow down
+//!
+//! ```text
+//!   cli (anyhow, top level)        ui/ (egui, eframe: panels, views, tools' mouse handling)
+//!        │                          │            │
+//!        │                          │         render/ (wgpu only: textures, pipelines, WGSL)
+//!        ▼                          ▼            ▼
+//!   ┌──────────────────────── domain (no egui / eframe / wgpu) ─────────────────────────┐
+//!   │ session   – an open study: CT + labels + history + proposals, journal, saving      │
+//!   │ infer     – the worker thread and segmenters (libtorch behind the `torch` feature) │
+//!   │ annotate  – label table, editing tools, compact undo deltas                        │
+//!   │ metrics   – overlap, surface distances, quantification                             │
+//!   │ demo      – the deterministic synthetic chest CT                                   │
+//!   │ io        – DICOM (dicom-rs), NIfTI, NRRD readers and writers                      │
+//!   │ volume    – Volume<T>, Geometry (world_from_voxel in LPS), resampling              │
+//!   └───────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Rules, enforced by `tests/architecture.rs`:
+//! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `infer`, `session`,
+//!   `demo`) never mention egui, eframe or wgpu: they are usable from the CLI, from
+//!   tests and from scripts without a display.
+//! - `render/` uses wgpu (and bytemuck mirrors of the WGSL uniform structs) but not egui.
+//! - `ui/` may use everything; functions that draw into an `egui::Ui` end in `_ui`.
+//! - Lower modules never call upwards: `volume` knows nothing of files, `io` nothing of
+//!   sessions. Progress and wake-ups cross layers as plain callbacks.
+//! - Each module has its own `thiserror` error enum carrying the file or series in
+//!   context; `anyhow` appears only in `cli` and `main`.
+//!
+//! Frames and units are in names: `world_from_voxel` maps voxel indices to patient
+//! millimetres (DICOM LPS), `spacing_mm`, `window_hu`.
+
+pub mod cli;
+pub mod demo;
+pub mod io;
+pub mod ui;
+pub mod volume;

@@ -1,0 +1,25 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The real data folder (`$PULMO_DATA`, else `../shared/data` from the crate root).
+/// In CI (`CI=true`) a missing folder fails the test; locally the test is skipped
+/// with a printed reason (the caller returns on `None`).
+pub fn data_dir(sub: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("PULMO_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let p = base.join(sub);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "real data {} is required in CI but missing (set PULMO_DATA)",
+            p.display()
+        );
+    }
+    eprintln!("SKIP: real data {} not found (set PULMO_DATA)", p.display());
+    None
+}
