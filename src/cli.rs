@@ -220,8 +220,16 @@ fn convert(path: &Path, out: &Path, series: Option<&str>) -> Result<()> {
 
 fn write_series(input: &str, out_dir: &Path, dims: Option<Vec<usize>>) -> Result<()> {
     let volume = if input == "demo" {
-        let _ = dims;
-        anyhow::bail!("demo generator not wired yet")
+        let mut opts = crate::demo::DemoOptions::default();
+        if let Some(d) = dims {
+            anyhow::ensure!(d.len() == 3 && d.iter().all(|&n| n > 0), "--dims takes X,Y,Z");
+            // Keep the field of view: scale the spacing.
+            for a in 0..3 {
+                opts.spacing_mm[a] *= opts.dims[a] as f64 / d[a] as f64;
+            }
+            opts.dims = [d[0], d[1], d[2]];
+        }
+        crate::demo::generate(&opts).ct
     } else {
         load_ct(Path::new(input), None, &Default::default())?.volume
     };
@@ -231,16 +239,37 @@ fn write_series(input: &str, out_dir: &Path, dims: Option<Vec<usize>>) -> Result
     Ok(())
 }
 
+/// (current resident, peak resident) memory of this process in bytes (Linux).
+fn memory_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 fn load_timed(path: &Path, series: Option<&str>, repeat: usize) -> Result<()> {
     for _ in 0..repeat.max(1) {
+        let (rss_before, _) = memory_bytes();
         let t = std::time::Instant::now();
         let loaded = load_ct(path, series, &Default::default())?;
         let secs = t.elapsed().as_secs_f64();
+        let (_, peak) = memory_bytes();
         let g = &loaded.volume.geometry;
+        let voxel_bytes = loaded.volume.voxels.len() * 2;
         println!(
-            "loaded {}x{}x{} in {secs:.4} s",
-            g.dims[0], g.dims[1], g.dims[2]
+            "loaded {}x{}x{} in {secs:.4} s; voxel bytes {voxel_bytes}; peak RSS {peak} (+{} over the {rss_before} before loading)",
+            g.dims[0],
+            g.dims[1],
+            g.dims[2],
+            peak.saturating_sub(rss_before)
         );
+        drop(loaded);
     }
     Ok(())
 }

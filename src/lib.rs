@@ -32,8 +32,11 @@
 //! Frames and units are in names: `world_from_voxel` maps voxel indices to patient
 //! millimetres (DICOM LPS), `spacing_mm`, `window_hu`.
 
+pub mod annotate;
 pub mod cli;
 pub mod demo;
 pub mod io;
+pub mod render;
 pub mod ui;
+pub mod view;
 pub mod volume;

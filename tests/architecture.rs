@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 const DOMAIN: &[&str] = &[
-    "volume", "io", "annotate", "metrics", "infer", "session", "demo",
+    "volume", "io", "annotate", "metrics", "infer", "session", "demo", "view",
 ];
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {

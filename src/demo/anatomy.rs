@@ -95,7 +95,7 @@ pub(super) fn cavity_axes(z: f32) -> (f32, f32, f32) {
 
 /// Apical domes: lungs above `DOME_Z0` lie within a shrinking circle per side.
 const DOME_Z0: f32 = 40.0;
-pub(super) const APEX_Z: f32 = 133.0;
+pub(super) const APEX_Z: f32 = 129.0;
 const DOME_C: [(f32, f32); 2] = [(-58.0, 25.0), (58.0, 25.0)]; // [right, left]
 
 fn dome_radius(z: f32) -> f32 {
@@ -163,7 +163,7 @@ const RIB_COUNT: usize = 12;
 
 fn rib(n: usize) -> Rib {
     const DROP: [f32; RIB_COUNT] = [
-        38.0, 45.0, 50.0, 50.0, 50.0, 50.0, 50.0, 55.0, 55.0, 55.0, 45.0, 35.0,
+        40.0, 55.0, 68.0, 70.0, 70.0, 70.0, 70.0, 70.0, 70.0, 66.0, 50.0, 36.0,
     ];
     const END: [f32; RIB_COUNT] = [
         2.7, 2.5, 2.45, 2.45, 2.45, 2.45, 2.45, 2.35, 2.3, 2.25, 1.9, 1.5,
@@ -171,7 +171,7 @@ fn rib(n: usize) -> Rib {
     let z_post = 132.0 - 24.0 * n as f32;
     let drop = DROP[n];
     let bone_end = END[n];
-    let end_z = z_post - drop * (bone_end * 0.5).sin().powi(2);
+    let end_z = z_post - drop;
     let cartilage = if n < 7 {
         Some((std::f32::consts::PI - 0.16, 92.0 - 19.0 * n as f32))
     } else if n < 10 {
@@ -188,15 +188,17 @@ fn rib(n: usize) -> Rib {
     }
 }
 
-/// Height of rib `r` at angle `theta` (0 posterior, pi anterior; `sin2_half` is
-/// sin²(theta / 2)), and whether it is cartilage there.
+/// Height of rib `r` at angle `theta` (0 posterior, pi anterior), and whether it is
+/// cartilage there. The bony rib descends steadily from the spine to its anterior end
+/// (`drop` lower); the costal cartilage then runs to the sternum.
 #[inline]
-fn rib_height(r: &Rib, theta: f32, sin2_half: f32) -> Option<(f32, bool)> {
+fn rib_height(r: &Rib, theta: f32) -> Option<(f32, bool)> {
     if theta < RIB_START {
         return None;
     }
     if theta <= r.bone_end {
-        return Some((r.z_post - r.drop * sin2_half, false));
+        let f = (theta - RIB_START) / (r.bone_end - RIB_START);
+        return Some((r.z_post - r.drop * f * (0.7 + 0.3 * f), false));
     }
     let (end, z_end) = r.cartilage?;
     if theta > end {
@@ -453,8 +455,9 @@ pub(super) struct RowCtx {
     dome: [(f32, f32); 2],
     med: (f32, f32),
     heart: Option<(f32, f32, f32, f32)>, // x0, x1, linear coefficient, constant
+    /// Half-widths of the vertebral-body zone and of the posterior-elements zone.
     spine_half: f32,
-    spine_strip: bool,
+    arch_half: f32,
     sternum: bool,
     lung_hu: f32,
 }
@@ -507,6 +510,9 @@ impl RowCtx {
         let zy = s.vby + 7.0;
         let e = 1.0 - (dy / zy) * (dy / zy);
         let spine_half = if e > 0.0 { zx * e.sqrt() } else { -1.0 };
+        let da = (y - s.canal_y - 4.0) / 27.0;
+        let ea = 1.0 - da * da;
+        let arch_half = if ea > 0.0 { 31.0 * ea.sqrt() } else { -1.0 };
 
         let sternum = s
             .sternum
@@ -524,7 +530,7 @@ impl RowCtx {
             med,
             heart,
             spine_half,
-            spine_strip: y > s.yv,
+            arch_half,
             sternum,
             lung_hu: lung_hu(y),
         }
@@ -534,7 +540,7 @@ impl RowCtx {
 /// Healthy parenchyma, denser in the dependent (posterior) lung of a supine patient.
 #[inline]
 fn lung_hu(y: f32) -> f32 {
-    -885.0 + 60.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
+    -905.0 + 50.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
 }
 
 /// Tissue (HU, region code) at x in the given row. The hot path of the generator.
@@ -550,7 +556,7 @@ pub(super) fn classify(s: &SliceCtx, r: &RowCtx, x: f32) -> (f32, u8) {
     if ax >= r.fat_half {
         return (hu::FAT, code::WALL);
     }
-    if ax < r.spine_half || (r.spine_strip && ax < 32.0) {
+    if ax < r.spine_half || ax < r.arch_half {
         return spine(s, r, x, ax);
     }
     if ax < r.cav_half {
@@ -587,10 +593,10 @@ fn spine(s: &SliceCtx, r: &RowCtx, x: f32, ax: f32) -> (f32, u8) {
     if s.arch && rr < ring * ring && y > s.yv + s.vby - 3.0 {
         return (hu::PROCESS, code::BONE);
     }
-    if s.spinous && ax < 3.5 && y > s.canal_y && y < s.canal_y + 38.0 {
+    if s.spinous && ax < 3.5 && y > s.canal_y && y < s.canal_y + 30.0 {
         return (hu::PROCESS, code::BONE);
     }
-    if s.transverse && (cy + 2.0).abs() < 4.5 && ax > 8.0 && ax < 31.0 {
+    if s.transverse && (cy + 4.0 - 0.4 * (ax - 8.0)).abs() < 4.0 && ax > 8.0 && ax < 30.0 {
         return (hu::PROCESS, code::BONE);
     }
     if ax < r.cav_half {
@@ -695,10 +701,8 @@ fn wall(s: &SliceCtx, r: &RowCtx, x: f32, ax: f32) -> (f32, u8) {
     let d_out = (sq - 1.0) / g;
     if d_out < 20.0 {
         let theta = super::math::atan2_upper(u, v);
-        // sin²(theta/2) = (1 - cos theta) / 2, cos theta = v / sq.
-        let sin2_half = 0.5 * (1.0 - v / sq);
         for rb in &s.ribs[..s.rib_count] {
-            if let Some((zr, cartilage)) = rib_height(rb, theta, sin2_half) {
+            if let Some((zr, cartilage)) = rib_height(rb, theta) {
                 let (t, h) = if cartilage {
                     (CART_T, CART_H)
                 } else {
@@ -745,4 +749,11 @@ pub(super) fn pleural_depth(p: V3) -> f32 {
     let sq = (u * u + v * v).sqrt().max(1e-6);
     let g = (u * u / (a * a) + v * v / (b * b)).sqrt() / sq;
     (1.0 - sq) / g.max(1e-9)
+}
+
+/// Outward unit normal of the costal pleura nearest to a point (in the axial plane).
+pub(super) fn pleural_normal(p: V3) -> V3 {
+    let (a, ya, yp) = cavity_axes(p[2]);
+    let b = if p[1] < CAV_Y0 { ya } else { yp };
+    normalize([p[0] / (a * a), (p[1] - CAV_Y0) / (b * b), 0.0])
 }

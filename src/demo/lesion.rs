@@ -2,7 +2,7 @@
 //! them) and consolidations (dense, sharper, with air bronchograms), placed
 //! peripherally in the lungs at positions drawn from the seed.
 
-use super::anatomy::{classify_point, code, pleural_depth};
+use super::anatomy::{classify_point, code, pleural_depth, pleural_normal};
 use super::math::{Rng, V3, add, any_perpendicular, cross, dot, norm, normalize, scale, sub, tilt};
 use super::model::{Capsule, Kind};
 
@@ -61,9 +61,14 @@ impl Lesion {
     }
 
     fn new(kind: LesionKind, center: V3, radius: f32, side: u8, rng: &mut Rng) -> Self {
-        let mut lobes = vec![(center, radius * 0.75)];
-        for _ in 0..3 {
-            let off = scale(rng.direction(), radius * rng.range(0.3, 0.5));
+        // Lobes spread along the pleura, so that the lesion is flattened against it
+        // (subpleural, lentiform) rather than round.
+        let normal = pleural_normal(center);
+        let mut lobes = vec![(center, radius * 0.8)];
+        for _ in 0..4 {
+            let d = rng.direction();
+            let d = normalize(sub(d, scale(normal, 0.8 * dot(d, normal))));
+            let off = scale(d, radius * rng.range(0.35, 0.7));
             lobes.push((add(center, off), radius * rng.range(0.45, 0.65)));
         }
         let mut waves = [([0.0; 3], 0.0); 3];
@@ -85,7 +90,7 @@ impl Lesion {
             ),
             rng.range(0.0, std::f32::consts::TAU),
         );
-        let reach = radius * 1.2 + amp + soft;
+        let reach = radius * 1.35 + amp + soft;
         Lesion {
             kind,
             center,
@@ -232,7 +237,7 @@ fn bronchograms(l: &Lesion, rng: &mut Rng) -> Vec<Capsule> {
     let start = sub(l.center, scale(dir, 1.1 * l.radius));
     let entry = sub(l.center, scale(dir, 0.15 * l.radius));
     let mut out = vec![Capsule::tube(start, entry, 1.8, Kind::Bronchogram)];
-    let children = 2 + rng.below(2) as usize;
+    let children = 3 + rng.below(2) as usize;
     let base_perp = any_perpendicular(dir);
     for c in 0..children {
         let spin = c as f32 * std::f32::consts::TAU / children as f32 + rng.range(-0.4, 0.4);
@@ -272,20 +277,21 @@ pub(super) fn place(seed: u64) -> (Vec<Lesion>, Vec<Capsule>) {
 
     let mut cons: Vec<Lesion> = Vec::new();
     let mut all: Vec<Lesion> = Vec::new();
+    let cons_start = rng.below(2) as usize;
     for i in 0..n_cons {
-        let side = if (i + rng.below(2) as usize) % 2 == 0 {
+        let side = if (i + cons_start) % 2 == 0 {
             code::RIGHT
         } else {
             code::LEFT
         };
-        let radius = rng.range(11.0, 18.0);
+        let radius = rng.range(18.0, 27.0);
         let c = find_center(
             &mut rng,
             side,
             radius,
             (-95.0, 40.0),
             (-5.0, 85.0),
-            (0.45 * radius, 1.0 * radius),
+            (0.15 * radius, 0.5 * radius),
             &all,
         );
         let l = Lesion::new(LesionKind::Consolidation, c, radius, side, &mut rng);
@@ -308,9 +314,9 @@ pub(super) fn place(seed: u64) -> (Vec<Lesion>, Vec<Capsule>) {
             code::LEFT + code::RIGHT - first_side
         };
         let radius = if i == 0 {
-            rng.range(14.0, 22.0)
+            rng.range(16.0, 25.0)
         } else {
-            rng.range(5.0, 16.0)
+            rng.range(6.0, 18.0)
         };
         let c = find_center(
             &mut rng,
@@ -318,7 +324,7 @@ pub(super) fn place(seed: u64) -> (Vec<Lesion>, Vec<Capsule>) {
             radius,
             (-90.0, 110.0),
             (-70.0, 90.0),
-            (0.2 * radius, 0.8 * radius + 3.0),
+            (0.1 * radius, 0.6 * radius + 3.0),
             &all,
         );
         let l = Lesion::new(LesionKind::GroundGlass, c, radius, side, &mut rng);

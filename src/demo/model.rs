@@ -172,9 +172,9 @@ fn mediastinum(out: &mut Vec<Capsule>) {
     polyline(
         &[
             [-14.0, -14.0, 100.0],
-            [-50.0, 0.0, 118.0],
-            [-100.0, 10.0, 128.0],
-            [-140.0, 15.0, 132.0],
+            [-24.0, -5.0, 132.0],
+            [-60.0, 5.0, 148.0],
+            [-140.0, 15.0, 150.0],
         ],
         5.5,
         5.0,
@@ -198,10 +198,10 @@ fn mediastinum(out: &mut Vec<Capsule>) {
     polyline(
         &[
             [14.0, 4.0, 74.0],
-            [28.0, 10.0, 110.0],
-            [70.0, 12.0, 125.0],
-            [110.0, 15.0, 130.0],
-            [140.0, 18.0, 131.0],
+            [20.0, 6.0, 118.0],
+            [30.0, 8.0, 142.0],
+            [70.0, 12.0, 150.0],
+            [140.0, 18.0, 150.0],
         ],
         5.5,
         5.0,
@@ -211,7 +211,8 @@ fn mediastinum(out: &mut Vec<Capsule>) {
     // Veins: brachiocephalic veins, superior vena cava, inferior vena cava, azygos.
     polyline(
         &[
-            [70.0, -22.0, 116.0],
+            [80.0, -25.0, 142.0],
+            [30.0, -28.0, 112.0],
             [10.0, -30.0, 95.0],
             [-26.0, -20.0, 90.0],
         ],
@@ -221,7 +222,11 @@ fn mediastinum(out: &mut Vec<Capsule>) {
         out,
     );
     polyline(
-        &[[-70.0, -18.0, 122.0], [-28.0, -18.0, 100.0]],
+        &[
+            [-80.0, -20.0, 142.0],
+            [-35.0, -20.0, 112.0],
+            [-28.0, -18.0, 100.0],
+        ],
         7.5,
         8.5,
         hu::BLOOD,
@@ -384,12 +389,12 @@ fn airways(rng: &mut Rng, out: &mut Vec<Capsule>) {
     }
 }
 
-const VESSEL_POINTS: usize = 2600;
+const VESSEL_POINTS: usize = 4000;
 
 fn vessel_trees(rng: &mut Rng, out: &mut Vec<Capsule>) {
     for side in 0..2 {
         let lung = if side == 0 { code::RIGHT } else { code::LEFT };
-        for (roots, r0) in [(&ARTERY_ROOT, 9.0), (&VEIN_ROOT, 7.5)] {
+        for (roots, r0) in [(&ARTERY_ROOT, 7.0), (&VEIN_ROOT, 6.0)] {
             let (root, dir) = roots[side];
             let mut pts = sample_lung(rng, lung, VESSEL_POINTS);
             let branches = tree::grow(

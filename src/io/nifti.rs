@@ -666,10 +666,19 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     let mut hbytes = [0u8; HEADER_SIZE];
     let got = read_up_to(&mut src, &mut hbytes).map_err(io_err("reading the header"))?;
     if got < HEADER_SIZE {
-        return Err(if got < 4 {
+        let size_field = [hbytes[0], hbytes[1], hbytes[2], hbytes[3]];
+        let looks_like_nifti = [
+            i32::from_le_bytes(size_field),
+            i32::from_be_bytes(size_field),
+        ]
+        .iter()
+        .any(|&v| v == HEADER_SIZE as i32);
+        return Err(if got < 4 || !looks_like_nifti {
             NiftiError::NotNifti {
                 path: p(),
-                reason: format!("the {stream} holds only {got} bytes"),
+                reason: format!(
+                    "the {stream} holds only {got} bytes, which do not start a 348-byte NIfTI-1 header"
+                ),
             }
         } else {
             NiftiError::Truncated {
@@ -723,7 +732,7 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
         if i <= 3 {
             dims[i - 1] = d as usize;
         } else {
-            extra *= d as u64;
+            extra = extra.saturating_mul(d as u64);
         }
     }
     if extra > 1 {
@@ -797,9 +806,9 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     }
 
     // Voxels.
-    let count = dims[0] * dims[1] * dims[2]; // each < 32768: cannot overflow
-    let nbytes = count
-        .checked_mul(ty.size())
+    let nbytes = dims
+        .iter()
+        .try_fold(ty.size(), |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(format!("dims {dims:?} are too large")))?;
     let mut data = Vec::new();
     data.try_reserve_exact(nbytes).map_err(|_| {
@@ -822,6 +831,10 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
                 ty.name()
             ),
         });
+    }
+    if gz {
+        // Decompress to the end so that the gzip trailer (CRC and length) is checked.
+        io::copy(&mut src, &mut io::sink()).map_err(io_err("checking the gzip stream"))?;
     }
     drop(src);
 
@@ -905,7 +918,7 @@ fn header_geometry(
         }
     };
     let qform_spacing_ok = |warnings: &mut Vec<String>| {
-        if spacing.iter().any(|s| !(*s > 0.0)) {
+        if spacing.iter().any(|s| s.is_nan() || *s <= 0.0) {
             warnings.push(format!(
                 "pixdim {:?} holds non-positive spacings; 1 mm used for those axes",
                 &h.pixdim[1..4]
@@ -1633,6 +1646,14 @@ mod tests {
         fs::write(&path, &gz_full[..gz_full.len() / 2]).unwrap();
         let msg = read_nifti_ct(&path).unwrap_err().to_string();
         assert!(msg.contains("cut_stream.nii.gz"), "{msg}");
+        // A wrong CRC in the gzip trailer.
+        let mut bad_crc = gz_full.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 6] ^= 0x55;
+        let path = dir.path().join("bad_crc.nii.gz");
+        fs::write(&path, &bad_crc).unwrap();
+        let msg = read_nifti_ct(&path).unwrap_err().to_string();
+        assert!(msg.contains("bad_crc.nii.gz"), "{msg}");
         // Missing file.
         let msg = read_nifti_ct(&dir.path().join("missing.nii"))
             .unwrap_err()
@@ -1833,6 +1854,32 @@ mod tests {
             r.warnings
         );
         assert!((r.volume.geometry.spacing_mm[1] - (1.0f64 + 0.09).sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn corrupted_headers_never_panic() {
+        let dir = tmp();
+        let mut g = oblique([0.7, 0.8, 2.5]);
+        g.dims = [3, 2, 2];
+        let good = dir.path().join("good.nii");
+        write_nifti(&good, &ramp_ct(&g)).unwrap();
+        let bytes = fs::read(&good).unwrap();
+        let path = dir.path().join("bad.nii");
+        let mut outcomes = [0usize; 2];
+        for at in 0..SINGLE_FILE_OFFSET {
+            for v in [0x00u8, 0x01, 0x7f, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] = v;
+                fs::write(&path, &b).unwrap();
+                outcomes[read_nifti_ct(&path).is_ok() as usize] += 1;
+                let _ = read_nifti_labels(&path);
+            }
+        }
+        for len in 0..bytes.len() {
+            fs::write(&path, &bytes[..len]).unwrap();
+            assert!(read_nifti_ct(&path).is_err(), "cut at {len}");
+        }
+        assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
     }
 
     #[test]

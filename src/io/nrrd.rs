@@ -41,6 +41,8 @@ pub enum NrrdError {
     Unsupported { path: PathBuf, what: String },
     #[error("{}: data is truncated: {what}", path.display())]
     Truncated { path: PathBuf, what: String },
+    #[error("{}: corrupt data: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
     #[error("{}: cannot read its data file {}: {source}", path.display(), data_file.display())]
     DataFile {
         path: PathBuf,
@@ -372,10 +374,13 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
     };
 
     let (dims, geometry) = header_geometry(f, &sizes, &mut warnings).map_err(problem)?;
-    let count = dims[0] * dims[1] * dims[2]; // the other axes have size 1
-    let nbytes = count
-        .checked_mul(ty.size())
-        .ok_or_else(|| bad(format!("sizes {sizes:?} are too large")))?;
+    // The other axes have size 1.
+    let too_large = || bad(format!("sizes {sizes:?} are too large"));
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let nbytes = count.checked_mul(ty.size()).ok_or_else(too_large)?;
 
     // Where the data is.
     let data_file = get("datafile").map(|name| {
@@ -457,7 +462,7 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
                 Some(byte_skip as usize).filter(|&s| s <= region.len())
             };
             let data = start
-                .and_then(|s| region.get(s..s + nbytes))
+                .and_then(|s| region.get(s..s.checked_add(nbytes)?))
                 .ok_or_else(|| {
                     truncated(format!(
                         "{source_name} holds {} bytes but {nbytes} bytes of voxel data ({sizes:?} of {}) are needed{}",
@@ -473,7 +478,7 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
                 return Err(bad("byte skip -1 is only allowed with raw encoding".into()));
             }
             let skip = byte_skip as u64;
-            let want = skip + nbytes as u64;
+            let want = skip.saturating_add(nbytes as u64);
             let mut data = Vec::new();
             data.try_reserve_exact(nbytes).map_err(|_| {
                 bad(format!("sizes {sizes:?} need {nbytes} bytes, which cannot be allocated"))
@@ -481,11 +486,16 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
             let mut dec = MultiGzDecoder::new(region);
             io::copy(&mut (&mut dec).take(skip), &mut io::sink())
                 .and_then(|_| (&mut dec).take(want - skip).read_to_end(&mut data))
+                // Decompress to the end so that the gzip trailer (CRC, length) is checked.
+                .and_then(|_| io::copy(&mut dec, &mut io::sink()))
                 .map_err(|e| {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
                         truncated(format!("the gzip stream of {source_name} ends early: {e}"))
                     } else {
-                        bad(format!("cannot decompress {source_name}: {e}"))
+                        NrrdError::Corrupt {
+                            path: p(),
+                            what: format!("cannot decompress {source_name}: {e}"),
+                        }
                     }
                 })?;
             if data.len() < nbytes {
@@ -1036,6 +1046,30 @@ data file: sub/labels.raw.gz
         fs::write(&path, attached(LPS_HEADER, &data[..23])).unwrap();
         let err = read_nrrd_ct(&path).unwrap_err();
         assert!(matches!(err, NrrdError::Truncated { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn corrupted_headers_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.nrrd");
+        let data = gzip(&le(&ramp()));
+        let header = LPS_HEADER.replace("encoding: raw", "encoding: gzip");
+        let mut outcomes = [0usize; 2];
+        for (at, _) in header.char_indices() {
+            for c in ["x", "9", "-", " ", "\n", "(", ")", ",", ":", "none"] {
+                let mut h = header.clone();
+                h.replace_range(at..at + 1, c);
+                fs::write(&path, attached(&h, &data)).unwrap();
+                outcomes[read_nrrd_ct(&path).is_ok() as usize] += 1;
+                let _ = read_nrrd_labels(&path);
+            }
+        }
+        let full = attached(&header, &data);
+        for len in 0..full.len() {
+            fs::write(&path, &full[..len]).unwrap();
+            assert!(read_nrrd_ct(&path).is_err(), "cut at {len}");
+        }
+        assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
     }
 
     #[test]

@@ -1,7 +1,31 @@
-//! The egui/eframe application (being written).
+//! The egui/eframe application. Depends on everything below it; functions that draw into
+//! an `egui::Ui` end in `_ui`.
+
+pub mod app;
 
 use std::path::PathBuf;
 
-pub fn run_viewer(_path: Option<PathBuf>, _series: Option<String>) -> anyhow::Result<()> {
-    anyhow::bail!("the viewer is not built yet")
+pub use app::{AppOptions, PulmoApp};
+
+/// Opens the viewer window (demo study when `path` is None).
+pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        renderer: eframe::Renderer::Wgpu,
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size([1400.0, 900.0])
+            .with_title("pulmo")
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    let app_options = AppOptions {
+        path,
+        series,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "pulmo",
+        options,
+        Box::new(move |cc| Ok(Box::new(PulmoApp::new(cc, app_options)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
 }

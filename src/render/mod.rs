@@ -1,0 +1,311 @@
+//! GPU rendering of slice views with wgpu (no egui here; `ui/` hands the renderer to
+//! egui_wgpu paint callbacks).
+//!
+//! The CT is uploaded once as an `R16Sint` 3D texture (HU) and the label map as an
+//! `R8Uint` 3D texture; every view samples them in `shaders/slice.wgsl`. Window/level,
+//! the label colour table, opacity and outline mode are uniforms, so scrolling and W/L
+//! drags do no per-voxel work on the CPU. Label edits upload only their dirty box.
+
+pub mod headless;
+pub mod reference;
+
+use bytemuck::{Pod, Zeroable};
+
+/// The WGSL source of the slice shader (validated by `build.rs`).
+pub const SLICE_WGSL: &str = include_str!("../../shaders/slice.wgsl");
+
+/// Mirror of `SliceUniforms` in `shaders/slice.wgsl` (keep in sync).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct SliceUniforms {
+    /// Column-major 4x4: continuous voxel coordinates from view NDC.
+    pub voxel_from_ndc: [[f32; 4]; 4],
+    pub voxel_per_px_x: [f32; 4],
+    pub voxel_per_px_y: [f32; 4],
+    pub window_center_hu: f32,
+    pub window_width_hu: f32,
+    pub label_opacity: f32,
+    pub flags: u32,
+}
+
+pub const FLAG_LINEAR: u32 = 1;
+pub const FLAG_OUTLINE: u32 = 2;
+pub const FLAG_SHOW_LABELS: u32 = 4;
+
+/// Mirror of `LabelColors` in `shaders/slice.wgsl`: rgb + visibility per label value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct LabelColors {
+    pub colors: [[f32; 4]; 256],
+}
+
+impl Default for LabelColors {
+    fn default() -> Self {
+        Self {
+            colors: [[0.0; 4]; 256],
+        }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<SliceUniforms>() == 112);
+const _: () = assert!(std::mem::size_of::<LabelColors>() == 4096);
+
+/// Converts an f64 4x4 (nalgebra, column-major) to the uniform layout.
+pub fn mat4_cols(m: &nalgebra::Matrix4<f64>) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    for (c, col) in out.iter_mut().enumerate() {
+        for (r, v) in col.iter_mut().enumerate() {
+            *v = m[(r, c)] as f32;
+        }
+    }
+    out
+}
+
+/// One view's GPU state: its uniform buffer and bind group.
+struct ViewSlot {
+    uniforms: wgpu::Buffer,
+    bind_group: Option<wgpu::BindGroup>,
+}
+
+/// Volume textures plus the slice pipeline; one uniform slot per view.
+pub struct SliceRenderer {
+    pipeline: wgpu::RenderPipeline,
+    layout: wgpu::BindGroupLayout,
+    lut: wgpu::Buffer,
+    ct: Option<wgpu::Texture>,
+    labels: Option<wgpu::Texture>,
+    views: Vec<ViewSlot>,
+    dims: [u32; 3],
+}
+
+fn texture_3d(device: &wgpu::Device, label: &str, dims: [u32; 3], format: wgpu::TextureFormat) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: dims[0],
+            height: dims[1],
+            depth_or_array_layers: dims[2],
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D3,
+        format,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    })
+}
+
+/// Writes `data` (i fastest) into the box `origin`..`origin + size` of a 3D texture,
+/// in chunks of slices so the staging memory stays small.
+fn write_box(queue: &wgpu::Queue, texture: &wgpu::Texture, origin: [u32; 3], size: [u32; 3], bytes_per_voxel: u32, data: &[u8]) {
+    let plane = (size[0] * size[1] * bytes_per_voxel) as usize;
+    let chunk = (32 << 20) / plane.max(1);
+    let chunk = chunk.max(1) as u32;
+    let mut z = 0;
+    while z < size[2] {
+        let n = chunk.min(size[2] - z);
+        let start = z as usize * plane;
+        let end = start + n as usize * plane;
+        queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: origin[0],
+                    y: origin[1],
+                    z: origin[2] + z,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            &data[start..end],
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size[0] * bytes_per_voxel),
+                rows_per_image: Some(size[1]),
+            },
+            wgpu::Extent3d {
+                width: size[0],
+                height: size[1],
+                depth_or_array_layers: n,
+            },
+        );
+        z += n;
+    }
+}
+
+impl SliceRenderer {
+    pub fn new(device: &wgpu::Device, target_format: wgpu::TextureFormat) -> Self {
+        let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("slice.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SLICE_WGSL.into()),
+        });
+        let uniform_entry = |binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::FRAGMENT,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let texture_entry = |binding, sample_type| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::FRAGMENT,
+            ty: wgpu::BindingType::Texture {
+                sample_type,
+                view_dimension: wgpu::TextureViewDimension::D3,
+                multisampled: false,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("slice bind group layout"),
+            entries: &[
+                uniform_entry(0),
+                uniform_entry(1),
+                texture_entry(2, wgpu::TextureSampleType::Sint),
+                texture_entry(3, wgpu::TextureSampleType::Uint),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("slice pipeline layout"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("slice pipeline"),
+            layout: Some(&pipeline_layout),
+            vertex: wgpu::VertexState {
+                module: &shader,
+                entry_point: Some("vs_main"),
+                buffers: &[],
+                compilation_options: Default::default(),
+            },
+            fragment: Some(wgpu::FragmentState {
+                module: &shader,
+                entry_point: Some("fs_main"),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format: target_format,
+                    blend: None,
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+                compilation_options: Default::default(),
+            }),
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: None,
+            multisample: wgpu::MultisampleState::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let lut = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("label colours"),
+            size: std::mem::size_of::<LabelColors>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Self {
+            pipeline,
+            layout,
+            lut,
+            ct: None,
+            labels: None,
+            views: Vec::new(),
+            dims: [0; 3],
+        }
+    }
+
+    /// Uploads a CT (HU, i fastest) and an empty label map of the same dims. Called once
+    /// per study.
+    pub fn upload_volume(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, dims: [usize; 3], hu: &[i16], labels: &[u8]) {
+        let d = [dims[0] as u32, dims[1] as u32, dims[2] as u32];
+        let ct = texture_3d(device, "ct hu", d, wgpu::TextureFormat::R16Sint);
+        write_box(queue, &ct, [0; 3], d, 2, bytemuck::cast_slice(hu));
+        let lab = texture_3d(device, "labels", d, wgpu::TextureFormat::R8Uint);
+        write_box(queue, &lab, [0; 3], d, 1, labels);
+        self.ct = Some(ct);
+        self.labels = Some(lab);
+        self.dims = d;
+        for v in &mut self.views {
+            v.bind_group = None;
+        }
+    }
+
+    /// Uploads the box `origin`..`origin + size` of the label map (`data` holds just
+    /// that box, i fastest).
+    pub fn update_labels(&self, queue: &wgpu::Queue, origin: [usize; 3], size: [usize; 3], data: &[u8]) {
+        if let Some(t) = &self.labels {
+            let o = origin.map(|v| v as u32);
+            let s = size.map(|v| v as u32);
+            write_box(queue, t, o, s, 1, data);
+        }
+    }
+
+    pub fn set_label_colors(&self, queue: &wgpu::Queue, colors: &LabelColors) {
+        queue.write_buffer(&self.lut, 0, bytemuck::bytes_of(colors));
+    }
+
+    pub fn has_volume(&self) -> bool {
+        self.ct.is_some()
+    }
+
+    pub fn dims(&self) -> [u32; 3] {
+        self.dims
+    }
+
+    /// Writes view `index`'s uniforms (creating its slot on first use).
+    pub fn prepare_view(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, index: usize, uniforms: &SliceUniforms) {
+        while self.views.len() <= index {
+            self.views.push(ViewSlot {
+                uniforms: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("slice view uniforms"),
+                    size: std::mem::size_of::<SliceUniforms>() as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                bind_group: None,
+            });
+        }
+        queue.write_buffer(&self.views[index].uniforms, 0, bytemuck::bytes_of(uniforms));
+        let (Some(ct), Some(labels)) = (&self.ct, &self.labels) else {
+            return;
+        };
+        let slot = &mut self.views[index];
+        if slot.bind_group.is_none() {
+            let ct_view = ct.create_view(&Default::default());
+            let label_view = labels.create_view(&Default::default());
+            slot.bind_group = Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("slice bind group"),
+                layout: &self.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: slot.uniforms.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: self.lut.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::TextureView(&ct_view),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: wgpu::BindingResource::TextureView(&label_view),
+                    },
+                ],
+            }));
+        }
+    }
+
+    /// Draws view `index` into the current render pass (its viewport set by the caller).
+    pub fn paint_view(&self, pass: &mut wgpu::RenderPass<'_>, index: usize) {
+        let Some(bind_group) = self.views.get(index).and_then(|v| v.bind_group.as_ref()) else {
+            return;
+        };
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.draw(0..6, 0..1);
+    }
+}

@@ -1,0 +1,115 @@
+//! CPU reference of `shaders/slice.wgsl`, for tests and for CPU-side snapshots.
+
+use nalgebra::{Matrix4, Point3};
+
+use super::{FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceUniforms};
+
+/// DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function, output in 0..1 (the shader's
+/// `window_level`).
+pub fn window_level_unit(hu: f64, center_hu: f64, width_hu: f64) -> f64 {
+    if width_hu <= 1.0 {
+        return if hu <= center_hu - 0.5 { 0.0 } else { 1.0 };
+    }
+    ((hu - (center_hu - 0.5)) / (width_hu - 1.0) + 0.5).clamp(0.0, 1.0)
+}
+
+/// Renders what the shader draws for a view of `width` x `height` pixels (pixel centres),
+/// as RGBA bytes. `hu` and `labels` are volumes of `dims`, i fastest.
+pub fn render_slice(
+    u: &SliceUniforms,
+    lut: &LabelColors,
+    dims: [usize; 3],
+    hu: &[i16],
+    labels: &[u8],
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
+    let m = Matrix4::from_fn(|r, c| u.voxel_from_ndc[c][r] as f64);
+    let d = [dims[0] as f64, dims[1] as f64, dims[2] as f64];
+    let inside = |v: [f64; 3]| (0..3).all(|a| v[a] >= -0.5 && v[a] < d[a] - 0.5);
+    let idx = |i: usize, j: usize, k: usize| i + dims[0] * (j + dims[1] * k);
+    let load = |i: i64, j: i64, k: i64| {
+        let c = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
+        hu[idx(c(i, dims[0]), c(j, dims[1]), c(k, dims[2]))] as f64
+    };
+    let label_at = |v: [f64; 3]| -> u8 {
+        if !inside(v) {
+            return 0;
+        }
+        let r = |x: f64, n: usize| ((x + 0.5).floor() as i64).clamp(0, n as i64 - 1) as usize;
+        labels[idx(r(v[0], dims[0]), r(v[1], dims[1]), r(v[2], dims[2]))]
+    };
+    let mut out = vec![0u8; width * height * 4];
+    for py in 0..height {
+        for px in 0..width {
+            let ndc_x = (px as f64 + 0.5) / width as f64 * 2.0 - 1.0;
+            let ndc_y = 1.0 - (py as f64 + 0.5) / height as f64 * 2.0;
+            let p = m.transform_point(&Point3::new(ndc_x, ndc_y, 0.0));
+            let v = [p.x, p.y, p.z];
+            let o = (py * width + px) * 4;
+            if !inside(v) {
+                out[o..o + 4].copy_from_slice(&[0, 0, 0, 255]);
+                continue;
+            }
+            let sample = if u.flags & FLAG_LINEAR == 0 {
+                load((v[0] + 0.5).floor() as i64, (v[1] + 0.5).floor() as i64, (v[2] + 0.5).floor() as i64)
+            } else {
+                let b = [v[0].floor(), v[1].floor(), v[2].floor()];
+                let f = [v[0] - b[0], v[1] - b[1], v[2] - b[2]];
+                let (i, j, k) = (b[0] as i64, b[1] as i64, b[2] as i64);
+                let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+                let x00 = lerp(load(i, j, k), load(i + 1, j, k), f[0]);
+                let x10 = lerp(load(i, j + 1, k), load(i + 1, j + 1, k), f[0]);
+                let x01 = lerp(load(i, j, k + 1), load(i + 1, j, k + 1), f[0]);
+                let x11 = lerp(load(i, j + 1, k + 1), load(i + 1, j + 1, k + 1), f[0]);
+                lerp(lerp(x00, x10, f[1]), lerp(x01, x11, f[1]), f[2])
+            };
+            let grey = window_level_unit(sample, u.window_center_hu as f64, u.window_width_hu as f64);
+            let mut rgb = [grey; 3];
+            if u.flags & FLAG_SHOW_LABELS != 0 {
+                let l = label_at(v);
+                let c = lut.colors[l as usize];
+                if l != 0 && c[3] > 0.0 {
+                    if u.flags & FLAG_OUTLINE != 0 {
+                        let dx = u.voxel_per_px_x;
+                        let dy = u.voxel_per_px_y;
+                        let off = |s: f64, e: [f32; 4]| [v[0] + s * e[0] as f64, v[1] + s * e[1] as f64, v[2] + s * e[2] as f64];
+                        let edge = label_at(off(1.0, dx)) != l
+                            || label_at(off(-1.0, dx)) != l
+                            || label_at(off(1.0, dy)) != l
+                            || label_at(off(-1.0, dy)) != l;
+                        if edge {
+                            rgb = [c[0] as f64, c[1] as f64, c[2] as f64];
+                        }
+                    } else {
+                        let a = u.label_opacity as f64;
+                        for ch in 0..3 {
+                            rgb[ch] += (c[ch] as f64 - rgb[ch]) * a;
+                        }
+                    }
+                }
+            }
+            for ch in 0..3 {
+                out[o + ch] = (rgb[ch].clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+            out[o + 3] = 255;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_voi_matches_the_standard() {
+        // Lung window C -600 / W 1500.
+        assert_eq!(window_level_unit(-1350.5, -600.0, 1500.0), 0.0);
+        assert!((window_level_unit(-600.0, -600.0, 1500.0) - 0.5 - 0.5 / 1499.0).abs() < 1e-12);
+        assert_eq!(window_level_unit(200.0, -600.0, 1500.0), 1.0);
+        // Width 1: a threshold at c - 0.5.
+        assert_eq!(window_level_unit(39.5, 40.0, 1.0), 0.0);
+        assert_eq!(window_level_unit(39.6, 40.0, 1.0), 1.0);
+    }
+}

@@ -1,0 +1,867 @@
+//! The viewer application: three linked slice views, window/level, loading, help.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use eframe::egui_wgpu;
+use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
+use nalgebra::{Point3, Vector2, Vector3};
+
+use crate::annotate::LabelTable;
+use crate::cli::{LoadedCt, load_ct};
+use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
+use crate::render::{FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols};
+use crate::view::{Plane, ViewFrame, ViewState, slice_index, slice_step_mm, world_bounds};
+use crate::volume::{CtVolume, LabelVolume, Volume};
+
+/// A window/level preset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    pub name: String,
+    pub center_hu: f64,
+    pub width_hu: f64,
+}
+
+pub fn default_presets() -> Vec<Preset> {
+    let p = |name: &str, c, w| Preset {
+        name: name.into(),
+        center_hu: c,
+        width_hu: w,
+    };
+    vec![p("Lung", -600.0, 1500.0), p("Mediastinum", 40.0, 350.0), p("Bone", 500.0, 2000.0)]
+}
+
+/// An open study.
+pub struct Study {
+    pub name: String,
+    pub ct: CtVolume,
+    pub labels: LabelVolume,
+    /// The demo's exact ground truth (synthetic studies only).
+    pub truth: Option<LabelVolume>,
+    pub meta: Option<SeriesMeta>,
+    pub warnings: Vec<String>,
+    pub synthetic: bool,
+    uploaded: bool,
+}
+
+/// What a background load sends back.
+enum LoadOutcome {
+    Loaded(Box<Study>),
+    ChooseSeries(PathBuf, Vec<SeriesSummary>),
+    Failed(String),
+}
+
+struct LoadJob {
+    what: String,
+    rx: Receiver<LoadOutcome>,
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    stage: Arc<AtomicUsize>,
+}
+
+/// Options for starting the app (tests use a small demo).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub path: Option<PathBuf>,
+    pub series: Option<String>,
+    pub demo: crate::demo::DemoOptions,
+    /// Where the recent-files list is kept (None: not persisted).
+    pub recent_file: Option<PathBuf>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        Self {
+            path: None,
+            series: None,
+            demo: Default::default(),
+            recent_file: config.map(|c| c.join("pulmo").join("recent.txt")),
+        }
+    }
+}
+
+/// Hover readout for the status bar.
+#[derive(Debug, Clone, Copy)]
+struct Hover {
+    view: usize,
+    world: Point3<f64>,
+}
+
+pub struct PulmoApp {
+    pub study: Option<Study>,
+    pub views: [ViewState; 3],
+    pub cursor_mm: Point3<f64>,
+    pub window_center_hu: f64,
+    pub window_width_hu: f64,
+    pub presets: Vec<Preset>,
+    pub linear: bool,
+    pub show_labels: bool,
+    pub outline: bool,
+    pub label_opacity: f32,
+    pub label_table: LabelTable,
+    pub maximized: Option<usize>,
+    pub help_open: bool,
+    pub warnings_open: bool,
+    pub error: Option<String>,
+    pub recent: Vec<PathBuf>,
+    series_choice: Option<(PathBuf, Vec<SeriesSummary>)>,
+    loading: Option<LoadJob>,
+    hover: Option<Hover>,
+    active_view: usize,
+    demo: crate::demo::DemoOptions,
+    recent_file: Option<PathBuf>,
+    labels_dirty: bool,
+    has_gpu: bool,
+}
+
+const MAX_RECENT: usize = 10;
+
+impl PulmoApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let has_gpu = if let Some(rs) = cc.wgpu_render_state.as_ref() {
+            let renderer = SliceRenderer::new(&rs.device, rs.target_format);
+            rs.renderer.write().callback_resources.insert(renderer);
+            true
+        } else {
+            false
+        };
+        let recent = options
+            .recent_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+            .unwrap_or_default();
+        let mut app = Self {
+            study: None,
+            views: Plane::ALL.map(ViewState::new),
+            cursor_mm: Point3::origin(),
+            window_center_hu: -600.0,
+            window_width_hu: 1500.0,
+            presets: default_presets(),
+            linear: true,
+            show_labels: true,
+            outline: false,
+            label_opacity: 0.35,
+            label_table: LabelTable::default(),
+            maximized: None,
+            help_open: false,
+            warnings_open: false,
+            error: None,
+            recent,
+            series_choice: None,
+            loading: None,
+            hover: None,
+            active_view: 0,
+            demo: options.demo.clone(),
+            recent_file: options.recent_file.clone(),
+            labels_dirty: true,
+            has_gpu,
+        };
+        match options.path {
+            Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
+            None => app.start_demo(&cc.egui_ctx),
+        }
+        app
+    }
+
+    /// Whether a load is running.
+    pub fn is_loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    /// Blocks until a running load finishes (tests).
+    pub fn wait_for_load(&mut self, ctx: &egui::Context) {
+        if let Some(job) = self.loading.take() {
+            if let Ok(outcome) = job.rx.recv() {
+                self.finish_load(ctx, outcome);
+            }
+        }
+    }
+
+    fn spawn(&mut self, ctx: &egui::Context, what: String, work: impl FnOnce(&LoadCtl) -> LoadOutcome + Send + 'static) {
+        if let Some(job) = self.loading.take() {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let ctl = LoadCtl {
+            cancel: Arc::new(AtomicBool::new(false)),
+            done: Arc::new(AtomicUsize::new(0)),
+            total: Arc::new(AtomicUsize::new(0)),
+            stage: Arc::new(AtomicUsize::new(0)),
+            ctx: ctx.clone(),
+        };
+        self.loading = Some(LoadJob {
+            what,
+            rx,
+            cancel: ctl.cancel.clone(),
+            done: ctl.done.clone(),
+            total: ctl.total.clone(),
+            stage: ctl.stage.clone(),
+        });
+        std::thread::Builder::new()
+            .name("pulmo-load".into())
+            .spawn(move || {
+                // A panic in a loader must not take the UI down.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&ctl)))
+                    .unwrap_or_else(|_| LoadOutcome::Failed("the loader crashed (internal error)".into()));
+                let _ = tx.send(outcome);
+                ctl.ctx.request_repaint();
+            })
+            .ok();
+    }
+
+    pub fn start_demo(&mut self, ctx: &egui::Context) {
+        let opts = self.demo.clone();
+        self.spawn(ctx, "generating the synthetic demo study".into(), move |_| {
+            let demo = crate::demo::generate(&opts);
+            LoadOutcome::Loaded(Box::new(Study {
+                name: "SYNTHETIC DEMO (not patient data)".into(),
+                labels: demo.truth.clone(),
+                truth: Some(demo.truth),
+                ct: demo.ct,
+                meta: None,
+                warnings: Vec::new(),
+                synthetic: true,
+                uploaded: false,
+            }))
+        });
+    }
+
+    pub fn start_load(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<String>) {
+        self.remember(&path);
+        let what = format!("loading {}", path.display());
+        self.spawn(ctx, what, move |ctl| {
+            let progress = |stage: LoadStage, done: usize, total: usize| {
+                ctl.stage.store(stage as usize, Ordering::Relaxed);
+                ctl.done.store(done, Ordering::Relaxed);
+                ctl.total.store(total, Ordering::Relaxed);
+                ctl.ctx.request_repaint();
+            };
+            let options = dicom::LoadOptions {
+                progress: Some(&progress),
+                cancel: Some(&ctl.cancel),
+            };
+            match load_ct(&path, series.as_deref(), &options) {
+                Ok(loaded) => LoadOutcome::Loaded(Box::new(study_from(&path, loaded))),
+                Err(e) => match e.downcast_ref::<DicomError>() {
+                    Some(DicomError::MultipleSeries { series, .. }) => LoadOutcome::ChooseSeries(path.clone(), series.clone()),
+                    Some(DicomError::Cancelled) => LoadOutcome::Failed("loading was cancelled".into()),
+                    _ => LoadOutcome::Failed(format!("{e:#}")),
+                },
+            }
+        });
+    }
+
+    fn remember(&mut self, path: &Path) {
+        self.recent.retain(|p| p != path);
+        self.recent.insert(0, path.to_path_buf());
+        self.recent.truncate(MAX_RECENT);
+        if let Some(f) = &self.recent_file {
+            let text: String = self.recent.iter().map(|p| format!("{}\n", p.display())).collect();
+            if let Some(dir) = f.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(f, text);
+        }
+    }
+
+    fn finish_load(&mut self, ctx: &egui::Context, outcome: LoadOutcome) {
+        match outcome {
+            LoadOutcome::Loaded(study) => self.set_study(ctx, *study),
+            LoadOutcome::ChooseSeries(path, series) => self.series_choice = Some((path, series)),
+            LoadOutcome::Failed(msg) => self.error = Some(msg),
+        }
+    }
+
+    /// Makes `study` the open study: centres the cursor, resets views, applies the
+    /// series' own window as a preset.
+    pub fn set_study(&mut self, ctx: &egui::Context, study: Study) {
+        let (lo, hi) = world_bounds(&study.ct.geometry);
+        self.cursor_mm = Point3::from((lo.coords + hi.coords) / 2.0);
+        for v in &mut self.views {
+            v.reset();
+        }
+        self.presets = default_presets();
+        if let Some(meta) = &study.meta {
+            for (i, w) in meta.windows.iter().enumerate() {
+                self.presets.push(Preset {
+                    name: w.explanation.clone().unwrap_or_else(|| format!("DICOM window {}", i + 1)),
+                    center_hu: w.center_hu,
+                    width_hu: w.width_hu,
+                });
+            }
+        }
+        self.warnings_open = !study.warnings.is_empty();
+        self.error = None;
+        let title = format!("pulmo — {}", study.name);
+        ctx.send_viewport_cmd(egui::ViewportCommand::Title(title));
+        self.study = Some(study);
+        self.labels_dirty = true;
+    }
+
+    pub fn apply_preset(&mut self, index: usize) {
+        if let Some(p) = self.presets.get(index) {
+            self.window_center_hu = p.center_hu;
+            self.window_width_hu = p.width_hu;
+        }
+    }
+
+    /// Moves the cursor `steps` slices along the normal of view `view`.
+    pub fn step_slice(&mut self, view: usize, steps: f64) {
+        let Some(study) = &self.study else { return };
+        let g = &study.ct.geometry;
+        let plane = self.views[view].plane;
+        let normal = plane.screen_axes()[2];
+        let step = slice_step_mm(g, plane);
+        let (lo, hi) = world_bounds(g);
+        let mut c = self.cursor_mm + normal * (steps * step);
+        // Stay inside the volume (on the first/last slice centre).
+        let lo_n = lo.coords.dot(&normal).min(hi.coords.dot(&normal)) + step / 2.0;
+        let hi_n = lo.coords.dot(&normal).max(hi.coords.dot(&normal)) - step / 2.0;
+        let d = c.coords.dot(&normal);
+        c += normal * (d.clamp(lo_n, hi_n) - d);
+        self.cursor_mm = c;
+    }
+
+    /// 1-based slice number and count of view `view` at the cursor.
+    pub fn slice_of(&self, view: usize) -> Option<(usize, usize)> {
+        let s = self.study.as_ref()?;
+        Some(slice_index(&s.ct.geometry, self.views[view].plane, self.cursor_mm))
+    }
+
+    fn upload_if_needed(&mut self, frame: &eframe::Frame) {
+        let Some(rs) = frame.wgpu_render_state() else { return };
+        let mut guard = rs.renderer.write();
+        let Some(renderer) = guard.callback_resources.get_mut::<SliceRenderer>() else {
+            return;
+        };
+        if let Some(study) = self.study.as_mut()
+            && !study.uploaded
+        {
+            renderer.upload_volume(&rs.device, &rs.queue, study.ct.geometry.dims, &study.ct.voxels, &study.labels.voxels);
+            study.uploaded = true;
+        }
+        if self.labels_dirty {
+            renderer.set_label_colors(&rs.queue, &LabelColors {
+                colors: self.label_table.rgba_table(),
+            });
+            self.labels_dirty = false;
+        }
+    }
+
+    fn uniforms(&self, frame: &ViewFrame, study: &Study) -> SliceUniforms {
+        let g = &study.ct.geometry;
+        let [dx, dy] = frame.voxel_per_px(g);
+        let mut flags = 0;
+        if self.linear {
+            flags |= FLAG_LINEAR;
+        }
+        if self.show_labels {
+            flags |= FLAG_SHOW_LABELS;
+        }
+        if self.outline {
+            flags |= FLAG_OUTLINE;
+        }
+        SliceUniforms {
+            voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(g)),
+            voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
+            voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
+            window_center_hu: self.window_center_hu as f32,
+            window_width_hu: self.window_width_hu as f32,
+            label_opacity: self.label_opacity,
+            flags,
+        }
+    }
+
+    fn menu_ui(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open file…").clicked() {
+                    if let Some(p) = rfd::FileDialog::new()
+                        .add_filter("CT volume", &["dcm", "nii", "gz", "nrrd", "nhdr", "DICOMDIR"])
+                        .pick_file()
+                    {
+                        self.start_load(ui.ctx(), p, None);
+                    }
+                    ui.close();
+                }
+                if ui.button("Open DICOM folder…").clicked() {
+                    if let Some(p) = rfd::FileDialog::new().pick_folder() {
+                        self.start_load(ui.ctx(), p, None);
+                    }
+                    ui.close();
+                }
+                ui.menu_button("Recent", |ui| {
+                    if self.recent.is_empty() {
+                        ui.label("(none)");
+                    }
+                    for p in self.recent.clone() {
+                        if ui.button(p.display().to_string()).clicked() {
+                            self.start_load(ui.ctx(), p, None);
+                            ui.close();
+                        }
+                    }
+                });
+                if ui.button("Open synthetic demo").clicked() {
+                    self.start_demo(ui.ctx());
+                    ui.close();
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for i in 0..self.presets.len() {
+                    let p = &self.presets[i];
+                    let label = format!("{}: {} (W {} / L {})", i + 1, p.name, p.width_hu, p.center_hu);
+                    if ui.button(label).clicked() {
+                        self.apply_preset(i);
+                        ui.close();
+                    }
+                }
+                ui.separator();
+                ui.checkbox(&mut self.linear, "Linear interpolation");
+                ui.checkbox(&mut self.show_labels, "Show labels");
+                ui.checkbox(&mut self.outline, "Labels as outlines");
+                ui.add(egui::Slider::new(&mut self.label_opacity, 0.0..=1.0).text("Label opacity"));
+                if ui.button("Reset views (R)").clicked() {
+                    self.views.iter_mut().for_each(ViewState::reset);
+                    self.maximized = None;
+                    ui.close();
+                }
+                if ui.button("Load warnings…").clicked() {
+                    self.warnings_open = true;
+                    ui.close();
+                }
+            });
+            if ui.button("Help").clicked() {
+                self.help_open = !self.help_open;
+            }
+            if let Some(study) = &self.study {
+                ui.separator();
+                ui.label(&study.name);
+            }
+        });
+    }
+
+    fn labels_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Labels");
+        let mut changed = false;
+        for l in &mut self.label_table.labels {
+            ui.horizontal(|ui| {
+                changed |= ui.checkbox(&mut l.visible, "").changed();
+                let [r, g, b] = l.color;
+                let (rect, _) = ui.allocate_exact_size(Vec2::splat(12.0), Sense::hover());
+                ui.painter().rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
+                ui.label(format!("{} {}", l.value, l.name));
+            });
+        }
+        self.labels_dirty |= changed;
+        ui.separator();
+        ui.heading("Window");
+        ui.label(format!("W {:.0} / L {:.0}", self.window_width_hu, self.window_center_hu));
+        for i in 0..self.presets.len() {
+            let name = format!("{} {}", i + 1, self.presets[i].name);
+            if ui.button(name).clicked() {
+                self.apply_preset(i);
+            }
+        }
+    }
+
+    fn status_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let Some(study) = &self.study else {
+                ui.label("No study open");
+                return;
+            };
+            let g = &study.ct.geometry;
+            let view = self.hover.map_or(self.active_view, |h| h.view);
+            if let Some(h) = self.hover {
+                let v = g.voxel_at_world(h.world);
+                let ijk = [v.x.round(), v.y.round(), v.z.round()];
+                if g.contains_voxel(v) {
+                    let (i, j, k) = (ijk[0] as usize, ijk[1] as usize, ijk[2] as usize);
+                    ui.label(format!("HU {}", study.ct.get(i, j, k)));
+                    ui.separator();
+                    ui.label(format!("voxel ({i}, {j}, {k})"));
+                    let label = study.labels.get(i, j, k);
+                    if label != 0 {
+                        ui.separator();
+                        ui.label(self.label_table.get(label).map_or(format!("label {label}"), |l| l.name.clone()));
+                    }
+                } else {
+                    ui.label("outside the volume");
+                }
+                ui.separator();
+                ui.label(format!("({:.1}, {:.1}, {:.1}) mm LPS", h.world.x, h.world.y, h.world.z));
+            }
+            ui.separator();
+            if let Some((i, n)) = self.slice_of(view) {
+                ui.label(format!("{} slice {i} / {n}", self.views[view].plane.name()));
+            }
+            ui.separator();
+            ui.label(format!("W {:.0} / L {:.0}", self.window_width_hu, self.window_center_hu));
+        });
+    }
+
+    fn views_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(study) = self.study.take() else {
+            ui.centered_and_justified(|ui| {
+                ui.label("Open a DICOM folder, NIfTI or NRRD file (File menu, or drop it here)");
+            });
+            return;
+        };
+        let full = ui.available_rect_before_wrap();
+        let gap = 2.0;
+        let rects: Vec<(usize, Rect)> = match self.maximized {
+            Some(i) => vec![(i, full)],
+            None => {
+                // Axial large on the left, coronal and sagittal stacked on the right.
+                let left = Rect::from_min_max(full.min, Pos2::new(full.center().x - gap, full.max.y));
+                let right_top = Rect::from_min_max(Pos2::new(full.center().x + gap, full.min.y), Pos2::new(full.max.x, full.center().y - gap));
+                let right_bottom = Rect::from_min_max(Pos2::new(full.center().x + gap, full.center().y + gap), full.max);
+                vec![(0, left), (1, right_top), (2, right_bottom)]
+            }
+        };
+        self.hover = None;
+        for (index, rect) in rects {
+            self.view_ui(ui, &study, index, rect);
+        }
+        self.study = Some(study);
+    }
+
+    fn view_ui(&mut self, ui: &mut egui::Ui, study: &Study, index: usize, rect: Rect) {
+        let id = ui.make_persistent_id(("slice-view", index));
+        let response = ui.interact(rect, id, Sense::click_and_drag());
+        let g = &study.ct.geometry;
+        let size = Vector2::new(rect.width() as f64, rect.height() as f64);
+        let frame = ViewFrame::new(g, &self.views[index], size, self.cursor_mm);
+        let to_local = |p: Pos2| Vector2::new((p.x - rect.min.x) as f64, (p.y - rect.min.y) as f64);
+
+        // Interaction.
+        let (space, zoom_delta, scroll_y) = ui.input(|i| {
+            // One wheel event = one slice (smoothing would skip or repeat slices).
+            let wheel: f32 = i
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::MouseWheel { delta, modifiers, .. } if !modifiers.command && !modifiers.ctrl => {
+                        Some(delta.y.signum())
+                    }
+                    _ => None,
+                })
+                .sum();
+            (i.key_down(Key::Space), i.zoom_delta(), wheel)
+        });
+        if let Some(pos) = response.hover_pos() {
+            self.hover = Some(Hover {
+                view: index,
+                world: frame.world_at_px(to_local(pos)),
+            });
+            if zoom_delta != 1.0 {
+                self.views[index] = frame.zoom_about(&self.views[index], to_local(pos), zoom_delta as f64);
+            } else if scroll_y != 0.0 {
+                self.step_slice(index, scroll_y as f64);
+            }
+        }
+        if response.double_clicked() {
+            self.maximized = if self.maximized.is_some() { None } else { Some(index) };
+        } else if response.dragged_by(egui::PointerButton::Middle) || (space && response.dragged_by(egui::PointerButton::Primary)) {
+            let d = response.drag_delta();
+            self.views[index] = frame.pan_by(&self.views[index], Vector2::new(d.x as f64, d.y as f64));
+        } else if response.dragged_by(egui::PointerButton::Secondary) {
+            let d = response.drag_delta();
+            self.window_width_hu = (self.window_width_hu + d.x as f64 * 4.0).max(1.0);
+            self.window_center_hu += d.y as f64 * 2.0;
+        } else if (response.clicked() || response.dragged_by(egui::PointerButton::Primary))
+            && let Some(pos) = response.interact_pointer_pos()
+        {
+            self.cursor_mm = frame.world_at_px(to_local(pos));
+            self.active_view = index;
+        }
+        if response.hovered() || response.clicked() {
+            self.active_view = index;
+        }
+
+        // Drawing: the GPU slice, then overlays.
+        let frame = ViewFrame::new(g, &self.views[index], size, self.cursor_mm);
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 0.0, Color32::BLACK);
+        if self.has_gpu {
+            let uniforms = self.uniforms(&frame, study);
+            painter.add(egui_wgpu::Callback::new_paint_callback(rect, SliceCallback { index, uniforms }));
+        }
+        let (cpx, _) = frame.px_at_world(self.cursor_mm);
+        let c = Pos2::new(rect.min.x + cpx.x as f32, rect.min.y + cpx.y as f32);
+        let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 255, 80, 140));
+        painter.line_segment([Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)], cross);
+        painter.line_segment([Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)], cross);
+        let [l, r, t, b] = self.views[index].plane.edge_letters();
+        let font = egui::FontId::proportional(16.0);
+        let yellow = Color32::from_rgb(255, 220, 80);
+        painter.text(Pos2::new(rect.min.x + 6.0, rect.center().y), egui::Align2::LEFT_CENTER, l, font.clone(), yellow);
+        painter.text(Pos2::new(rect.max.x - 6.0, rect.center().y), egui::Align2::RIGHT_CENTER, r, font.clone(), yellow);
+        painter.text(Pos2::new(rect.center().x, rect.min.y + 4.0), egui::Align2::CENTER_TOP, t, font.clone(), yellow);
+        painter.text(Pos2::new(rect.center().x, rect.max.y - 4.0), egui::Align2::CENTER_BOTTOM, b, font.clone(), yellow);
+        let (i, n) = slice_index(g, self.views[index].plane, self.cursor_mm);
+        painter.text(
+            rect.min + Vec2::new(6.0, 4.0),
+            egui::Align2::LEFT_TOP,
+            format!("{} {i}/{n}", self.views[index].plane.name()),
+            egui::FontId::proportional(14.0),
+            Color32::WHITE,
+        );
+        if index == self.active_view && self.maximized.is_none() {
+            painter.rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::from_gray(120)), egui::StrokeKind::Inside);
+        }
+        if study.synthetic {
+            painter.text(
+                rect.max - Vec2::new(6.0, 22.0),
+                egui::Align2::RIGHT_BOTTOM,
+                "SYNTHETIC",
+                egui::FontId::proportional(12.0),
+                Color32::from_rgb(255, 140, 0),
+            );
+        }
+    }
+
+    fn keys(&mut self, ctx: &egui::Context) {
+        let wants_text = ctx.egui_wants_keyboard_input();
+        if wants_text {
+            return;
+        }
+        let view = self.active_view;
+        ctx.input(|i| {
+            let mut steps = 0.0;
+            if i.key_pressed(Key::PageUp) || i.key_pressed(Key::ArrowUp) {
+                steps += 1.0;
+            }
+            if i.key_pressed(Key::PageDown) || i.key_pressed(Key::ArrowDown) {
+                steps -= 1.0;
+            }
+            if steps != 0.0 {
+                self.step_slice(view, steps);
+            }
+            let numbers = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            for (n, k) in numbers.iter().enumerate() {
+                if i.key_pressed(*k) {
+                    self.apply_preset(n);
+                }
+            }
+            if i.key_pressed(Key::F1) || i.key_pressed(Key::H) {
+                self.help_open = !self.help_open;
+            }
+            if i.key_pressed(Key::R) {
+                self.views.iter_mut().for_each(ViewState::reset);
+                self.maximized = None;
+            }
+            if i.key_pressed(Key::L) {
+                self.show_labels = !self.show_labels;
+            }
+            if i.key_pressed(Key::O) && !i.modifiers.ctrl {
+                self.outline = !self.outline;
+            }
+            if i.key_pressed(Key::Escape) {
+                self.help_open = false;
+                self.maximized = None;
+            }
+        });
+    }
+
+    fn dialogs_ui(&mut self, ctx: &egui::Context) {
+        if self.help_open {
+            egui::Window::new("Help").collapsible(false).open(&mut self.help_open).show(ctx, |ui| {
+                egui::Grid::new("help-grid").striped(true).show(ui, |ui| {
+                    for (what, how) in HELP {
+                        ui.label(*what);
+                        ui.label(*how);
+                        ui.end_row();
+                    }
+                });
+            });
+        }
+        if let Some(msg) = self.error.clone() {
+            egui::Window::new("Could not open").collapsible(false).show(ctx, |ui| {
+                ui.label(msg);
+                if ui.button("OK").clicked() {
+                    self.error = None;
+                }
+            });
+        }
+        if self.warnings_open
+            && let Some(study) = &self.study
+        {
+            let mut open = true;
+            egui::Window::new("Load warnings").open(&mut open).show(ctx, |ui| {
+                if study.warnings.is_empty() {
+                    ui.label("No warnings: the series loaded cleanly.");
+                }
+                egui::ScrollArea::vertical().max_height(300.0).show(ui, |ui| {
+                    for w in &study.warnings {
+                        ui.label(format!("• {w}"));
+                    }
+                });
+            });
+            self.warnings_open = open;
+        }
+        if let Some((path, series)) = self.series_choice.clone() {
+            let mut chosen = None;
+            let mut close = false;
+            egui::Window::new("Choose a series").collapsible(false).show(ctx, |ui| {
+                ui.label(format!("{} holds {} series:", path.display(), series.len()));
+                for s in &series {
+                    if ui.button(s.to_string()).clicked() {
+                        chosen = Some(s.uid.clone());
+                    }
+                }
+                if ui.button("Cancel").clicked() {
+                    close = true;
+                }
+            });
+            if let Some(uid) = chosen {
+                self.series_choice = None;
+                self.start_load(ctx, path, Some(uid));
+            } else if close {
+                self.series_choice = None;
+            }
+        }
+    }
+
+    fn loading_ui(&mut self, ctx: &egui::Context) {
+        let Some(job) = &self.loading else { return };
+        match job.rx.try_recv() {
+            Ok(outcome) => {
+                self.loading = None;
+                self.finish_load(ctx, outcome);
+                return;
+            }
+            Err(TryRecvError::Disconnected) => {
+                self.loading = None;
+                self.error = Some("the loader stopped unexpectedly".into());
+                return;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let (done, total) = (job.done.load(Ordering::Relaxed), job.total.load(Ordering::Relaxed));
+        let stage = match job.stage.load(Ordering::Relaxed) {
+            x if x == LoadStage::Decoding as usize => "decoding",
+            x if x == LoadStage::Resampling as usize => "resampling",
+            _ => "reading headers",
+        };
+        let mut cancel = false;
+        egui::Window::new("Loading").collapsible(false).resizable(false).show(ctx, |ui| {
+            ui.label(&job.what);
+            if total > 0 {
+                ui.add(egui::ProgressBar::new(done as f32 / total as f32).text(format!("{stage} {done}/{total}")));
+            } else {
+                ui.spinner();
+            }
+            cancel = ui.button("Cancel").clicked();
+        });
+        if cancel {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        ctx.request_repaint_after(std::time::Duration::from_millis(100));
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("Move the cursor (all views)", "Left click / drag"),
+    ("Next / previous slice", "Mouse wheel, PgUp/PgDn, Up/Down arrows"),
+    ("Zoom about the mouse", "Ctrl + wheel (or pinch)"),
+    ("Pan", "Middle drag, or Space + left drag"),
+    ("Window / level", "Right drag: horizontal = width, vertical = level"),
+    ("Presets", "1 lung, 2 mediastinum, 3 bone, 4.. the series' own windows"),
+    ("Maximise a view", "Double click (again, or Esc, to restore)"),
+    ("Reset views", "R"),
+    ("Labels on/off, outlines", "L, O"),
+    ("Open", "File menu, or drop a file/folder on the window"),
+    ("This help", "H or F1"),
+];
+
+/// What the loader thread shares with the UI.
+struct LoadCtl {
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    stage: Arc<AtomicUsize>,
+    ctx: egui::Context,
+}
+
+fn study_from(path: &Path, loaded: LoadedCt) -> Study {
+    let name = loaded
+        .dicom_meta
+        .as_ref()
+        .and_then(|m| m.series_description.clone())
+        .map(|d| format!("{d} — {}", path.display()))
+        .unwrap_or_else(|| path.display().to_string());
+    let labels = Volume {
+        geometry: loaded.volume.geometry.clone(),
+        voxels: vec![0u8; loaded.volume.voxels.len()],
+    };
+    Study {
+        name,
+        ct: loaded.volume,
+        labels,
+        truth: None,
+        meta: loaded.dicom_meta,
+        warnings: loaded.warnings,
+        synthetic: false,
+        uploaded: false,
+    }
+}
+
+/// The egui_wgpu paint callback of one view.
+struct SliceCallback {
+    index: usize,
+    uniforms: SliceUniforms,
+}
+
+impl egui_wgpu::CallbackTrait for SliceCallback {
+    fn prepare(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        _screen: &egui_wgpu::ScreenDescriptor,
+        _encoder: &mut wgpu::CommandEncoder,
+        resources: &mut egui_wgpu::CallbackResources,
+    ) -> Vec<wgpu::CommandBuffer> {
+        if let Some(r) = resources.get_mut::<SliceRenderer>() {
+            r.prepare_view(device, queue, self.index, &self.uniforms);
+        }
+        Vec::new()
+    }
+
+    fn paint(&self, _info: egui::PaintCallbackInfo, pass: &mut wgpu::RenderPass<'static>, resources: &egui_wgpu::CallbackResources) {
+        if let Some(r) = resources.get::<SliceRenderer>() {
+            r.paint_view(pass, self.index);
+        }
+    }
+}
+
+impl eframe::App for PulmoApp {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.loading_ui(&ctx);
+        self.upload_if_needed(frame);
+        // Drag and drop.
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        if let Some(p) = dropped.into_iter().next() {
+            self.start_load(&ctx, p, None);
+        }
+        self.keys(&ctx);
+        egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
+        egui::Panel::right("labels").default_size(200.0).show(ui, |ui| self.labels_ui(ui));
+        egui::CentralPanel::default().frame(egui::Frame::NONE.fill(Color32::BLACK)).show(ui, |ui| self.views_ui(ui));
+        self.dialogs_ui(&ctx);
+    }
+}
+
+/// The unit vector of a view's normal (for tests and overlays).
+pub fn view_normal(plane: Plane) -> Vector3<f64> {
+    plane.screen_axes()[2]
+}
