@@ -540,7 +540,7 @@ impl RowCtx {
 /// Healthy parenchyma, denser in the dependent (posterior) lung of a supine patient.
 #[inline]
 fn lung_hu(y: f32) -> f32 {
-    -905.0 + 50.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
+    -915.0 + 45.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
 }
 
 /// Tissue (HU, region code) at x in the given row. The hot path of the generator.

@@ -394,7 +394,7 @@ const VESSEL_POINTS: usize = 4000;
 fn vessel_trees(rng: &mut Rng, out: &mut Vec<Capsule>) {
     for side in 0..2 {
         let lung = if side == 0 { code::RIGHT } else { code::LEFT };
-        for (roots, r0) in [(&ARTERY_ROOT, 7.0), (&VEIN_ROOT, 6.0)] {
+        for (roots, r0) in [(&ARTERY_ROOT, 6.5), (&VEIN_ROOT, 5.5)] {
             let (root, dir) = roots[side];
             let mut pts = sample_lung(rng, lung, VESSEL_POINTS);
             let branches = tree::grow(

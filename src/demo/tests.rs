@@ -372,6 +372,19 @@ pub(super) fn save_pngs(study: &DemoStudy, prefix: &str) {
             &lung,
         );
     }
+    if nx >= 256 {
+        // A 2x zoom into the right lung at the level of the heart.
+        let k = (nz as f64 * (125.0 / 300.0)) as usize;
+        let (i0, j0, n) = (nx * 8 / 100, ny * 22 / 100, nx / 2);
+        save_w(
+            "zoom",
+            2 * n,
+            2 * n,
+            1.0,
+            &|c, r| ct.get(i0 + c / 2, j0 + r / 2, k),
+            &lung,
+        );
+    }
     save("coronal", nx, nz, sp.z / sp.x, &|c, r| {
         ct.get(c, ny * 55 / 100, nz - 1 - r)
     });
@@ -404,13 +417,22 @@ fn debug_vessel_volume() {
     let a = model::Anatomy::build(DEFAULT_SEED);
     let mut vol = [0.0f64; 2];
     let mut by_r = [0.0f64; 6];
-    for c in a.capsules.iter().filter(|c| c.kind == model::Kind::Vessel || c.kind == model::Kind::Airway) {
+    for c in a
+        .capsules
+        .iter()
+        .filter(|c| c.kind == model::Kind::Vessel || c.kind == model::Kind::Airway)
+    {
         let l = math::norm(math::sub(c.b, c.a)) as f64;
         let v = std::f64::consts::PI * (c.r as f64).powi(2) * l;
         vol[(c.a[0] > 0.0) as usize] += v;
         by_r[(c.r as usize).min(5)] += v;
     }
-    println!("vessel+airway volume R {:.0} mL L {:.0} mL; by radius {:?}", vol[0] / 1e3, vol[1] / 1e3, by_r.map(|v| (v / 1e3) as i64));
+    println!(
+        "vessel+airway volume R {:.0} mL L {:.0} mL; by radius {:?}",
+        vol[0] / 1e3,
+        vol[1] / 1e3,
+        by_r.map(|v| (v / 1e3) as i64)
+    );
     let s = shared();
     println!("{:?}", label_stats(s));
 }

@@ -452,11 +452,10 @@ impl PulmoApp {
         let mut changed = false;
         for l in &mut self.label_table.labels {
             ui.horizontal(|ui| {
-                changed |= ui.checkbox(&mut l.visible, "").changed();
                 let [r, g, b] = l.color;
                 let (rect, _) = ui.allocate_exact_size(Vec2::splat(12.0), Sense::hover());
                 ui.painter().rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
-                ui.label(format!("{} {}", l.value, l.name));
+                changed |= ui.checkbox(&mut l.visible, format!("{} {}", l.value, l.name)).changed();
             });
         }
         self.labels_dirty |= changed;

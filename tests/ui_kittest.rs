@@ -1,0 +1,93 @@
+//! egui_kittest: start on the (small) demo study, step slices, switch presets, open the
+//! help, and check what is shown; one snapshot where the picture is the point.
+
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use pulmo::demo::DemoOptions;
+use pulmo::ui::{AppOptions, PulmoApp};
+
+fn harness(wgpu: bool, size: egui::Vec2) -> Harness<'static, PulmoApp> {
+    let options = AppOptions {
+        demo: DemoOptions {
+            dims: [128, 128, 75],
+            spacing_mm: [2.8, 2.8, 4.0],
+            ..Default::default()
+        },
+        recent_file: None,
+        ..Default::default()
+    };
+    let mut builder = Harness::builder().with_size(size);
+    if wgpu {
+        builder = builder.wgpu();
+    }
+    let mut h = builder.build_eframe(move |cc| PulmoApp::new(cc, options));
+    let ctx = h.ctx.clone();
+    h.state_mut().wait_for_load(&ctx);
+    h.run();
+    h
+}
+
+#[test]
+fn demo_opens_steps_slices_switches_presets_and_shows_help() {
+    let mut h = harness(false, egui::vec2(1000.0, 700.0));
+    assert!(h.state().study.as_ref().is_some_and(|s| s.synthetic));
+    h.get_by_label("SYNTHETIC DEMO (not patient data)");
+    let (first, total) = h.state().slice_of(0).unwrap();
+    assert_eq!(total, 75);
+    h.get_by_label(&format!("Axial slice {first} / 75"));
+
+    h.key_press(Key::PageUp);
+    h.run();
+    assert_eq!(h.state().slice_of(0).unwrap().0, first + 1);
+    h.key_press(Key::ArrowDown);
+    h.key_press(Key::ArrowDown);
+    h.run();
+    assert_eq!(h.state().slice_of(0).unwrap().0, first - 1);
+    h.get_by_label(&format!("Axial slice {} / 75", first - 1));
+
+    // Presets by number key: 2 = mediastinum, 3 = bone, 1 = lung.
+    h.key_press(Key::Num2);
+    h.run();
+    assert_eq!((h.state().window_width_hu, h.state().window_center_hu), (350.0, 40.0));
+    h.get_all_by_label("W 350 / L 40");
+    h.key_press(Key::Num3);
+    h.run();
+    h.get_all_by_label("W 2000 / L 500");
+    h.key_press(Key::Num1);
+    h.run();
+    h.get_all_by_label("W 1500 / L -600");
+
+    // Help overlay.
+    assert!(h.query_by_label("Right drag: horizontal = width, vertical = level").is_none());
+    h.key_press(Key::H);
+    h.run();
+    h.get_by_label("Right drag: horizontal = width, vertical = level");
+    h.get_by_label("Ctrl + wheel (or pinch)");
+}
+
+#[test]
+fn slices_stop_at_the_volume_edges() {
+    let mut h = harness(false, egui::vec2(1000.0, 700.0));
+    for _ in 0..100 {
+        h.key_press(Key::PageUp);
+    }
+    h.run();
+    assert_eq!(h.state().slice_of(0), Some((75, 75)));
+    for _ in 0..100 {
+        h.key_press(Key::PageDown);
+    }
+    h.run();
+    assert_eq!(h.state().slice_of(0), Some((1, 75)));
+}
+
+#[test]
+fn demo_snapshot_on_lavapipe() {
+    if std::env::var("CI").is_err() && pulmo::render::headless::Headless::new(true).is_err() {
+        eprintln!("SKIP: no wgpu adapter");
+        return;
+    }
+    let mut h = harness(true, egui::vec2(640.0, 400.0));
+    h.run();
+    h.snapshot("demo_three_views");
+}
