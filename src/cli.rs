@@ -222,10 +222,13 @@ fn write_series(input: &str, out_dir: &Path, dims: Option<Vec<usize>>) -> Result
     let volume = if input == "demo" {
         let mut opts = crate::demo::DemoOptions::default();
         if let Some(d) = dims {
-            anyhow::ensure!(d.len() == 3 && d.iter().all(|&n| n > 0), "--dims takes X,Y,Z");
+            anyhow::ensure!(
+                d.len() == 3 && d.iter().all(|&n| n > 0),
+                "--dims takes X,Y,Z"
+            );
             // Keep the field of view: scale the spacing.
-            for a in 0..3 {
-                opts.spacing_mm[a] *= opts.dims[a] as f64 / d[a] as f64;
+            for ((spacing, old), new) in opts.spacing_mm.iter_mut().zip(opts.dims).zip(&d) {
+                *spacing *= old as f64 / *new as f64;
             }
             opts.dims = [d[0], d[1], d[2]];
         }
@@ -257,8 +260,25 @@ fn load_timed(path: &Path, series: Option<&str>, repeat: usize) -> Result<()> {
     for _ in 0..repeat.max(1) {
         let (rss_before, _) = memory_bytes();
         let t = std::time::Instant::now();
-        let loaded = load_ct(path, series, &Default::default())?;
+        // When decoding started (the header scan before it).
+        let decode_start = std::sync::Mutex::new(None::<f64>);
+        let progress = |stage: dicom::LoadStage, _: usize, _: usize| {
+            if stage == dicom::LoadStage::Decoding {
+                decode_start
+                    .lock()
+                    .map(|mut d| *d.get_or_insert(t.elapsed().as_secs_f64()))
+                    .ok();
+            }
+        };
+        let options = dicom::LoadOptions {
+            progress: Some(&progress),
+            cancel: None,
+        };
+        let loaded = load_ct(path, series, &options)?;
         let secs = t.elapsed().as_secs_f64();
+        if let Ok(Some(d)) = decode_start.lock().map(|d| *d) {
+            println!("header scan {d:.4} s, decode {:.4} s", secs - d);
+        }
         let (_, peak) = memory_bytes();
         let g = &loaded.volume.geometry;
         let voxel_bytes = loaded.volume.voxels.len() * 2;
@@ -278,7 +298,7 @@ fn doctor() {
     println!("pulmo {}", env!("CARGO_PKG_VERSION"));
     #[cfg(feature = "torch")]
     {
-        println!("libtorch: linked (tch {})", "0.24");
+        println!("libtorch: linked (tch 0.24, libtorch 2.11.0)");
         println!("CUDA available: {}", tch::Cuda::is_available());
         println!("CUDA devices: {}", tch::Cuda::device_count());
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);

@@ -105,9 +105,21 @@ pub fn world_bounds(g: &Geometry) -> (Point3<f64>, Point3<f64>) {
     let mut hi = Point3::new(f64::MIN, f64::MIN, f64::MIN);
     for c in 0..8 {
         let v = Vector3::new(
-            if c & 1 == 0 { -0.5 } else { g.dims[0] as f64 - 0.5 },
-            if c & 2 == 0 { -0.5 } else { g.dims[1] as f64 - 0.5 },
-            if c & 4 == 0 { -0.5 } else { g.dims[2] as f64 - 0.5 },
+            if c & 1 == 0 {
+                -0.5
+            } else {
+                g.dims[0] as f64 - 0.5
+            },
+            if c & 2 == 0 {
+                -0.5
+            } else {
+                g.dims[1] as f64 - 0.5
+            },
+            if c & 4 == 0 {
+                -0.5
+            } else {
+                g.dims[2] as f64 - 0.5
+            },
         );
         let w = g.world_at_voxel(v);
         for a in 0..3 {
@@ -121,7 +133,12 @@ pub fn world_bounds(g: &Geometry) -> (Point3<f64>, Point3<f64>) {
 impl ViewFrame {
     /// Lays out `state` for `geometry` on a rectangle of `size_px`, showing the slice
     /// through `cursor_mm`.
-    pub fn new(geometry: &Geometry, state: &ViewState, size_px: Vector2<f64>, cursor_mm: Point3<f64>) -> Self {
+    pub fn new(
+        geometry: &Geometry,
+        state: &ViewState,
+        size_px: Vector2<f64>,
+        cursor_mm: Point3<f64>,
+    ) -> Self {
         let [right, down, normal] = state.plane.screen_axes();
         let (lo, hi) = world_bounds(geometry);
         let extent = hi - lo;
@@ -154,7 +171,8 @@ impl ViewFrame {
     pub fn px_at_world(&self, world: Point3<f64>) -> (Vector2<f64>, f64) {
         let d = world - self.center_mm;
         (
-            Vector2::new(d.dot(&self.right), d.dot(&self.down)) / self.mm_per_px + self.size_px / 2.0,
+            Vector2::new(d.dot(&self.right), d.dot(&self.down)) / self.mm_per_px
+                + self.size_px / 2.0,
             d.dot(&self.normal),
         )
     }
@@ -165,9 +183,15 @@ impl ViewFrame {
         let vfw = geometry.voxel_from_world();
         let half = self.size_px / 2.0 * self.mm_per_px;
         let mut world_from_ndc = Matrix4::zeros();
-        world_from_ndc.fixed_view_mut::<3, 1>(0, 0).copy_from(&(self.right * half.x));
-        world_from_ndc.fixed_view_mut::<3, 1>(0, 1).copy_from(&(-self.down * half.y));
-        world_from_ndc.fixed_view_mut::<3, 1>(0, 3).copy_from(&self.center_mm.coords);
+        world_from_ndc
+            .fixed_view_mut::<3, 1>(0, 0)
+            .copy_from(&(self.right * half.x));
+        world_from_ndc
+            .fixed_view_mut::<3, 1>(0, 1)
+            .copy_from(&(-self.down * half.y));
+        world_from_ndc
+            .fixed_view_mut::<3, 1>(0, 3)
+            .copy_from(&self.center_mm.coords);
         world_from_ndc[(3, 3)] = 1.0;
         vfw * world_from_ndc
     }
@@ -176,7 +200,10 @@ impl ViewFrame {
     pub fn voxel_per_px(&self, geometry: &Geometry) -> [Vector3<f64>; 2] {
         let vfw = geometry.voxel_from_world();
         let lin = vfw.fixed_view::<3, 3>(0, 0);
-        [lin * self.right * self.mm_per_px, lin * self.down * self.mm_per_px]
+        [
+            lin * self.right * self.mm_per_px,
+            lin * self.down * self.mm_per_px,
+        ]
     }
 
     /// Zooms by `factor` keeping the world point under `px` fixed; returns the new state.
@@ -225,7 +252,9 @@ pub fn slice_index(geometry: &Geometry, plane: Plane, cursor_mm: Point3<f64>) ->
     let lo_n = lo.coords.dot(&normal).min(hi.coords.dot(&normal)) + step / 2.0;
     let hi_n = lo.coords.dot(&normal).max(hi.coords.dot(&normal)) - step / 2.0;
     let total = (((hi_n - lo_n) / step).round() as usize) + 1;
-    let idx = ((cursor_mm.coords.dot(&normal) - lo_n) / step).round().clamp(0.0, (total - 1) as f64) as usize;
+    let idx = ((cursor_mm.coords.dot(&normal) - lo_n) / step)
+        .round()
+        .clamp(0.0, (total - 1) as f64) as usize;
     (idx + 1, total)
 }
 
@@ -248,7 +277,11 @@ mod tests {
             };
             let cursor = Point3::new(1.0, 2.0, 130.0);
             let f = ViewFrame::new(&g, &state, Vector2::new(640.0, 480.0), cursor);
-            for px in [Vector2::new(0.0, 0.0), Vector2::new(321.5, 17.25), Vector2::new(640.0, 480.0)] {
+            for px in [
+                Vector2::new(0.0, 0.0),
+                Vector2::new(321.5, 17.25),
+                Vector2::new(640.0, 480.0),
+            ] {
                 let w = f.world_at_px(px);
                 let (back, depth) = f.px_at_world(w);
                 assert!((back - px).norm() < 1e-9);
@@ -257,7 +290,9 @@ mod tests {
                 assert!(((w - cursor).dot(&f.normal)).abs() < 1e-9);
                 // The shader's transform agrees with the CPU mapping.
                 let ndc = Vector2::new(px.x / 320.0 - 1.0, 1.0 - px.y / 240.0);
-                let v = f.voxel_from_ndc(&g).transform_point(&Point3::new(ndc.x, ndc.y, 0.0));
+                let v = f
+                    .voxel_from_ndc(&g)
+                    .transform_point(&Point3::new(ndc.x, ndc.y, 0.0));
                 assert!((v.coords - g.voxel_at_world(w)).norm() < 1e-9);
             }
         }
@@ -268,7 +303,12 @@ mod tests {
         // Coronal view of 3 mm slices: 20 slices span 60 mm vertically, 100 voxels of
         // 0.7 mm span 70 mm horizontally: one mm is the same number of pixels both ways.
         let g = aniso();
-        let f = ViewFrame::new(&g, &ViewState::new(Plane::Coronal), Vector2::new(500.0, 500.0), Point3::origin());
+        let f = ViewFrame::new(
+            &g,
+            &ViewState::new(Plane::Coronal),
+            Vector2::new(500.0, 500.0),
+            Point3::origin(),
+        );
         let a = f.px_at_world(Point3::new(0.0, 0.0, 110.0)).0;
         let b = f.px_at_world(Point3::new(0.0, 0.0, 113.0)).0;
         let c = f.px_at_world(Point3::new(3.0, 0.0, 110.0)).0;
@@ -318,7 +358,10 @@ mod tests {
         assert_eq!((i, n), (1, 20));
         let (i, _) = slice_index(&g, Plane::Axial, Point3::new(0.0, 0.0, 157.0));
         assert_eq!(i, 20);
-        assert_eq!(slice_index(&g, Plane::Sagittal, Point3::new(-35.0, 0.0, 0.0)), (1, 100));
+        assert_eq!(
+            slice_index(&g, Plane::Sagittal, Point3::new(-35.0, 0.0, 0.0)),
+            (1, 100)
+        );
         assert_eq!(slice_step_mm(&g, Plane::Coronal), 0.7);
     }
 }

@@ -4,14 +4,19 @@
 use nalgebra::{Point3, Vector2};
 use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
 use pulmo::render::reference::render_slice;
-use pulmo::render::{FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols};
+use pulmo::render::{
+    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms,
+    mat4_cols,
+};
 use pulmo::view::{Plane, ViewFrame, ViewState};
 use pulmo::volume::{Geometry, Volume};
 
 fn device() -> Option<Headless> {
     match Headless::new(true) {
         Ok(h) => Some(h),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs lavapipe: {e}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI needs lavapipe: {e}")
+        }
         Err(e) => {
             eprintln!("SKIP: {e}");
             None
@@ -32,7 +37,13 @@ fn shader_matches_cpu_reference() {
             for i in 0..nx {
                 hu.push((-2000 + (i * 120 + j * 17 + k * 3) as i32) as i16);
                 let r2 = (i as i32 - 20).pow(2) + (j as i32 - 15).pow(2);
-                labels.push(if r2 < 36 { 3 } else if r2 < 100 { 1 } else { 0 });
+                labels.push(if r2 < 36 {
+                    3
+                } else if r2 < 100 {
+                    1
+                } else {
+                    0
+                });
             }
         }
     }
@@ -44,14 +55,26 @@ fn shader_matches_cpu_reference() {
     lut.colors[3] = [1.0, 0.8, 0.0, 1.0];
     let (w, hgt) = (80u32, 60u32);
     let cursor = Point3::new(0.0, 0.0, 10.0);
-    let windows = [(-600.0, 1500.0), (40.0, 350.0), (500.0, 2000.0), (40.0, 1.0), (5000.0, 400.0), (-3000.0, 10.0)];
+    let windows = [
+        (-600.0, 1500.0),
+        (40.0, 350.0),
+        (500.0, 2000.0),
+        (40.0, 1.0),
+        (5000.0, 400.0),
+        (-3000.0, 10.0),
+    ];
     let mut checked = 0;
     for plane in [Plane::Axial, Plane::Coronal] {
         let state = ViewState::new(plane);
         let frame = ViewFrame::new(&g, &state, Vector2::new(w as f64, hgt as f64), cursor);
         let [dx, dy] = frame.voxel_per_px(&g);
         for (c, width) in windows {
-            for flags in [0, FLAG_LINEAR, FLAG_SHOW_LABELS, FLAG_SHOW_LABELS | FLAG_OUTLINE] {
+            for flags in [
+                0,
+                FLAG_LINEAR,
+                FLAG_SHOW_LABELS,
+                FLAG_SHOW_LABELS | FLAG_OUTLINE,
+            ] {
                 let u = SliceUniforms {
                     voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
                     voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
@@ -62,10 +85,27 @@ fn shader_matches_cpu_reference() {
                     flags,
                 };
                 let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
-                let cpu = render_slice(&u, &lut, g.dims, &vol.voxels, &labels, w as usize, hgt as usize);
+                let cpu = render_slice(
+                    &u,
+                    &lut,
+                    g.dims,
+                    &vol.voxels,
+                    &labels,
+                    w as usize,
+                    hgt as usize,
+                );
                 assert_eq!(gpu.len(), cpu.len());
-                let worst = gpu.iter().zip(&cpu).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
-                let bad = gpu.iter().zip(&cpu).filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1).count();
+                let worst = gpu
+                    .iter()
+                    .zip(&cpu)
+                    .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                    .max()
+                    .unwrap();
+                let bad = gpu
+                    .iter()
+                    .zip(&cpu)
+                    .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
+                    .count();
                 assert!(
                     bad == 0,
                     "{plane:?} C{c} W{width} flags {flags}: {bad} channels differ by more than 1/255 (worst {worst})"

@@ -49,7 +49,10 @@ fn demo_opens_steps_slices_switches_presets_and_shows_help() {
     // Presets by number key: 2 = mediastinum, 3 = bone, 1 = lung.
     h.key_press(Key::Num2);
     h.run();
-    assert_eq!((h.state().window_width_hu, h.state().window_center_hu), (350.0, 40.0));
+    assert_eq!(
+        (h.state().window_width_hu, h.state().window_center_hu),
+        (350.0, 40.0)
+    );
     h.get_all_by_label("W 350 / L 40");
     h.key_press(Key::Num3);
     h.run();
@@ -59,7 +62,10 @@ fn demo_opens_steps_slices_switches_presets_and_shows_help() {
     h.get_all_by_label("W 1500 / L -600");
 
     // Help overlay.
-    assert!(h.query_by_label("Right drag: horizontal = width, vertical = level").is_none());
+    assert!(
+        h.query_by_label("Right drag: horizontal = width, vertical = level")
+            .is_none()
+    );
     h.key_press(Key::H);
     h.run();
     h.get_by_label("Right drag: horizontal = width, vertical = level");

@@ -64,6 +64,8 @@ pub(super) mod hu {
     pub const ABDOMINAL_FAT: f32 = -88.0;
     pub const DIAPHRAGM: f32 = 44.0;
     pub const THYROID: f32 = 95.0;
+    /// Visceral pleura of a fissure.
+    pub const FISSURE: f32 = -100.0;
 }
 
 // ---------------------------------------------------------------------------------
@@ -540,7 +542,7 @@ impl RowCtx {
 /// Healthy parenchyma, denser in the dependent (posterior) lung of a supine patient.
 #[inline]
 fn lung_hu(y: f32) -> f32 {
-    -915.0 + 45.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
+    -925.0 + 45.0 * ((y + 70.0) / 160.0).clamp(0.0, 1.0)
 }
 
 /// Tissue (HU, region code) at x in the given row. The hot path of the generator.
@@ -756,4 +758,27 @@ pub(super) fn pleural_normal(p: V3) -> V3 {
     let (a, ya, yp) = cavity_axes(p[2]);
     let b = if p[1] < CAV_Y0 { ya } else { yp };
     normalize([p[0] / (a * a), (p[1] - CAV_Y0) / (b * b), 0.0])
+}
+
+/// Coverage (0..1) of the interlobar fissures at a lung point, for voxels `pv` mm wide:
+/// the oblique fissure of each lung (from the posterior upper chest down to the
+/// anterior diaphragm) and the horizontal fissure of the right lung (above the
+/// middle lobe). Fissures are 0.6 mm sheets, so they show as fine lines on thin
+/// slices and fade on thick ones.
+#[inline]
+pub(super) fn fissure_coverage(x: f32, y: f32, z: f32, pv: f32) -> f32 {
+    const SLOPE: f32 = 0.85;
+    const THICKNESS: f32 = 0.6;
+    let inv = 1.0 / (1.0 + SLOPE * SLOPE).sqrt();
+    let lateral = x.abs() - 80.0;
+    let z_oblique = -5.0 + SLOPE * (y - 10.0) + 0.0015 * lateral * lateral;
+    let above = z - z_oblique;
+    let mut d = (above * inv).abs();
+    if x < 0.0 && above > 0.0 {
+        d = d.min((z - 12.0 - 0.05 * (y + 20.0)).abs());
+    }
+    if d >= pv {
+        return 0.0;
+    }
+    (1.0 - d / pv) * (THICKNESS / pv).min(1.0)
 }

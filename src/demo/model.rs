@@ -376,7 +376,8 @@ fn airways(rng: &mut Rng, out: &mut Vec<Capsule>) {
             &TreeParams {
                 root: *end,
                 root_dir: dir,
-                root_radius: lumen * 0.92,
+                root_radius: lumen * 0.8,
+                min_radius: 0.0,
                 fraction: 0.4,
                 max_angle: 1.0,
                 min_length: 3.0,
@@ -384,17 +385,41 @@ fn airways(rng: &mut Rng, out: &mut Vec<Capsule>) {
             },
         );
         for b in branches {
-            out.push(Capsule::airway(b.a, b.b, b.radius, false));
+            let airway = Capsule::airway(b.a, b.b, b.radius, false);
+            // The companion pulmonary artery runs alongside each bronchus.
+            let r_artery = 0.85 * b.radius;
+            let off = companion_offset(b.a, b.b, airway.r + r_artery + 0.4);
+            out.push(Capsule::tube(
+                super::math::add(b.a, off),
+                super::math::add(b.b, off),
+                r_artery,
+                Kind::Vessel,
+            ));
+            out.push(airway);
         }
     }
 }
 
-const VESSEL_POINTS: usize = 4000;
+/// Where a bronchus's companion artery lies: perpendicular to the bronchus, on the
+/// side of a fixed reference direction (so that it stays on the same side from a
+/// branch to the next).
+fn companion_offset(a: V3, b: V3, distance: f32) -> V3 {
+    use super::math::{dot, normalize, scale, sub};
+    let d = normalize(sub(b, a));
+    let reference = normalize([0.35, -0.55, 0.75]);
+    let mut perp = sub(reference, scale(d, dot(reference, d)));
+    if dot(perp, perp) < 1e-4 {
+        perp = super::math::any_perpendicular(d);
+    }
+    scale(normalize(perp), distance)
+}
+
+const VESSEL_POINTS: usize = 3000;
 
 fn vessel_trees(rng: &mut Rng, out: &mut Vec<Capsule>) {
     for side in 0..2 {
         let lung = if side == 0 { code::RIGHT } else { code::LEFT };
-        for (roots, r0) in [(&ARTERY_ROOT, 6.5), (&VEIN_ROOT, 5.5)] {
+        for (roots, r0) in [(&ARTERY_ROOT, 5.0), (&VEIN_ROOT, 4.6)] {
             let (root, dir) = roots[side];
             let mut pts = sample_lung(rng, lung, VESSEL_POINTS);
             let branches = tree::grow(
@@ -403,6 +428,7 @@ fn vessel_trees(rng: &mut Rng, out: &mut Vec<Capsule>) {
                     root,
                     root_dir: dir,
                     root_radius: r0,
+                    min_radius: 0.3,
                     fraction: 0.4,
                     max_angle: 1.05,
                     min_length: 1.5,

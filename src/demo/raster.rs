@@ -1,7 +1,7 @@
 //! Builds one axial slice: analytic tissues, then capsules and lesions painted in
 //! order, then noise and the in-plane part of the blur.
 
-use super::anatomy::{RowCtx, SliceCtx, classify, code, hu};
+use super::anatomy::{RowCtx, SliceCtx, classify, code, fissure_coverage, hu};
 use super::lesion::LesionKind;
 use super::math::{dot, gauss_hash, mix, sub};
 use super::model::{Anatomy, Capsule, Kind};
@@ -169,6 +169,7 @@ impl Render<'_> {
         let codes = labels;
 
         // 1. Analytic tissues.
+        let pv = g.pv();
         for j in 0..ny {
             let y = g.coord(1, j);
             let row = RowCtx::new(&s, y);
@@ -185,7 +186,11 @@ impl Render<'_> {
                     hrow[i] = hu::AIR;
                     crow[i] = code::AIR;
                 } else {
-                    let (h, c) = classify(&s, &row, g.coord(0, i));
+                    let x = g.coord(0, i);
+                    let (mut h, c) = classify(&s, &row, x);
+                    if c == code::LEFT || c == code::RIGHT {
+                        h = mix(h, hu::FISSURE, fissure_coverage(x, y, z, pv));
+                    }
                     hrow[i] = h;
                     crow[i] = c;
                 }
@@ -193,7 +198,6 @@ impl Render<'_> {
         }
 
         // 2. Capsules and lesions, in painting order.
-        let pv = g.pv();
         let caps = &self.anatomy.capsules;
         let bucket = &self.buckets[k];
         let of_kind = |kind: Kind| {

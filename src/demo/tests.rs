@@ -436,3 +436,24 @@ fn debug_vessel_volume() {
     let s = shared();
     println!("{:?}", label_stats(s));
 }
+
+#[test]
+#[ignore]
+fn debug_many_seeds() {
+    for seed in 0..24u64 {
+        let s = small(seed);
+        let st = label_stats(&s);
+        let a = model::Anatomy::build(seed);
+        let worst_depth = a
+            .lesions
+            .iter()
+            .map(|l| anatomy::classify_point(l.center).1)
+            .collect::<Vec<_>>();
+        println!(
+            "seed {seed}: {:?} lesions {} centers {:?}",
+            st.map(|(m, n)| (m as i64, n)),
+            a.lesions.len(),
+            worst_depth
+        );
+    }
+}

@@ -22,6 +22,10 @@ pub(super) struct TreeParams {
     pub root_dir: V3,
     /// Radius of the root branch (supplying every point), mm.
     pub root_radius: f32,
+    /// Radius approached by the finest branches, mm: r = min + (root - min) (n/N)^(1/3)
+    /// for a branch supplying n of N points (Murray's law offset so that peripheral
+    /// branches stay visible).
+    pub min_radius: f32,
     /// Fraction of the distance to the supplied centroid covered by a branch.
     pub fraction: f32,
     /// Largest angle between a branch and its parent, radians.
@@ -57,7 +61,7 @@ pub(super) fn grow(points: &mut [V3], p: &TreeParams) -> Vec<Branch> {
             continue;
         }
         let pts = &mut points[w.lo..w.hi];
-        let radius = p.root_radius * (n as f32 / total).cbrt();
+        let radius = p.min_radius + (p.root_radius - p.min_radius) * (n as f32 / total).cbrt();
         let centroid = centroid(pts);
         let to = sub(centroid, w.start);
         let dist = norm(to);
@@ -188,6 +192,7 @@ mod tests {
             root: [-80.0, 0.0, 0.0],
             root_dir: [1.0, 0.0, 0.0],
             root_radius: 8.0,
+            min_radius: 0.0,
             fraction: 0.4,
             max_angle: 1.0,
             min_length: 1.0,

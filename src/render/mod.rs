@@ -78,7 +78,12 @@ pub struct SliceRenderer {
     dims: [u32; 3],
 }
 
-fn texture_3d(device: &wgpu::Device, label: &str, dims: [u32; 3], format: wgpu::TextureFormat) -> wgpu::Texture {
+fn texture_3d(
+    device: &wgpu::Device,
+    label: &str,
+    dims: [u32; 3],
+    format: wgpu::TextureFormat,
+) -> wgpu::Texture {
     device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),
         size: wgpu::Extent3d {
@@ -97,7 +102,14 @@ fn texture_3d(device: &wgpu::Device, label: &str, dims: [u32; 3], format: wgpu::
 
 /// Writes `data` (i fastest) into the box `origin`..`origin + size` of a 3D texture,
 /// in chunks of slices so the staging memory stays small.
-fn write_box(queue: &wgpu::Queue, texture: &wgpu::Texture, origin: [u32; 3], size: [u32; 3], bytes_per_voxel: u32, data: &[u8]) {
+fn write_box(
+    queue: &wgpu::Queue,
+    texture: &wgpu::Texture,
+    origin: [u32; 3],
+    size: [u32; 3],
+    bytes_per_voxel: u32,
+    data: &[u8],
+) {
     let plane = (size[0] * size[1] * bytes_per_voxel) as usize;
     let chunk = (32 << 20) / plane.max(1);
     let chunk = chunk.max(1) as u32;
@@ -217,7 +229,14 @@ impl SliceRenderer {
 
     /// Uploads a CT (HU, i fastest) and an empty label map of the same dims. Called once
     /// per study.
-    pub fn upload_volume(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, dims: [usize; 3], hu: &[i16], labels: &[u8]) {
+    pub fn upload_volume(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        dims: [usize; 3],
+        hu: &[i16],
+        labels: &[u8],
+    ) {
         let d = [dims[0] as u32, dims[1] as u32, dims[2] as u32];
         let ct = texture_3d(device, "ct hu", d, wgpu::TextureFormat::R16Sint);
         write_box(queue, &ct, [0; 3], d, 2, bytemuck::cast_slice(hu));
@@ -233,7 +252,13 @@ impl SliceRenderer {
 
     /// Uploads the box `origin`..`origin + size` of the label map (`data` holds just
     /// that box, i fastest).
-    pub fn update_labels(&self, queue: &wgpu::Queue, origin: [usize; 3], size: [usize; 3], data: &[u8]) {
+    pub fn update_labels(
+        &self,
+        queue: &wgpu::Queue,
+        origin: [usize; 3],
+        size: [usize; 3],
+        data: &[u8],
+    ) {
         if let Some(t) = &self.labels {
             let o = origin.map(|v| v as u32);
             let s = size.map(|v| v as u32);
@@ -254,7 +279,13 @@ impl SliceRenderer {
     }
 
     /// Writes view `index`'s uniforms (creating its slot on first use).
-    pub fn prepare_view(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, index: usize, uniforms: &SliceUniforms) {
+    pub fn prepare_view(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        index: usize,
+        uniforms: &SliceUniforms,
+    ) {
         while self.views.len() <= index {
             self.views.push(ViewSlot {
                 uniforms: device.create_buffer(&wgpu::BufferDescriptor {

@@ -52,7 +52,11 @@ pub fn render_slice(
                 continue;
             }
             let sample = if u.flags & FLAG_LINEAR == 0 {
-                load((v[0] + 0.5).floor() as i64, (v[1] + 0.5).floor() as i64, (v[2] + 0.5).floor() as i64)
+                load(
+                    (v[0] + 0.5).floor() as i64,
+                    (v[1] + 0.5).floor() as i64,
+                    (v[2] + 0.5).floor() as i64,
+                )
             } else {
                 let b = [v[0].floor(), v[1].floor(), v[2].floor()];
                 let f = [v[0] - b[0], v[1] - b[1], v[2] - b[2]];
@@ -64,7 +68,8 @@ pub fn render_slice(
                 let x11 = lerp(load(i, j + 1, k + 1), load(i + 1, j + 1, k + 1), f[0]);
                 lerp(lerp(x00, x10, f[1]), lerp(x01, x11, f[1]), f[2])
             };
-            let grey = window_level_unit(sample, u.window_center_hu as f64, u.window_width_hu as f64);
+            let grey =
+                window_level_unit(sample, u.window_center_hu as f64, u.window_width_hu as f64);
             let mut rgb = [grey; 3];
             if u.flags & FLAG_SHOW_LABELS != 0 {
                 let l = label_at(v);
@@ -73,7 +78,13 @@ pub fn render_slice(
                     if u.flags & FLAG_OUTLINE != 0 {
                         let dx = u.voxel_per_px_x;
                         let dy = u.voxel_per_px_y;
-                        let off = |s: f64, e: [f32; 4]| [v[0] + s * e[0] as f64, v[1] + s * e[1] as f64, v[2] + s * e[2] as f64];
+                        let off = |s: f64, e: [f32; 4]| {
+                            [
+                                v[0] + s * e[0] as f64,
+                                v[1] + s * e[1] as f64,
+                                v[2] + s * e[2] as f64,
+                            ]
+                        };
                         let edge = label_at(off(1.0, dx)) != l
                             || label_at(off(-1.0, dx)) != l
                             || label_at(off(1.0, dy)) != l

@@ -12,7 +12,10 @@ use nalgebra::{Point3, Vector2, Vector3};
 use crate::annotate::LabelTable;
 use crate::cli::{LoadedCt, load_ct};
 use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
-use crate::render::{FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols};
+use crate::render::{
+    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms,
+    mat4_cols,
+};
 use crate::view::{Plane, ViewFrame, ViewState, slice_index, slice_step_mm, world_bounds};
 use crate::volume::{CtVolume, LabelVolume, Volume};
 
@@ -30,7 +33,11 @@ pub fn default_presets() -> Vec<Preset> {
         center_hu: c,
         width_hu: w,
     };
-    vec![p("Lung", -600.0, 1500.0), p("Mediastinum", 40.0, 350.0), p("Bone", 500.0, 2000.0)]
+    vec![
+        p("Lung", -600.0, 1500.0),
+        p("Mediastinum", 40.0, 350.0),
+        p("Bone", 500.0, 2000.0),
+    ]
 }
 
 /// An open study.
@@ -135,7 +142,12 @@ impl PulmoApp {
             .recent_file
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|s| s.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default();
         let mut app = Self {
             study: None,
@@ -177,14 +189,19 @@ impl PulmoApp {
 
     /// Blocks until a running load finishes (tests).
     pub fn wait_for_load(&mut self, ctx: &egui::Context) {
-        if let Some(job) = self.loading.take() {
-            if let Ok(outcome) = job.rx.recv() {
-                self.finish_load(ctx, outcome);
-            }
+        if let Some(job) = self.loading.take()
+            && let Ok(outcome) = job.rx.recv()
+        {
+            self.finish_load(ctx, outcome);
         }
     }
 
-    fn spawn(&mut self, ctx: &egui::Context, what: String, work: impl FnOnce(&LoadCtl) -> LoadOutcome + Send + 'static) {
+    fn spawn(
+        &mut self,
+        ctx: &egui::Context,
+        what: String,
+        work: impl FnOnce(&LoadCtl) -> LoadOutcome + Send + 'static,
+    ) {
         if let Some(job) = self.loading.take() {
             job.cancel.store(true, Ordering::Relaxed);
         }
@@ -209,7 +226,9 @@ impl PulmoApp {
             .spawn(move || {
                 // A panic in a loader must not take the UI down.
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&ctl)))
-                    .unwrap_or_else(|_| LoadOutcome::Failed("the loader crashed (internal error)".into()));
+                    .unwrap_or_else(|_| {
+                        LoadOutcome::Failed("the loader crashed (internal error)".into())
+                    });
                 let _ = tx.send(outcome);
                 ctl.ctx.request_repaint();
             })
@@ -218,19 +237,23 @@ impl PulmoApp {
 
     pub fn start_demo(&mut self, ctx: &egui::Context) {
         let opts = self.demo.clone();
-        self.spawn(ctx, "generating the synthetic demo study".into(), move |_| {
-            let demo = crate::demo::generate(&opts);
-            LoadOutcome::Loaded(Box::new(Study {
-                name: "SYNTHETIC DEMO (not patient data)".into(),
-                labels: demo.truth.clone(),
-                truth: Some(demo.truth),
-                ct: demo.ct,
-                meta: None,
-                warnings: Vec::new(),
-                synthetic: true,
-                uploaded: false,
-            }))
-        });
+        self.spawn(
+            ctx,
+            "generating the synthetic demo study".into(),
+            move |_| {
+                let demo = crate::demo::generate(&opts);
+                LoadOutcome::Loaded(Box::new(Study {
+                    name: "SYNTHETIC DEMO (not patient data)".into(),
+                    labels: demo.truth.clone(),
+                    truth: Some(demo.truth),
+                    ct: demo.ct,
+                    meta: None,
+                    warnings: Vec::new(),
+                    synthetic: true,
+                    uploaded: false,
+                }))
+            },
+        );
     }
 
     pub fn start_load(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<String>) {
@@ -250,8 +273,12 @@ impl PulmoApp {
             match load_ct(&path, series.as_deref(), &options) {
                 Ok(loaded) => LoadOutcome::Loaded(Box::new(study_from(&path, loaded))),
                 Err(e) => match e.downcast_ref::<DicomError>() {
-                    Some(DicomError::MultipleSeries { series, .. }) => LoadOutcome::ChooseSeries(path.clone(), series.clone()),
-                    Some(DicomError::Cancelled) => LoadOutcome::Failed("loading was cancelled".into()),
+                    Some(DicomError::MultipleSeries { series, .. }) => {
+                        LoadOutcome::ChooseSeries(path.clone(), series.clone())
+                    }
+                    Some(DicomError::Cancelled) => {
+                        LoadOutcome::Failed("loading was cancelled".into())
+                    }
                     _ => LoadOutcome::Failed(format!("{e:#}")),
                 },
             }
@@ -263,7 +290,11 @@ impl PulmoApp {
         self.recent.insert(0, path.to_path_buf());
         self.recent.truncate(MAX_RECENT);
         if let Some(f) = &self.recent_file {
-            let text: String = self.recent.iter().map(|p| format!("{}\n", p.display())).collect();
+            let text: String = self
+                .recent
+                .iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect();
             if let Some(dir) = f.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
@@ -291,7 +322,10 @@ impl PulmoApp {
         if let Some(meta) = &study.meta {
             for (i, w) in meta.windows.iter().enumerate() {
                 self.presets.push(Preset {
-                    name: w.explanation.clone().unwrap_or_else(|| format!("DICOM window {}", i + 1)),
+                    name: w
+                        .explanation
+                        .clone()
+                        .unwrap_or_else(|| format!("DICOM window {}", i + 1)),
                     center_hu: w.center_hu,
                     width_hu: w.width_hu,
                 });
@@ -332,11 +366,17 @@ impl PulmoApp {
     /// 1-based slice number and count of view `view` at the cursor.
     pub fn slice_of(&self, view: usize) -> Option<(usize, usize)> {
         let s = self.study.as_ref()?;
-        Some(slice_index(&s.ct.geometry, self.views[view].plane, self.cursor_mm))
+        Some(slice_index(
+            &s.ct.geometry,
+            self.views[view].plane,
+            self.cursor_mm,
+        ))
     }
 
     fn upload_if_needed(&mut self, frame: &eframe::Frame) {
-        let Some(rs) = frame.wgpu_render_state() else { return };
+        let Some(rs) = frame.wgpu_render_state() else {
+            return;
+        };
         let mut guard = rs.renderer.write();
         let Some(renderer) = guard.callback_resources.get_mut::<SliceRenderer>() else {
             return;
@@ -344,13 +384,22 @@ impl PulmoApp {
         if let Some(study) = self.study.as_mut()
             && !study.uploaded
         {
-            renderer.upload_volume(&rs.device, &rs.queue, study.ct.geometry.dims, &study.ct.voxels, &study.labels.voxels);
+            renderer.upload_volume(
+                &rs.device,
+                &rs.queue,
+                study.ct.geometry.dims,
+                &study.ct.voxels,
+                &study.labels.voxels,
+            );
             study.uploaded = true;
         }
         if self.labels_dirty {
-            renderer.set_label_colors(&rs.queue, &LabelColors {
-                colors: self.label_table.rgba_table(),
-            });
+            renderer.set_label_colors(
+                &rs.queue,
+                &LabelColors {
+                    colors: self.label_table.rgba_table(),
+                },
+            );
             self.labels_dirty = false;
         }
     }
@@ -384,7 +433,10 @@ impl PulmoApp {
             ui.menu_button("File", |ui| {
                 if ui.button("Open file…").clicked() {
                     if let Some(p) = rfd::FileDialog::new()
-                        .add_filter("CT volume", &["dcm", "nii", "gz", "nrrd", "nhdr", "DICOMDIR"])
+                        .add_filter(
+                            "CT volume",
+                            &["dcm", "nii", "gz", "nrrd", "nhdr", "DICOMDIR"],
+                        )
                         .pick_file()
                     {
                         self.start_load(ui.ctx(), p, None);
@@ -416,7 +468,13 @@ impl PulmoApp {
             ui.menu_button("View", |ui| {
                 for i in 0..self.presets.len() {
                     let p = &self.presets[i];
-                    let label = format!("{}: {} (W {} / L {})", i + 1, p.name, p.width_hu, p.center_hu);
+                    let label = format!(
+                        "{}: {} (W {} / L {})",
+                        i + 1,
+                        p.name,
+                        p.width_hu,
+                        p.center_hu
+                    );
                     if ui.button(label).clicked() {
                         self.apply_preset(i);
                         ui.close();
@@ -454,14 +512,20 @@ impl PulmoApp {
             ui.horizontal(|ui| {
                 let [r, g, b] = l.color;
                 let (rect, _) = ui.allocate_exact_size(Vec2::splat(12.0), Sense::hover());
-                ui.painter().rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
-                changed |= ui.checkbox(&mut l.visible, format!("{} {}", l.value, l.name)).changed();
+                ui.painter()
+                    .rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
+                changed |= ui
+                    .checkbox(&mut l.visible, format!("{} {}", l.value, l.name))
+                    .changed();
             });
         }
         self.labels_dirty |= changed;
         ui.separator();
         ui.heading("Window");
-        ui.label(format!("W {:.0} / L {:.0}", self.window_width_hu, self.window_center_hu));
+        ui.label(format!(
+            "W {:.0} / L {:.0}",
+            self.window_width_hu, self.window_center_hu
+        ));
         for i in 0..self.presets.len() {
             let name = format!("{} {}", i + 1, self.presets[i].name);
             if ui.button(name).clicked() {
@@ -489,20 +553,30 @@ impl PulmoApp {
                     let label = study.labels.get(i, j, k);
                     if label != 0 {
                         ui.separator();
-                        ui.label(self.label_table.get(label).map_or(format!("label {label}"), |l| l.name.clone()));
+                        ui.label(
+                            self.label_table
+                                .get(label)
+                                .map_or(format!("label {label}"), |l| l.name.clone()),
+                        );
                     }
                 } else {
                     ui.label("outside the volume");
                 }
                 ui.separator();
-                ui.label(format!("({:.1}, {:.1}, {:.1}) mm LPS", h.world.x, h.world.y, h.world.z));
+                ui.label(format!(
+                    "({:.1}, {:.1}, {:.1}) mm LPS",
+                    h.world.x, h.world.y, h.world.z
+                ));
             }
             ui.separator();
             if let Some((i, n)) = self.slice_of(view) {
                 ui.label(format!("{} slice {i} / {n}", self.views[view].plane.name()));
             }
             ui.separator();
-            ui.label(format!("W {:.0} / L {:.0}", self.window_width_hu, self.window_center_hu));
+            ui.label(format!(
+                "W {:.0} / L {:.0}",
+                self.window_width_hu, self.window_center_hu
+            ));
         });
     }
 
@@ -519,9 +593,16 @@ impl PulmoApp {
             Some(i) => vec![(i, full)],
             None => {
                 // Axial large on the left, coronal and sagittal stacked on the right.
-                let left = Rect::from_min_max(full.min, Pos2::new(full.center().x - gap, full.max.y));
-                let right_top = Rect::from_min_max(Pos2::new(full.center().x + gap, full.min.y), Pos2::new(full.max.x, full.center().y - gap));
-                let right_bottom = Rect::from_min_max(Pos2::new(full.center().x + gap, full.center().y + gap), full.max);
+                let left =
+                    Rect::from_min_max(full.min, Pos2::new(full.center().x - gap, full.max.y));
+                let right_top = Rect::from_min_max(
+                    Pos2::new(full.center().x + gap, full.min.y),
+                    Pos2::new(full.max.x, full.center().y - gap),
+                );
+                let right_bottom = Rect::from_min_max(
+                    Pos2::new(full.center().x + gap, full.center().y + gap),
+                    full.max,
+                );
                 vec![(0, left), (1, right_top), (2, right_bottom)]
             }
         };
@@ -547,9 +628,9 @@ impl PulmoApp {
                 .events
                 .iter()
                 .filter_map(|e| match e {
-                    egui::Event::MouseWheel { delta, modifiers, .. } if !modifiers.command && !modifiers.ctrl => {
-                        Some(delta.y.signum())
-                    }
+                    egui::Event::MouseWheel {
+                        delta, modifiers, ..
+                    } if !modifiers.command && !modifiers.ctrl => Some(delta.y.signum()),
                     _ => None,
                 })
                 .sum();
@@ -561,16 +642,24 @@ impl PulmoApp {
                 world: frame.world_at_px(to_local(pos)),
             });
             if zoom_delta != 1.0 {
-                self.views[index] = frame.zoom_about(&self.views[index], to_local(pos), zoom_delta as f64);
+                self.views[index] =
+                    frame.zoom_about(&self.views[index], to_local(pos), zoom_delta as f64);
             } else if scroll_y != 0.0 {
                 self.step_slice(index, scroll_y as f64);
             }
         }
         if response.double_clicked() {
-            self.maximized = if self.maximized.is_some() { None } else { Some(index) };
-        } else if response.dragged_by(egui::PointerButton::Middle) || (space && response.dragged_by(egui::PointerButton::Primary)) {
+            self.maximized = if self.maximized.is_some() {
+                None
+            } else {
+                Some(index)
+            };
+        } else if response.dragged_by(egui::PointerButton::Middle)
+            || (space && response.dragged_by(egui::PointerButton::Primary))
+        {
             let d = response.drag_delta();
-            self.views[index] = frame.pan_by(&self.views[index], Vector2::new(d.x as f64, d.y as f64));
+            self.views[index] =
+                frame.pan_by(&self.views[index], Vector2::new(d.x as f64, d.y as f64));
         } else if response.dragged_by(egui::PointerButton::Secondary) {
             let d = response.drag_delta();
             self.window_width_hu = (self.window_width_hu + d.x as f64 * 4.0).max(1.0);
@@ -591,20 +680,53 @@ impl PulmoApp {
         painter.rect_filled(rect, 0.0, Color32::BLACK);
         if self.has_gpu {
             let uniforms = self.uniforms(&frame, study);
-            painter.add(egui_wgpu::Callback::new_paint_callback(rect, SliceCallback { index, uniforms }));
+            painter.add(egui_wgpu::Callback::new_paint_callback(
+                rect,
+                SliceCallback { index, uniforms },
+            ));
         }
         let (cpx, _) = frame.px_at_world(self.cursor_mm);
         let c = Pos2::new(rect.min.x + cpx.x as f32, rect.min.y + cpx.y as f32);
         let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 255, 80, 140));
-        painter.line_segment([Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)], cross);
-        painter.line_segment([Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)], cross);
+        painter.line_segment(
+            [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
+            cross,
+        );
+        painter.line_segment(
+            [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
+            cross,
+        );
         let [l, r, t, b] = self.views[index].plane.edge_letters();
         let font = egui::FontId::proportional(16.0);
         let yellow = Color32::from_rgb(255, 220, 80);
-        painter.text(Pos2::new(rect.min.x + 6.0, rect.center().y), egui::Align2::LEFT_CENTER, l, font.clone(), yellow);
-        painter.text(Pos2::new(rect.max.x - 6.0, rect.center().y), egui::Align2::RIGHT_CENTER, r, font.clone(), yellow);
-        painter.text(Pos2::new(rect.center().x, rect.min.y + 4.0), egui::Align2::CENTER_TOP, t, font.clone(), yellow);
-        painter.text(Pos2::new(rect.center().x, rect.max.y - 4.0), egui::Align2::CENTER_BOTTOM, b, font.clone(), yellow);
+        painter.text(
+            Pos2::new(rect.min.x + 6.0, rect.center().y),
+            egui::Align2::LEFT_CENTER,
+            l,
+            font.clone(),
+            yellow,
+        );
+        painter.text(
+            Pos2::new(rect.max.x - 6.0, rect.center().y),
+            egui::Align2::RIGHT_CENTER,
+            r,
+            font.clone(),
+            yellow,
+        );
+        painter.text(
+            Pos2::new(rect.center().x, rect.min.y + 4.0),
+            egui::Align2::CENTER_TOP,
+            t,
+            font.clone(),
+            yellow,
+        );
+        painter.text(
+            Pos2::new(rect.center().x, rect.max.y - 4.0),
+            egui::Align2::CENTER_BOTTOM,
+            b,
+            font.clone(),
+            yellow,
+        );
         let (i, n) = slice_index(g, self.views[index].plane, self.cursor_mm);
         painter.text(
             rect.min + Vec2::new(6.0, 4.0),
@@ -614,7 +736,12 @@ impl PulmoApp {
             Color32::WHITE,
         );
         if index == self.active_view && self.maximized.is_none() {
-            painter.rect_stroke(rect, 0.0, Stroke::new(1.0, Color32::from_gray(120)), egui::StrokeKind::Inside);
+            painter.rect_stroke(
+                rect,
+                0.0,
+                Stroke::new(1.0, Color32::from_gray(120)),
+                egui::StrokeKind::Inside,
+            );
         }
         if study.synthetic {
             painter.text(
@@ -644,7 +771,17 @@ impl PulmoApp {
             if steps != 0.0 {
                 self.step_slice(view, steps);
             }
-            let numbers = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7, Key::Num8, Key::Num9];
+            let numbers = [
+                Key::Num1,
+                Key::Num2,
+                Key::Num3,
+                Key::Num4,
+                Key::Num5,
+                Key::Num6,
+                Key::Num7,
+                Key::Num8,
+                Key::Num9,
+            ];
             for (n, k) in numbers.iter().enumerate() {
                 if i.key_pressed(*k) {
                     self.apply_preset(n);
@@ -672,54 +809,65 @@ impl PulmoApp {
 
     fn dialogs_ui(&mut self, ctx: &egui::Context) {
         if self.help_open {
-            egui::Window::new("Help").collapsible(false).open(&mut self.help_open).show(ctx, |ui| {
-                egui::Grid::new("help-grid").striped(true).show(ui, |ui| {
-                    for (what, how) in HELP {
-                        ui.label(*what);
-                        ui.label(*how);
-                        ui.end_row();
-                    }
+            egui::Window::new("Help")
+                .collapsible(false)
+                .open(&mut self.help_open)
+                .show(ctx, |ui| {
+                    egui::Grid::new("help-grid").striped(true).show(ui, |ui| {
+                        for (what, how) in HELP {
+                            ui.label(*what);
+                            ui.label(*how);
+                            ui.end_row();
+                        }
+                    });
                 });
-            });
         }
         if let Some(msg) = self.error.clone() {
-            egui::Window::new("Could not open").collapsible(false).show(ctx, |ui| {
-                ui.label(msg);
-                if ui.button("OK").clicked() {
-                    self.error = None;
-                }
-            });
+            egui::Window::new("Could not open")
+                .collapsible(false)
+                .show(ctx, |ui| {
+                    ui.label(msg);
+                    if ui.button("OK").clicked() {
+                        self.error = None;
+                    }
+                });
         }
         if self.warnings_open
             && let Some(study) = &self.study
         {
             let mut open = true;
-            egui::Window::new("Load warnings").open(&mut open).show(ctx, |ui| {
-                if study.warnings.is_empty() {
-                    ui.label("No warnings: the series loaded cleanly.");
-                }
-                egui::ScrollArea::vertical().max_height(300.0).show(ui, |ui| {
-                    for w in &study.warnings {
-                        ui.label(format!("• {w}"));
+            egui::Window::new("Load warnings")
+                .open(&mut open)
+                .show(ctx, |ui| {
+                    if study.warnings.is_empty() {
+                        ui.label("No warnings: the series loaded cleanly.");
                     }
+                    egui::ScrollArea::vertical()
+                        .max_height(300.0)
+                        .show(ui, |ui| {
+                            for w in &study.warnings {
+                                ui.label(format!("• {w}"));
+                            }
+                        });
                 });
-            });
             self.warnings_open = open;
         }
         if let Some((path, series)) = self.series_choice.clone() {
             let mut chosen = None;
             let mut close = false;
-            egui::Window::new("Choose a series").collapsible(false).show(ctx, |ui| {
-                ui.label(format!("{} holds {} series:", path.display(), series.len()));
-                for s in &series {
-                    if ui.button(s.to_string()).clicked() {
-                        chosen = Some(s.uid.clone());
+            egui::Window::new("Choose a series")
+                .collapsible(false)
+                .show(ctx, |ui| {
+                    ui.label(format!("{} holds {} series:", path.display(), series.len()));
+                    for s in &series {
+                        if ui.button(s.to_string()).clicked() {
+                            chosen = Some(s.uid.clone());
+                        }
                     }
-                }
-                if ui.button("Cancel").clicked() {
-                    close = true;
-                }
-            });
+                    if ui.button("Cancel").clicked() {
+                        close = true;
+                    }
+                });
             if let Some(uid) = chosen {
                 self.series_choice = None;
                 self.start_load(ctx, path, Some(uid));
@@ -744,22 +892,31 @@ impl PulmoApp {
             }
             Err(TryRecvError::Empty) => {}
         }
-        let (done, total) = (job.done.load(Ordering::Relaxed), job.total.load(Ordering::Relaxed));
+        let (done, total) = (
+            job.done.load(Ordering::Relaxed),
+            job.total.load(Ordering::Relaxed),
+        );
         let stage = match job.stage.load(Ordering::Relaxed) {
             x if x == LoadStage::Decoding as usize => "decoding",
             x if x == LoadStage::Resampling as usize => "resampling",
             _ => "reading headers",
         };
         let mut cancel = false;
-        egui::Window::new("Loading").collapsible(false).resizable(false).show(ctx, |ui| {
-            ui.label(&job.what);
-            if total > 0 {
-                ui.add(egui::ProgressBar::new(done as f32 / total as f32).text(format!("{stage} {done}/{total}")));
-            } else {
-                ui.spinner();
-            }
-            cancel = ui.button("Cancel").clicked();
-        });
+        egui::Window::new("Loading")
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.label(&job.what);
+                if total > 0 {
+                    ui.add(
+                        egui::ProgressBar::new(done as f32 / total as f32)
+                            .text(format!("{stage} {done}/{total}")),
+                    );
+                } else {
+                    ui.spinner();
+                }
+                cancel = ui.button("Cancel").clicked();
+            });
         if cancel {
             job.cancel.store(true, Ordering::Relaxed);
         }
@@ -769,12 +926,24 @@ impl PulmoApp {
 
 const HELP: &[(&str, &str)] = &[
     ("Move the cursor (all views)", "Left click / drag"),
-    ("Next / previous slice", "Mouse wheel, PgUp/PgDn, Up/Down arrows"),
+    (
+        "Next / previous slice",
+        "Mouse wheel, PgUp/PgDn, Up/Down arrows",
+    ),
     ("Zoom about the mouse", "Ctrl + wheel (or pinch)"),
     ("Pan", "Middle drag, or Space + left drag"),
-    ("Window / level", "Right drag: horizontal = width, vertical = level"),
-    ("Presets", "1 lung, 2 mediastinum, 3 bone, 4.. the series' own windows"),
-    ("Maximise a view", "Double click (again, or Esc, to restore)"),
+    (
+        "Window / level",
+        "Right drag: horizontal = width, vertical = level",
+    ),
+    (
+        "Presets",
+        "1 lung, 2 mediastinum, 3 bone, 4.. the series' own windows",
+    ),
+    (
+        "Maximise a view",
+        "Double click (again, or Esc, to restore)",
+    ),
     ("Reset views", "R"),
     ("Labels on/off, outlines", "L, O"),
     ("Open", "File menu, or drop a file/folder on the window"),
@@ -834,7 +1003,12 @@ impl egui_wgpu::CallbackTrait for SliceCallback {
         Vec::new()
     }
 
-    fn paint(&self, _info: egui::PaintCallbackInfo, pass: &mut wgpu::RenderPass<'static>, resources: &egui_wgpu::CallbackResources) {
+    fn paint(
+        &self,
+        _info: egui::PaintCallbackInfo,
+        pass: &mut wgpu::RenderPass<'static>,
+        resources: &egui_wgpu::CallbackResources,
+    ) {
         if let Some(r) = resources.get::<SliceRenderer>() {
             r.paint_view(pass, self.index);
         }
@@ -847,15 +1021,25 @@ impl eframe::App for PulmoApp {
         self.loading_ui(&ctx);
         self.upload_if_needed(frame);
         // Drag and drop.
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
         if let Some(p) = dropped.into_iter().next() {
             self.start_load(&ctx, p, None);
         }
         self.keys(&ctx);
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
-        egui::Panel::right("labels").default_size(200.0).show(ui, |ui| self.labels_ui(ui));
-        egui::CentralPanel::default().frame(egui::Frame::NONE.fill(Color32::BLACK)).show(ui, |ui| self.views_ui(ui));
+        egui::Panel::right("labels")
+            .default_size(200.0)
+            .show(ui, |ui| self.labels_ui(ui));
+        egui::CentralPanel::default()
+            .frame(egui::Frame::NONE.fill(Color32::BLACK))
+            .show(ui, |ui| self.views_ui(ui));
         self.dialogs_ui(&ctx);
     }
 }

@@ -143,6 +143,82 @@ impl<'h> OpenImage<'h> {
     }
 }
 
+/// Fast path for the common case (one native little-endian frame whose Pixel Data is
+/// the last element of the file): reads the file once and takes the pixels from its
+/// tail, after checking the element header in front of them. `None`: not applicable
+/// (the caller goes through dicom-object instead).
+pub(crate) fn fast_native_to_hu(
+    header: &FileHeader,
+    out: &mut [i16],
+) -> Option<Result<usize, DicomError>> {
+    let explicit = header.transfer_syntax == "1.2.840.10008.1.2.1";
+    let implicit = header.transfer_syntax == "1.2.840.10008.1.2";
+    if !(explicit || implicit)
+        || header.number_of_frames != 1
+        || header.samples_per_pixel != 1
+        || !cfg!(target_endian = "little")
+    {
+        return None;
+    }
+    let bytes_per_sample = match header.bits_allocated {
+        8 => 1,
+        16 => 2,
+        _ => return None,
+    };
+    let n = header.rows as usize * header.columns as usize * bytes_per_sample;
+    thread_local! {
+        // Reused per decoding thread: no fresh allocation (and page faults) per file.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|data| {
+        data.clear();
+        let read = std::fs::File::open(&header.path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, data));
+        if let Err(e) = read {
+            return Some(Err(DicomError::Io {
+                path: header.path.clone(),
+                source: e,
+            }));
+        }
+        tail_to_hu(header, data, n, explicit, out)
+    })
+}
+
+fn tail_to_hu(
+    header: &FileHeader,
+    data: &[u8],
+    n: usize,
+    explicit: bool,
+    out: &mut [i16],
+) -> Option<Result<usize, DicomError>> {
+    let len = data.len();
+    let n32 = u32::try_from(n).ok()?.to_le_bytes();
+    let tag = [0xE0, 0x7F, 0x10, 0x00];
+    let matches = if explicit {
+        len >= n + 12
+            && data[len - n - 12..len - n - 8] == tag
+            && (data[len - n - 8..len - n - 6] == *b"OW"
+                || data[len - n - 8..len - n - 6] == *b"OB")
+            && data[len - n - 6..len - n - 4] == [0, 0]
+            && data[len - n - 4..len - n] == n32
+    } else {
+        len >= n + 8 && data[len - n - 8..len - n - 4] == tag && data[len - n - 4..len - n] == n32
+    };
+    if !matches {
+        return None;
+    }
+    let frame = &header.frames[0];
+    Some(Ok(stored_to_hu(
+        &data[len - n..],
+        header.bits_allocated,
+        header.bits_stored,
+        header.pixel_signed,
+        frame.rescale_slope,
+        frame.rescale_intercept,
+        out,
+    )))
+}
+
 /// Stored values (native byte order) to HU: masks to BitsStored (sign-extending signed
 /// data), applies `value * slope + intercept`, rounds and saturates to i16.
 pub(crate) fn stored_to_hu(

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nalgebra::{Matrix3, Vector3};
 use rayon::prelude::*;
 
-use super::decode::OpenImage;
+use super::decode::{OpenImage, fast_native_to_hu};
 use super::{
     DicomError, DicomVolume, FileHeader, FileProblem, FrameGeometry, LoadOptions, LoadReport,
     LoadStage, SeriesMeta, WarningKind, WindowPreset, transfer_syntax_name,
@@ -516,7 +516,8 @@ fn decode_slices(
     let clamped = AtomicUsize::new(0);
     // Hand each file's planes to its task.
     let mut planes: Vec<Option<&mut [i16]>> = voxels.chunks_mut(plane).map(Some).collect();
-    let jobs: Vec<(&Arc<FileHeader>, Vec<(usize, &mut [i16])>)> = by_file
+    type Job<'a, 'b> = (&'a Arc<FileHeader>, Vec<(usize, &'b mut [i16])>);
+    let jobs: Vec<Job> = by_file
         .iter()
         .map(|(h, ks)| {
             (
@@ -533,6 +534,34 @@ fn decode_slices(
             let mut errs = Vec::new();
             if options.is_cancelled() {
                 errs.extend(targets.iter().map(|(k, _)| (*k, DicomError::Cancelled)));
+                return errs;
+            }
+            // Single-frame native files: one read, pixels from the file's tail.
+            if targets.len() == 1 && targets[0].0 < slices.len() && slices[targets[0].0].frame == 0
+            {
+                let (k, out) = targets.into_iter().next().unwrap_or_default();
+                let s = &slices[k];
+                let fast = if s.geom == header.frames[0] {
+                    fast_native_to_hu(header, out)
+                } else {
+                    None
+                };
+                match fast {
+                    Some(Ok(c)) => {
+                        clamped.fetch_add(c, Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => errs.push((k, e)),
+                    None => match OpenImage::open(header).and_then(|image| {
+                        image.frame_to_hu(0, s.geom.rescale_slope, s.geom.rescale_intercept, out)
+                    }) {
+                        Ok(c) => {
+                            clamped.fetch_add(c, Ordering::Relaxed);
+                        }
+                        Err(e) => errs.push((k, e)),
+                    },
+                }
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                options.report(LoadStage::Decoding, n, total);
                 return errs;
             }
             match OpenImage::open(header) {
