@@ -25,13 +25,13 @@ done
 TORCH_VERSION=2.11.0
 CUDA_RUNTIME=nvidia-cuda-runtime==13.0.96
 CUDA_CUPTI=nvidia-cuda-cupti==13.0.85
-TOOLS_PKGS="pydicom==3.0.2 numpy==2.4.6 SimpleITK==2.5.7 nibabel==5.4.2"
+TOOLS_PKGS="pydicom==3.0.2 pydicom-data==1.0.0 numpy==2.4.6 SimpleITK==2.5.7 nibabel==5.4.2"
 
 say() { echo "setup: $*"; }
 
 # ---- Debian packages -------------------------------------------------------------
 DEB_PKGS="mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 \
-libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv"
+libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv cmake g++"
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=""
   for p in $DEB_PKGS; do
@@ -89,10 +89,10 @@ ln -sfn "${site#.venv/}/torch" .venv/libtorch
 [ -f .venv/libtorch/lib/libtorch_cpu.so ] || { echo "setup: libtorch missing under .venv/libtorch" >&2; exit 1; }
 
 # ---- Python tools for tests and benchmarks -------------------------------------
-if [ "$TOOLS" = 1 ] && [ ! -f .venv-tools/.ok ]; then
-  say "creating .venv-tools ($TOOLS_PKGS)"
-  python3 -m venv .venv-tools
+if [ "$TOOLS" = 1 ] && [ "$(cat .venv-tools/.ok 2>/dev/null)" != "$TOOLS_PKGS" ]; then
+  say "installing Python tools into .venv-tools ($TOOLS_PKGS)"
+  [ -x .venv-tools/bin/python ] || python3 -m venv .venv-tools
   .venv-tools/bin/pip install -q --disable-pip-version-check $TOOLS_PKGS
-  touch .venv-tools/.ok
+  echo "$TOOLS_PKGS" > .venv-tools/.ok
 fi
 exit 0

@@ -769,9 +769,11 @@ pub(super) fn pleural_normal(p: V3) -> V3 {
 pub(super) fn fissure_coverage(x: f32, y: f32, z: f32, pv: f32) -> f32 {
     const SLOPE: f32 = 0.85;
     const THICKNESS: f32 = 0.6;
-    let inv = 1.0 / (1.0 + SLOPE * SLOPE).sqrt();
-    let lateral = x.abs() - 80.0;
-    let z_oblique = -5.0 + SLOPE * (y - 10.0) + 0.0015 * lateral * lateral;
+    // The oblique fissure faces anterolaterally: in an axial slice it runs from the
+    // lateral chest wall backwards to the hilum.
+    const LATERAL: f32 = 0.4;
+    let inv = 1.0 / (1.0 + SLOPE * SLOPE + LATERAL * LATERAL).sqrt();
+    let z_oblique = -5.0 + SLOPE * (y - 10.0) + LATERAL * (x.abs() - 80.0);
     let above = z - z_oblique;
     let mut d = (above * inv).abs();
     if x < 0.0 && above > 0.0 {

@@ -23,3 +23,21 @@ pub fn data_dir(sub: &str) -> Option<PathBuf> {
     eprintln!("SKIP: real data {} not found (set PULMO_DATA)", p.display());
     None
 }
+
+/// The folder of PyPI's pydicom-data files in the test venv (`make test` installs it).
+pub fn pydicom_data() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-tools/lib");
+    let found = std::fs::read_dir(&venv).ok().and_then(|mut it| {
+        it.find_map(|e| {
+            let p = e.ok()?.path().join("site-packages/data_store/data");
+            p.is_dir().then_some(p)
+        })
+    });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("pydicom-data is required in CI (scripts/setup.sh installs it into .venv-tools)");
+        }
+        eprintln!("SKIP: pydicom-data not installed in .venv-tools (run scripts/setup.sh)");
+    }
+    found
+}

@@ -424,3 +424,26 @@ pub fn transfer_syntax_name(uid: &str) -> String {
         .map(|ts| ts.name().to_string())
         .unwrap_or_else(|| "unknown".to_string())
 }
+
+/// Decodes every frame of one file to HU (rows * columns values per frame, frame after
+/// frame) with each frame's rescale, without stacking: for tools and codec checks.
+pub fn decode_file_hu(path: &Path) -> Result<(FileHeader, Vec<i16>), DicomError> {
+    let header = read_header(path)
+        .map_err(|message| DicomError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?
+        .ok_or_else(|| DicomError::Parse {
+            path: path.to_path_buf(),
+            message: "not a DICOM file (no DICM marker at byte 128)".into(),
+        })?;
+    let plane = header.rows as usize * header.columns as usize;
+    let mut out = vec![0i16; plane * header.number_of_frames as usize];
+    let image = decode::OpenImage::open(&header)?;
+    for (f, chunk) in out.chunks_mut(plane).enumerate() {
+        let g = &header.frames[f.min(header.frames.len() - 1)];
+        image.frame_to_hu(f as u32, g.rescale_slope, g.rescale_intercept, chunk)?;
+    }
+    drop(image);
+    Ok((header, out))
+}

@@ -103,7 +103,7 @@ struct Plan {
     slice_spacing_mm: f64,
 }
 
-fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Vec<SliceRef> {
+fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Result<Vec<SliceRef>, DicomError> {
     let mut out = Vec::new();
     let mut multi = Vec::new();
     for h in files {
@@ -119,6 +119,21 @@ fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Vec<Slic
             });
         }
     }
+    // A multi-frame object whose frames share one position cannot be placed in space.
+    for h in files.iter().filter(|h| h.number_of_frames > 1) {
+        let first = h.frames[0].position_mm;
+        if h.frames.iter().all(|f| f.position_mm == first) {
+            return Err(DicomError::Geometry {
+                series: h.series_uid.clone().unwrap_or_default(),
+                message: format!(
+                    "{}: multi-frame object with {} frames but no per-frame positions \
+                     (no Per-frame Functional Groups): its frames cannot be placed in space",
+                    h.path.display(),
+                    h.number_of_frames
+                ),
+            });
+        }
+    }
     if !multi.is_empty() {
         report.warn(
             WarningKind::MultiFrame,
@@ -129,7 +144,7 @@ fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Vec<Slic
             multi,
         );
     }
-    out
+    Ok(out)
 }
 
 fn plan(
@@ -137,7 +152,7 @@ fn plan(
     files: &[Arc<FileHeader>],
     report: &mut LoadReport,
 ) -> Result<Plan, DicomError> {
-    let mut slices = expand_frames(files, report);
+    let mut slices = expand_frames(files, report)?;
     if slices.is_empty() {
         return Err(DicomError::Geometry {
             series: series.into(),
