@@ -364,8 +364,9 @@ fn non_uniform_spacing_and_duplicates_are_reported() {
         d.files.iter().any(|p| p.ends_with("zz_dup.dcm"))
             && d.files.iter().any(|p| p.ends_with("s3.dcm"))
     );
-    assert_eq!(loaded.volume.geometry.dims[2], 8);
-    assert!((loaded.volume.geometry.spacing_mm.z - 2.5).abs() < 1e-9);
+    // Resampled at the finest gap (1.5 mm) over the 17.5 mm span.
+    assert_eq!(loaded.volume.geometry.dims[2], 13);
+    assert!((loaded.volume.geometry.spacing_mm.z - 1.5).abs() < 1e-9);
 }
 
 #[test]
@@ -451,7 +452,7 @@ fn empty_folder_and_unsupported_syntax_give_clear_errors() {
         "{msg}"
     );
 
-    // A JPEG-LS file (no JPEG-LS codec in this build unless charls is enabled).
+    // A syntax no codec decodes.
     let tmp2 = tempfile::tempdir().unwrap();
     let vol = phantom(Geometry::axis_aligned([4, 4, 1], [1.0; 3], [0.0; 3]));
     let obj = slice_object(&vol, 0, &SeriesWriteOptions::default(), &new_uid());
@@ -577,4 +578,55 @@ fn enhanced_multiframe_ct_is_stacked_by_per_frame_positions() {
     assert!(loaded.report.has(WarningKind::MultiFrame));
     assert_eq!(loaded.volume.voxels, vol.voxels);
     assert_geometry_close(&loaded.volume.geometry, &vol.geometry, 1e-9);
+}
+
+#[test]
+fn dicomdir_references_are_followed() {
+    use dicom_object::InMemDicomObject;
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = phantom(small_geometry());
+    let files = write::write_series(&vol, &tmp.path().join("IMG"), &SeriesWriteOptions::default()).unwrap();
+    // A stray series next to the DICOMDIR that it does not reference.
+    let other = phantom(Geometry::axis_aligned([4, 4, 2], [1.0; 3], [0.0; 3]));
+    write::write_series(&other, &tmp.path().join("OTHER"), &SeriesWriteOptions::default()).unwrap();
+    let records: Vec<InMemDicomObject> = files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::DIRECTORY_RECORD_TYPE, VR::CS, PrimitiveValue::from("IMAGE")),
+                DataElement::new(tags::REFERENCED_FILE_ID, VR::CS, PrimitiveValue::from(format!("IMG\\{name}"))),
+            ])
+        })
+        .collect();
+    let dir = InMemDicomObject::from_element_iter([DataElement::new(
+        tags::DIRECTORY_RECORD_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(records),
+    )]);
+    let file = dir
+        .with_meta(
+            dicom_object::FileMetaTableBuilder::new()
+                .transfer_syntax(write::EXPLICIT_VR_LE)
+                .media_storage_sop_class_uid("1.2.840.10008.1.3.10")
+                .media_storage_sop_instance_uid(new_uid()),
+        )
+        .unwrap();
+    file.write_to_file(tmp.path().join("DICOMDIR")).unwrap();
+    let loaded = dicom::load(&tmp.path().join("DICOMDIR"), None, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.volume.voxels, vol.voxels);
+}
+
+#[test]
+fn deflated_explicit_little_endian() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = phantom(small_geometry());
+    let opts = SeriesWriteOptions {
+        transfer_syntax: "1.2.840.10008.1.2.1.99".into(),
+        ..Default::default()
+    };
+    write::write_series(&vol, tmp.path(), &opts).unwrap();
+    let loaded = load(tmp.path());
+    assert_eq!(loaded.meta.transfer_syntaxes[0].0, "1.2.840.10008.1.2.1.99");
+    assert_eq!(loaded.volume.voxels, vol.voxels);
 }

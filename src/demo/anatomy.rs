@@ -616,20 +616,21 @@ fn cavity(s: &SliceCtx, r: &RowCtx, x: f32) -> (f32, u8) {
             return abdomen(s, r, x, zd);
         }
     }
-    if let (Some((x0, x1, lin, c)), Some(h)) = (r.heart, s.heart) {
-        if x > x0 && x < x1 {
-            let dx = x - h.cx;
-            let q = h.qxx * dx * dx + lin * dx + c;
-            if q < 1.0 {
-                let v = if q < HEART_BLOOD_Q {
-                    hu::BLOOD
-                } else {
-                    hu::MYOCARDIUM
-                };
-                return (v, code::HEART);
-            }
-            return (hu::MED_FAT, code::MEDFAT);
+    if let (Some((x0, x1, lin, c)), Some(h)) = (r.heart, s.heart)
+        && x > x0
+        && x < x1
+    {
+        let dx = x - h.cx;
+        let q = h.qxx * dx * dx + lin * dx + c;
+        if q < 1.0 {
+            let v = if q < HEART_BLOOD_Q {
+                hu::BLOOD
+            } else {
+                hu::MYOCARDIUM
+            };
+            return (v, code::HEART);
         }
+        return (hu::MED_FAT, code::MEDFAT);
     }
     if x > r.med.0 && x < r.med.1 {
         return (hu::MED_FAT, code::MEDFAT);
@@ -678,18 +679,18 @@ fn abdomen(s: &SliceCtx, r: &RowCtx, x: f32, zd: f32) -> (f32, u8) {
 
 #[inline]
 fn wall(s: &SliceCtx, r: &RowCtx, x: f32, ax: f32) -> (f32, u8) {
-    if r.sternum {
-        if let Some(st) = s.sternum {
-            let u = x / st.half_w;
-            let v = (r.y - st.y_mid) / st.half_th;
-            let e = u * u * u * u + v * v;
-            if e < 1.0 {
-                let depth = (1.0 - e.sqrt()) * st.half_th;
-                return (
-                    if depth < 1.2 { hu::CORTEX } else { hu::MARROW },
-                    code::BONE,
-                );
-            }
+    if r.sternum
+        && let Some(st) = s.sternum
+    {
+        let u = x / st.half_w;
+        let v = (r.y - st.y_mid) / st.half_th;
+        let e = u * u * u * u + v * v;
+        if e < 1.0 {
+            let depth = (1.0 - e.sqrt()) * st.half_th;
+            return (
+                if depth < 1.2 { hu::CORTEX } else { hu::MARROW },
+                code::BONE,
+            );
         }
     }
     // Distance outside the cavity (first-order, exact for a circle) and the angle
@@ -725,10 +726,13 @@ fn wall(s: &SliceCtx, r: &RowCtx, x: f32, ax: f32) -> (f32, u8) {
                 }
             }
         }
-        if let Some((lo, hi)) = s.scapula {
-            if theta > lo && theta < hi && d_out > 14.0 && d_out < 18.5 {
-                return (hu::PROCESS, code::BONE);
-            }
+        if let Some((lo, hi)) = s.scapula
+            && theta > lo
+            && theta < hi
+            && d_out > 14.0
+            && d_out < 18.5
+        {
+            return (hu::PROCESS, code::BONE);
         }
     }
     (hu::MUSCLE, code::WALL)

@@ -279,7 +279,7 @@ pub(super) fn place(seed: u64) -> (Vec<Lesion>, Vec<Capsule>) {
     let mut all: Vec<Lesion> = Vec::new();
     let cons_start = rng.below(2) as usize;
     for i in 0..n_cons {
-        let side = if (i + cons_start) % 2 == 0 {
+        let side = if (i + cons_start).is_multiple_of(2) {
             code::RIGHT
         } else {
             code::LEFT

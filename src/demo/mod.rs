@@ -174,7 +174,6 @@ pub fn generate(options: &DemoOptions) -> DemoStudy {
 /// The through-plane part of the blur (clamping at the first and last slice).
 fn blur_z(src: &[i16], nxy: usize, nz: usize, w: &[f32]) -> Vec<i16> {
     let mut out = vec![0i16; src.len()];
-    let r = w.len() - 1;
     out.par_chunks_mut(nxy).enumerate().for_each(|(k, dst)| {
         let slice = |kk: isize| {
             let kk = kk.clamp(0, nz as isize - 1) as usize;
@@ -190,11 +189,11 @@ fn blur_z(src: &[i16], nxy: usize, nz: usize, w: &[f32]) -> Vec<i16> {
             for (a, v) in acc.iter_mut().zip(c) {
                 *a = w[0] * *v as f32;
             }
-            for t in 1..=r {
+            for (t, &wt) in w.iter().enumerate().skip(1) {
                 let m = &slice(k as isize - t as isize)[start..start + len];
                 let p = &slice(k as isize + t as isize)[start..start + len];
                 for ((a, u), v) in acc.iter_mut().zip(m).zip(p) {
-                    *a += w[t] * (*u as f32 + *v as f32);
+                    *a += wt * (*u as f32 + *v as f32);
                 }
             }
             for (o, a) in dst[start..start + len].iter_mut().zip(acc.iter()) {

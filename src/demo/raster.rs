@@ -350,7 +350,7 @@ impl Render<'_> {
 /// Half of a normalised symmetric Gaussian kernel (centre first) for `sigma` voxels;
 /// `[1.0]` (no blur) below 0.3 voxel.
 pub(super) fn gaussian_half_kernel(sigma: f32) -> Vec<f32> {
-    if !(sigma >= 0.3) {
+    if sigma.is_nan() || sigma < 0.3 {
         return vec![1.0];
     }
     let radius = ((2.5 * sigma).ceil() as usize).clamp(1, 4);
@@ -370,13 +370,12 @@ pub(super) fn noise_gain(half: &[f32]) -> f32 {
     (half[0] * half[0] + 2.0 * half[1..].iter().map(|w| w * w).sum::<f32>()).sqrt()
 }
 
+/// Blurs along x (clamping at the edges).
 fn blur_rows(src: &[f32], dst: &mut [f32], nx: usize, ny: usize, w: &[f32]) {
     let r = w.len() - 1;
-    if r == 0 || nx <= 2 * r {
+    if r == 0 {
         dst.copy_from_slice(src);
-        if r == 0 {
-            return;
-        }
+        return;
     }
     for j in 0..ny {
         let s = &src[j * nx..(j + 1) * nx];
@@ -390,8 +389,8 @@ fn blur_rows(src: &[f32], dst: &mut [f32], nx: usize, ny: usize, w: &[f32]) {
             acc
         };
         if nx <= 2 * r {
-            for i in 0..nx {
-                d[i] = edge(i);
+            for (i, v) in d.iter_mut().enumerate() {
+                *v = edge(i);
             }
             continue;
         }
@@ -411,7 +410,6 @@ fn blur_rows(src: &[f32], dst: &mut [f32], nx: usize, ny: usize, w: &[f32]) {
 
 /// Blurs along y and hands each finished row to `out`.
 fn blur_columns(src: &[f32], nx: usize, ny: usize, w: &[f32], mut out: impl FnMut(usize, &[f32])) {
-    let r = w.len() - 1;
     let mut acc = vec![0.0f32; nx];
     for j in 0..ny {
         let row = |jj: isize| {
@@ -422,9 +420,8 @@ fn blur_columns(src: &[f32], nx: usize, ny: usize, w: &[f32], mut out: impl FnMu
         for (a, v) in acc.iter_mut().zip(c) {
             *a = w[0] * v;
         }
-        for t in 1..=r {
+        for (t, &wt) in w.iter().enumerate().skip(1) {
             let (m, p) = (row(j as isize - t as isize), row(j as isize + t as isize));
-            let wt = w[t];
             for ((a, u), v) in acc.iter_mut().zip(m).zip(p) {
                 *a += wt * (u + v);
             }
