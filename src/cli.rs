@@ -55,8 +55,12 @@ pub enum Command {
     Doctor,
 }
 
+/// When `main` started (for the time-to-first-image measurement).
+pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// Entry point: runs the CLI and turns errors into a one-line message and exit code 1.
 pub fn main() -> ExitCode {
+    let _ = PROCESS_START.set(std::time::Instant::now());
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

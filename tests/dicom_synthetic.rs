@@ -585,17 +585,35 @@ fn dicomdir_references_are_followed() {
     use dicom_object::InMemDicomObject;
     let tmp = tempfile::tempdir().unwrap();
     let vol = phantom(small_geometry());
-    let files = write::write_series(&vol, &tmp.path().join("IMG"), &SeriesWriteOptions::default()).unwrap();
+    let files = write::write_series(
+        &vol,
+        &tmp.path().join("IMG"),
+        &SeriesWriteOptions::default(),
+    )
+    .unwrap();
     // A stray series next to the DICOMDIR that it does not reference.
     let other = phantom(Geometry::axis_aligned([4, 4, 2], [1.0; 3], [0.0; 3]));
-    write::write_series(&other, &tmp.path().join("OTHER"), &SeriesWriteOptions::default()).unwrap();
+    write::write_series(
+        &other,
+        &tmp.path().join("OTHER"),
+        &SeriesWriteOptions::default(),
+    )
+    .unwrap();
     let records: Vec<InMemDicomObject> = files
         .iter()
         .map(|f| {
             let name = f.file_name().unwrap().to_string_lossy().to_string();
             InMemDicomObject::from_element_iter([
-                DataElement::new(tags::DIRECTORY_RECORD_TYPE, VR::CS, PrimitiveValue::from("IMAGE")),
-                DataElement::new(tags::REFERENCED_FILE_ID, VR::CS, PrimitiveValue::from(format!("IMG\\{name}"))),
+                DataElement::new(
+                    tags::DIRECTORY_RECORD_TYPE,
+                    VR::CS,
+                    PrimitiveValue::from("IMAGE"),
+                ),
+                DataElement::new(
+                    tags::REFERENCED_FILE_ID,
+                    VR::CS,
+                    PrimitiveValue::from(format!("IMG\\{name}")),
+                ),
             ])
         })
         .collect();

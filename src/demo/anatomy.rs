@@ -764,27 +764,37 @@ pub(super) fn pleural_normal(p: V3) -> V3 {
     normalize([p[0] / (a * a), (p[1] - CAV_Y0) / (b * b), 0.0])
 }
 
-/// Coverage (0..1) of the interlobar fissures at a lung point, for voxels `pv` mm wide:
-/// the oblique fissure of each lung (from the posterior upper chest down to the
-/// anterior diaphragm) and the horizontal fissure of the right lung (above the
-/// middle lobe). Fissures are 0.6 mm sheets, so they show as fine lines on thin
-/// slices and fade on thick ones.
+/// Coverage (0..1) of the interlobar fissures at a lung point, for voxels `pv` mm wide
+/// in-plane and `pvz` mm thick: the oblique fissure of each lung (from the posterior
+/// upper chest down to the anterior diaphragm) and the horizontal fissure of the right
+/// lung (above the middle lobe). Fissures are thin sheets, so they show as fine lines
+/// where cut across and as a faint haze where cut along (the horizontal fissure on
+/// axial slices), and fade on thick slices.
 #[inline]
-pub(super) fn fissure_coverage(x: f32, y: f32, z: f32, pv: f32) -> f32 {
+pub(super) fn fissure_coverage(x: f32, y: f32, z: f32, pv: f32, pvz: f32) -> f32 {
+    const THICKNESS: f32 = 0.35;
+    // Oblique fissure z = z0 + SLOPE y + LATERAL |x|: it faces anterolaterally, so in an
+    // axial slice it runs from the lateral chest wall backwards to the hilum.
     const SLOPE: f32 = 0.85;
-    const THICKNESS: f32 = 0.6;
-    // The oblique fissure faces anterolaterally: in an axial slice it runs from the
-    // lateral chest wall backwards to the hilum.
     const LATERAL: f32 = 0.4;
-    let inv = 1.0 / (1.0 + SLOPE * SLOPE + LATERAL * LATERAL).sqrt();
-    let z_oblique = -5.0 + SLOPE * (y - 10.0) + LATERAL * (x.abs() - 80.0);
-    let above = z - z_oblique;
-    let mut d = (above * inv).abs();
+    // Horizontal fissure z = 12 + TILT (y + 20), anterior to the oblique one.
+    const TILT: f32 = 0.05;
+    let sheet = |offset: f32, gx: f32, gy: f32| {
+        // `offset` is the level-set value of a plane with gradient (gx, gy, 1).
+        let g = (gx * gx + gy * gy + 1.0).sqrt();
+        let d = (offset / g).abs();
+        // Voxel extent along the sheet's normal.
+        let extent = ((gx * gx + gy * gy) * pv * pv + pvz * pvz).sqrt() / g;
+        if d >= extent {
+            0.0
+        } else {
+            (1.0 - d / extent) * (THICKNESS / extent).min(1.0)
+        }
+    };
+    let above = z - (-5.0 + SLOPE * (y - 10.0) + LATERAL * (x.abs() - 80.0));
+    let mut c = sheet(above, LATERAL, SLOPE);
     if x < 0.0 && above > 0.0 {
-        d = d.min((z - 12.0 - 0.05 * (y + 20.0)).abs());
+        c = c.max(sheet(z - 12.0 - TILT * (y + 20.0), 0.0, TILT));
     }
-    if d >= pv {
-        return 0.0;
-    }
-    (1.0 - d / pv) * (THICKNESS / pv).min(1.0)
+    c
 }

@@ -189,7 +189,7 @@ impl Render<'_> {
                     let x = g.coord(0, i);
                     let (mut h, c) = classify(&s, &row, x);
                     if c == code::LEFT || c == code::RIGHT {
-                        h = mix(h, hu::FISSURE, fissure_coverage(x, y, z, pv));
+                        h = mix(h, hu::FISSURE, fissure_coverage(x, y, z, pv, g.step[2]));
                     }
                     hrow[i] = h;
                     crow[i] = c;

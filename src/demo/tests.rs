@@ -303,6 +303,13 @@ fn default_size_timing() {
             rayon::current_num_threads()
         );
     }
+    let t = std::time::Instant::now();
+    let anatomy = model::Anatomy::build(options.seed);
+    println!(
+        "of which the anatomy model (trees, lesions): {:.3} s, {} capsules",
+        t.elapsed().as_secs_f64(),
+        anatomy.capsules.len()
+    );
     let s = generate(&options);
     for (l, (mean, n)) in label_stats(&s).iter().enumerate() {
         println!("label {l}: {n} voxels, mean {mean:.0} HU");
@@ -409,4 +416,21 @@ fn write_pngs() {
     );
     save_pngs(&s, "");
     println!("{}", s.description);
+}
+
+#[test]
+fn tiny_and_odd_grids_work() {
+    for dims in [[1, 1, 1], [3, 2, 1], [7, 5, 2]] {
+        let s = generate(&DemoOptions {
+            dims,
+            spacing_mm: [
+                358.4 / dims[0] as f64,
+                358.4 / dims[1] as f64,
+                300.0 / dims[2] as f64,
+            ],
+            seed: 1,
+        });
+        assert_eq!(s.ct.voxels.len(), dims.iter().product::<usize>());
+        assert_eq!(s.truth.voxels.len(), s.ct.voxels.len());
+    }
 }

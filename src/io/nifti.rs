@@ -671,8 +671,7 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
             i32::from_le_bytes(size_field),
             i32::from_be_bytes(size_field),
         ]
-        .iter()
-        .any(|&v| v == HEADER_SIZE as i32);
+        .contains(&(HEADER_SIZE as i32));
         return Err(if got < 4 || !looks_like_nifti {
             NiftiError::NotNifti {
                 path: p(),

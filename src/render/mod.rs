@@ -1,5 +1,5 @@
-//! GPU rendering of slice views with wgpu (no egui here; `ui/` hands the renderer to
-//! egui_wgpu paint callbacks).
+//! GPU rendering of slice views with wgpu only (the GUI layer, `ui/`, hands the renderer
+//! to its paint callbacks).
 //!
 //! The CT is uploaded once as an `R16Sint` 3D texture (HU) and the label map as an
 //! `R8Uint` 3D texture; every view samples them in `shaders/slice.wgsl`. Window/level,

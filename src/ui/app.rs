@@ -125,6 +125,9 @@ pub struct PulmoApp {
     recent_file: Option<PathBuf>,
     labels_dirty: bool,
     has_gpu: bool,
+    /// Set by PULMO_BENCH_FIRST_IMAGE=1: print the time to the first painted image and quit.
+    bench_first_image: bool,
+    painted_frames: u32,
 }
 
 const MAX_RECENT: usize = 10;
@@ -174,6 +177,8 @@ impl PulmoApp {
             recent_file: options.recent_file.clone(),
             labels_dirty: true,
             has_gpu,
+            bench_first_image: std::env::var("PULMO_BENCH_FIRST_IMAGE").is_ok_and(|v| v == "1"),
+            painted_frames: 0,
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -1040,6 +1045,18 @@ impl eframe::App for PulmoApp {
         egui::CentralPanel::default()
             .frame(egui::Frame::NONE.fill(Color32::BLACK))
             .show(ui, |ui| self.views_ui(ui));
+        if self.bench_first_image && self.study.as_ref().is_some_and(|s| s.uploaded) {
+            // The frame after the first one with the study: its image has been presented.
+            self.painted_frames += 1;
+            if self.painted_frames == 2 {
+                let since = crate::cli::PROCESS_START
+                    .get()
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                println!("first image after {since:.3} s from process start");
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            ctx.request_repaint();
+        }
         self.dialogs_ui(&ctx);
     }
 }

@@ -35,7 +35,9 @@ pub fn pydicom_data() -> Option<PathBuf> {
     });
     if found.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("pydicom-data is required in CI (scripts/setup.sh installs it into .venv-tools)");
+            panic!(
+                "pydicom-data is required in CI (scripts/setup.sh installs it into .venv-tools)"
+            );
         }
         eprintln!("SKIP: pydicom-data not installed in .venv-tools (run scripts/setup.sh)");
     }

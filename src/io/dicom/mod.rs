@@ -29,7 +29,7 @@ use crate::volume::CtVolume;
 /// Errors that stop a load. Per-file problems that do not stop it go to [`LoadReport`].
 #[derive(Debug, thiserror::Error)]
 pub enum DicomError {
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

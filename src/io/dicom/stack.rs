@@ -103,7 +103,10 @@ struct Plan {
     slice_spacing_mm: f64,
 }
 
-fn expand_frames(files: &[Arc<FileHeader>], report: &mut LoadReport) -> Result<Vec<SliceRef>, DicomError> {
+fn expand_frames(
+    files: &[Arc<FileHeader>],
+    report: &mut LoadReport,
+) -> Result<Vec<SliceRef>, DicomError> {
     let mut out = Vec::new();
     let mut multi = Vec::new();
     for h in files {
