@@ -55,15 +55,17 @@ fn main() {
     let texture_mb = (g.voxel_count() * 3) as f64 / 1e6;
     println!("upload (once per study): {upload_s:.3} s, GPU texture memory {texture_mb:.0} MB");
 
-    let mut lut = LabelColors::default();
-    lut.colors = pulmo::annotate::LabelTable::default().rgba_table();
+    let lut = LabelColors {
+        colors: pulmo::annotate::LabelTable::default().rgba_table(),
+    };
     // The three-view layout of a 1400 x 900 window (axial left, coronal/sagittal right).
     let sizes = [(680u32, 820u32), (500, 408), (500, 408)];
     let (lo, hi) = world_bounds(g);
     let mut cursor = Point3::from((lo.coords + hi.coords) / 2.0);
     let states = Plane::ALL.map(ViewState::new);
     let mut window = (-600.0f32, 1500.0f32);
-    let mut run = |name: &str, step: &mut dyn FnMut(usize, &mut Point3<f64>, &mut (f32, f32))| {
+    type Step<'a> = &'a mut dyn FnMut(usize, &mut Point3<f64>, &mut (f32, f32));
+    let mut run = |name: &str, step: Step| {
         let mut times = Vec::with_capacity(frames);
         let mut cpu_times = Vec::with_capacity(frames);
         for f in 0..frames {

@@ -53,13 +53,13 @@ fn demo_opens_steps_slices_switches_presets_and_shows_help() {
         (h.state().window_width_hu, h.state().window_center_hu),
         (350.0, 40.0)
     );
-    h.get_all_by_label("W 350 / L 40");
+    assert!(h.get_all_by_label("W 350 / L 40").count() >= 1);
     h.key_press(Key::Num3);
     h.run();
-    h.get_all_by_label("W 2000 / L 500");
+    assert!(h.get_all_by_label("W 2000 / L 500").count() >= 1);
     h.key_press(Key::Num1);
     h.run();
-    h.get_all_by_label("W 1500 / L -600");
+    assert!(h.get_all_by_label("W 1500 / L -600").count() >= 1);
 
     // Help overlay.
     assert!(
