@@ -229,6 +229,35 @@ impl Geometry {
     }
 }
 
+/// A zeroed buffer of `len` values for a large volume. On Linux the kernel is asked to
+/// back it with transparent huge pages, so filling it takes a few hundred page faults
+/// instead of tens of thousands (a 512 x 512 x 300 CT: 75 faults instead of 38 400).
+pub fn zeroed_buffer<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
+    let v = vec![T::zeroed(); len];
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = std::mem::size_of_val(v.as_slice());
+        if bytes >= 8 << 20 {
+            let start = v.as_ptr() as usize;
+            let page = 2 << 20;
+            let aligned = start.div_ceil(page) * page;
+            let end = (start + bytes) / page * page;
+            if end > aligned {
+                // SAFETY: the range lies inside the vector's allocation; MADV_HUGEPAGE is
+                // only advice and does not change the memory's contents.
+                unsafe {
+                    libc::madvise(
+                        aligned as *mut libc::c_void,
+                        end - aligned,
+                        libc::MADV_HUGEPAGE,
+                    );
+                }
+            }
+        }
+    }
+    v
+}
+
 /// diag(-1, -1, 1, 1): converts between LPS and RAS (its own inverse).
 pub fn ras_from_lps() -> Matrix4<f64> {
     Matrix4::from_diagonal(&nalgebra::Vector4::new(-1.0, -1.0, 1.0, 1.0))

@@ -515,7 +515,7 @@ fn decode_slices(
     plane: usize,
     options: &LoadOptions,
 ) -> (Vec<i16>, Vec<(usize, DicomError)>, usize) {
-    let mut voxels = vec![0i16; plane * slices.len()];
+    let mut voxels = crate::volume::zeroed_buffer::<i16>(plane * slices.len());
     // Group consecutive-or-not frames of the same file.
     let mut by_file: Vec<(Arc<FileHeader>, Vec<usize>)> = Vec::new();
     let mut index: std::collections::HashMap<*const FileHeader, usize> = Default::default();
