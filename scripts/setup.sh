@@ -31,7 +31,7 @@ say() { echo "setup: $*"; }
 
 # ---- Debian packages -------------------------------------------------------------
 DEB_PKGS="mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 \
-libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv cmake g++"
+libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv cmake g++ time"
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=""
   for p in $DEB_PKGS; do
