@@ -12,6 +12,7 @@
 //!   │ infer     – the worker thread and segmenters (libtorch behind the `torch` feature) │
 //!   │ annotate  – label table, editing tools, compact undo deltas                        │
 //!   │ metrics   – overlap, surface distances, quantification                             │
+//!   │ view      – the three slice views' geometry: screen px ↔ world mm ↔ voxels       │
 //!   │ demo      – the deterministic synthetic chest CT                                   │
 //!   │ io        – DICOM (dicom-rs), NIfTI, NRRD readers and writers                      │
 //!   │ volume    – Volume<T>, Geometry (world_from_voxel in LPS), resampling              │
@@ -20,7 +21,7 @@
 //!
 //! Rules, enforced by `tests/architecture.rs`:
 //! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `infer`, `session`,
-//!   `demo`) never mention egui, eframe or wgpu: they are usable from the CLI, from
+//!   `demo`, `view`) never mention egui, eframe or wgpu: they are usable from the CLI, from
 //!   tests and from scripts without a display.
 //! - `render/` uses wgpu (and bytemuck mirrors of the WGSL uniform structs) but not egui.
 //! - `ui/` may use everything; functions that draw into an `egui::Ui` end in `_ui`.
@@ -36,6 +37,7 @@ pub mod annotate;
 pub mod cli;
 pub mod demo;
 pub mod io;
+pub mod metrics;
 pub mod render;
 pub mod ui;
 pub mod view;

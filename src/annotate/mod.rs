@@ -1,5 +1,26 @@
-//! Annotation: the label table (names, colours, visibility, locks). Editing tools and
-//! undo arrive with the annotation work; the table is shared by the viewer already.
+//! Annotation: the label table (names, colours, visibility, locks), GUI-free editing
+//! tools and compact undo.
+//!
+//! - [`history`]: the undo/redo store; every edit is a transaction stored as a
+//!   run-length encoded delta of the changed voxels ([`History`], [`VoxelBox`]).
+//! - [`editor`]: [`Editor`] owns a label map, its [`LabelTable`] and its [`History`], and
+//!   routes every write through the history, enforcing locks and the
+//!   [`OverwritePolicy`].
+//! - [`tools`]: brush/eraser strokes, HU-limited painting, region growing, polygon fill,
+//!   morphology and slice interpolation, sized in millimetres, one undo step each.
+
+pub mod editor;
+pub mod history;
+mod morph;
+pub mod tools;
+
+pub use editor::{Editor, OverwritePolicy};
+pub use history::{DEFAULT_MEMORY_CAP_BYTES, History, StepInfo, VoxelBox};
+pub use morph::label_bbox;
+pub use tools::{
+    Brush, BrushExtent, BrushShape, Morphology, RegionGrow, Scope, Stroke, ToolError, flood_fill,
+    interpolate_slices, morphology, paint_stroke, polygon_fill,
+};
 
 /// One label value's description.
 #[derive(Debug, Clone, PartialEq)]
