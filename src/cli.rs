@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::io::{self, Format, dicom};
+use crate::io::{self, Format, dicom, load_ct};
 use crate::volume::CtVolume;
 
 #[derive(Parser, Debug)]
@@ -87,47 +87,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => crate::ui::run_viewer(cli.path, cli.series),
     }
-}
-
-/// A CT volume from any supported input, with the loader's warnings in plain words.
-pub struct LoadedCt {
-    pub volume: CtVolume,
-    pub warnings: Vec<String>,
-    pub dicom_meta: Option<dicom::SeriesMeta>,
-}
-
-/// Loads a CT from a DICOM path, NIfTI or NRRD file.
-pub fn load_ct(
-    path: &Path,
-    series: Option<&str>,
-    options: &dicom::LoadOptions,
-) -> Result<LoadedCt> {
-    Ok(match Format::of_path(path) {
-        Format::Nifti => {
-            let r = io::nifti::read_nifti_ct(path)?;
-            LoadedCt {
-                volume: r.volume,
-                warnings: r.warnings,
-                dicom_meta: None,
-            }
-        }
-        Format::Nrrd => {
-            let r = io::nrrd::read_nrrd_ct(path)?;
-            LoadedCt {
-                volume: r.volume,
-                warnings: r.warnings,
-                dicom_meta: None,
-            }
-        }
-        Format::Dicom => {
-            let v = dicom::load(path, series, options)?;
-            LoadedCt {
-                volume: v.volume,
-                warnings: v.report.warnings.iter().map(|w| w.to_string()).collect(),
-                dicom_meta: Some(v.meta),
-            }
-        }
-    })
 }
 
 fn describe_volume(v: &CtVolume) -> String {

@@ -28,7 +28,7 @@
 //! - Lower modules never call upwards: `volume` knows nothing of files, `io` nothing of
 //!   sessions. Progress and wake-ups cross layers as plain callbacks.
 //! - Each module has its own `thiserror` error enum carrying the file or series in
-//!   context; `anyhow` appears only in `cli` and `main`.
+//!   context; `anyhow` appears only at the top (`cli`, `main`, and `ui::run_viewer`).
 //!
 //! Frames and units are in names: `world_from_voxel` maps voxel indices to patient
 //! millimetres (DICOM LPS), `spacing_mm`, `window_hu`.

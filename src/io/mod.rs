@@ -58,3 +58,45 @@ pub struct ReadVolume<T> {
     /// an sform), in plain words.
     pub warnings: Vec<String>,
 }
+
+/// A CT volume from any supported input, with the loader's warnings in plain words.
+#[derive(Debug, Clone)]
+pub struct LoadedCt {
+    pub volume: crate::volume::CtVolume,
+    pub warnings: Vec<String>,
+    pub dicom_meta: Option<dicom::SeriesMeta>,
+}
+
+/// Loads a CT from a DICOM path (file, folder, DICOMDIR), NIfTI or NRRD file.
+pub fn load_ct(
+    path: &Path,
+    series: Option<&str>,
+    options: &dicom::LoadOptions,
+) -> Result<LoadedCt, IoError> {
+    Ok(match Format::of_path(path) {
+        Format::Nifti => {
+            let r = nifti::read_nifti_ct(path)?;
+            LoadedCt {
+                volume: r.volume,
+                warnings: r.warnings,
+                dicom_meta: None,
+            }
+        }
+        Format::Nrrd => {
+            let r = nrrd::read_nrrd_ct(path)?;
+            LoadedCt {
+                volume: r.volume,
+                warnings: r.warnings,
+                dicom_meta: None,
+            }
+        }
+        Format::Dicom => {
+            let v = dicom::load(path, series, options)?;
+            LoadedCt {
+                volume: v.volume,
+                warnings: v.report.warnings.iter().map(|w| w.to_string()).collect(),
+                dicom_meta: Some(v.meta),
+            }
+        }
+    })
+}

@@ -10,8 +10,8 @@ use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
 use nalgebra::{Point3, Vector2, Vector3};
 
 use crate::annotate::LabelTable;
-use crate::cli::{LoadedCt, load_ct};
 use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
+use crate::io::{IoError, LoadedCt, load_ct};
 use crate::render::{
     FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms,
     mat4_cols,
@@ -277,15 +277,13 @@ impl PulmoApp {
             };
             match load_ct(&path, series.as_deref(), &options) {
                 Ok(loaded) => LoadOutcome::Loaded(Box::new(study_from(&path, loaded))),
-                Err(e) => match e.downcast_ref::<DicomError>() {
-                    Some(DicomError::MultipleSeries { series, .. }) => {
-                        LoadOutcome::ChooseSeries(path.clone(), series.clone())
-                    }
-                    Some(DicomError::Cancelled) => {
-                        LoadOutcome::Failed("loading was cancelled".into())
-                    }
-                    _ => LoadOutcome::Failed(format!("{e:#}")),
-                },
+                Err(IoError::Dicom(DicomError::MultipleSeries { series, .. })) => {
+                    LoadOutcome::ChooseSeries(path.clone(), series)
+                }
+                Err(IoError::Dicom(DicomError::Cancelled)) => {
+                    LoadOutcome::Failed("loading was cancelled".into())
+                }
+                Err(e) => LoadOutcome::Failed(error_chain(&e)),
             }
         });
     }
@@ -962,6 +960,18 @@ struct LoadCtl {
     total: Arc<AtomicUsize>,
     stage: Arc<AtomicUsize>,
     ctx: egui::Context,
+}
+
+/// An error and its causes on one line, as the user should read it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }
 
 fn study_from(path: &Path, loaded: LoadedCt) -> Study {
