@@ -8,7 +8,7 @@
 
 use nalgebra::{Matrix4, Point3, Vector2, Vector3};
 
-use crate::volume::Geometry;
+use crate::volume::{Geometry, patient_direction_letter};
 
 /// The three orthogonal planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,14 +51,7 @@ impl Plane {
 /// The patient direction a (signed, axis-aligned) LPS vector points to.
 fn letter(v: Vector3<f64>) -> char {
     let a = v.iamax();
-    match (a, v[a] > 0.0) {
-        (0, true) => 'L',
-        (0, false) => 'R',
-        (1, true) => 'P',
-        (1, false) => 'A',
-        (_, true) => 'S',
-        (_, false) => 'I',
-    }
+    patient_direction_letter(a, v[a] > 0.0)
 }
 
 /// Zoom and pan of one view. `zoom` 1 fits the whole volume in the view.

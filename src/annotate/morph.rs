@@ -12,6 +12,7 @@
 //! not erode) and counts as outside for hole filling (a background region touching it is
 //! not a hole).
 
+use crate::volume::distance::squared_distance_1d;
 use rayon::prelude::*;
 
 use super::editor::Editor;
@@ -174,7 +175,7 @@ fn edt_sq(region: &Region, feature: &[bool]) -> Vec<f64> {
                 line.clear();
                 line.extend((0..n).map(|t| d[base + t * s]));
                 out.resize(n, 0.0);
-                dt1d(&line, region.spacing[a], &mut out, &mut v, &mut z);
+                squared_distance_1d(&line, region.spacing[a], &mut out, &mut v, &mut z);
                 for t in 0..n {
                     d[base + t * s] = out[t];
                 }
@@ -182,49 +183,6 @@ fn edt_sq(region: &Region, feature: &[bool]) -> Vec<f64> {
         }
     }
     d
-}
-
-/// 1D lower envelope of parabolas at positions `q * s` with heights `f[q]`.
-fn dt1d(f: &[f64], s: f64, out: &mut [f64], v: &mut Vec<usize>, z: &mut Vec<f64>) {
-    v.clear();
-    z.clear();
-    for (q, &fq) in f.iter().enumerate() {
-        if !fq.is_finite() {
-            continue;
-        }
-        let xq = q as f64 * s;
-        loop {
-            let Some(&p) = v.last() else {
-                v.push(q);
-                z.push(f64::NEG_INFINITY);
-                break;
-            };
-            let xp = p as f64 * s;
-            let sect = ((fq + xq * xq) - (f[p] + xp * xp)) / (2.0 * (xq - xp));
-            if sect <= *z.last().unwrap_or(&f64::NEG_INFINITY) {
-                v.pop();
-                z.pop();
-            } else {
-                v.push(q);
-                z.push(sect);
-                break;
-            }
-        }
-    }
-    if v.is_empty() {
-        out.fill(f64::INFINITY);
-        return;
-    }
-    z.push(f64::INFINITY);
-    let mut k = 0;
-    for (q, o) in out.iter_mut().enumerate() {
-        let x = q as f64 * s;
-        while z[k + 1] < x {
-            k += 1;
-        }
-        let dx = x - v[k] as f64 * s;
-        *o = dx * dx + f[v[k]];
-    }
 }
 
 /// Connected components of the voxels where `mask == want`: component id per voxel

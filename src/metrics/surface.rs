@@ -21,6 +21,7 @@
 //!
 //! Both masks empty: all three are 0. One empty: `None`.
 
+use crate::volume::distance::squared_distance_1d;
 use rayon::prelude::*;
 
 use super::{MetricsError, Target, check_same_grid};
@@ -178,55 +179,6 @@ struct Line {
     z: Vec<f64>,
 }
 
-/// 1D squared distance transform of sampled function `f` on positions `q * s`:
-/// `out[p] = min_q f[q] + ((p - q) s)^2` (Felzenszwalb & Huttenlocher). Infinite
-/// samples are no sites; a line without sites stays infinite.
-fn fh_1d(f: &[f64], s: f64, out: &mut [f64], v: &mut Vec<usize>, z: &mut Vec<f64>) {
-    v.clear();
-    z.clear();
-    for (q, &fq) in f.iter().enumerate() {
-        if fq == f64::INFINITY {
-            continue;
-        }
-        let xq = q as f64 * s;
-        let hq = fq + xq * xq;
-        loop {
-            match v.last() {
-                None => {
-                    v.push(q);
-                    z.push(f64::NEG_INFINITY);
-                    break;
-                }
-                Some(&p) => {
-                    let xp = p as f64 * s;
-                    let zz = (hq - (f[p] + xp * xp)) / (2.0 * (xq - xp));
-                    if zz <= z[z.len() - 1] {
-                        v.pop();
-                        z.pop();
-                    } else {
-                        v.push(q);
-                        z.push(zz);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if v.is_empty() {
-        out.fill(f64::INFINITY);
-        return;
-    }
-    let mut k = 0;
-    for (p, o) in out.iter_mut().enumerate() {
-        let xp = p as f64 * s;
-        while k + 1 < v.len() && z[k + 1] < xp {
-            k += 1;
-        }
-        let d = (p as f64 - v[k] as f64) * s;
-        *o = d * d + f[v[k]];
-    }
-}
-
 const SWEEP_CHUNK: usize = 8192;
 
 /// Pass along k on a binary feature map: afterwards `buf` holds, per voxel, the number
@@ -290,7 +242,7 @@ fn pass_j(buf: &mut [f64], size: [usize; 3], s_j: f64, s_k: f64) {
                     let d = c * s_k;
                     line.f[j] = if c == f64::INFINITY { c } else { d * d };
                 }
-                fh_1d(&line.f, s_j, &mut line.out, &mut line.v, &mut line.z);
+                squared_distance_1d(&line.f, s_j, &mut line.out, &mut line.v, &mut line.z);
                 for j in 0..ny {
                     slice[i + nx * j] = line.out[j];
                 }
@@ -304,7 +256,7 @@ fn pass_i(buf: &mut [f64], size: [usize; 3], s_i: f64) {
         .for_each_init(Line::default, |line, row| {
             line.f.clear();
             line.f.extend_from_slice(row);
-            fh_1d(&line.f, s_i, row, &mut line.v, &mut line.z);
+            squared_distance_1d(&line.f, s_i, row, &mut line.v, &mut line.z);
         });
 }
 
@@ -316,7 +268,7 @@ const SCAN_MAX_QUERIES: usize = 4;
 /// returns their distances (mm) in raster order. A row with few queries scans outwards
 /// from each query while the i offset alone is below the best squared distance found
 /// (the same candidates as the 1D transform, so the same minimum); other rows run
-/// [`fh_1d`].
+/// [`squared_distance_1d`].
 fn pass_i_collect(buf: &[f64], bnd: &[u8], from: u8, size: [usize; 3], s_i: f64) -> Vec<f64> {
     let nx = size[0];
     buf.par_chunks(nx)
@@ -349,7 +301,7 @@ fn pass_i_collect(buf: &[f64], bnd: &[u8], from: u8, size: [usize; 3], s_i: f64)
                 }
             } else {
                 line.out.resize(nx, 0.0);
-                fh_1d(row, s_i, &mut line.out, &mut line.v, &mut line.z);
+                squared_distance_1d(row, s_i, &mut line.out, &mut line.v, &mut line.z);
                 out.extend(
                     flags
                         .iter()

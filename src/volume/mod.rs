@@ -8,6 +8,7 @@
 //!
 //! CT is stored as i16 Hounsfield units ([`CtVolume`]), labels as u8 ([`LabelVolume`]).
 
+pub mod distance;
 mod resample;
 
 pub use resample::{resample_labels_nearest, resample_trilinear};
@@ -204,14 +205,7 @@ impl Geometry {
                     .map(|w| (w, col[w]))
                     .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
                     .unwrap_or((0, 1.0));
-                match (axis, v >= 0.0) {
-                    (0, true) => 'L',
-                    (0, false) => 'R',
-                    (1, true) => 'P',
-                    (1, false) => 'A',
-                    (_, true) => 'S',
-                    (_, false) => 'I',
-                }
+                patient_direction_letter(axis, v >= 0.0)
             })
             .collect()
     }
@@ -256,6 +250,18 @@ pub fn zeroed_buffer<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
         }
     }
     v
+}
+
+/// The patient direction letter of a world (LPS) axis: +x L, -x R, +y P, -y A, +z S, -z I.
+pub fn patient_direction_letter(axis: usize, positive: bool) -> char {
+    match (axis, positive) {
+        (0, true) => 'L',
+        (0, false) => 'R',
+        (1, true) => 'P',
+        (1, false) => 'A',
+        (_, true) => 'S',
+        (_, false) => 'I',
+    }
 }
 
 /// diag(-1, -1, 1, 1): converts between LPS and RAS (its own inverse).
