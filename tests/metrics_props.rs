@@ -233,8 +233,11 @@ proptest! {
         for (x, y) in [(&a, &b), (&b, &a)] {
             let s = surface_distances(x, y, Target::Label(1)).unwrap();
             prop_assert_eq!(s.hausdorff_mm, Some(expected));
-            prop_assert!(s.hd95_mm.unwrap() <= expected);
-            prop_assert!(s.assd_mm.unwrap() <= expected);
+            // HD95 interpolates and ASSD averages distances that are all <= the shift:
+            // allow the rounding of those operations (a few ulps), nothing more.
+            let tol = expected * 1e-12;
+            prop_assert!(s.hd95_mm.unwrap() <= expected + tol);
+            prop_assert!(s.assd_mm.unwrap() <= expected + tol, "ASSD {:?} > {expected}", s.assd_mm);
             prop_assert!(s.assd_mm.unwrap() > 0.0);
         }
     }

@@ -97,3 +97,66 @@ fn demo_snapshot_on_lavapipe() {
     h.run();
     h.snapshot("demo_three_views");
 }
+
+#[test]
+fn brush_paints_one_undo_step_and_undo_restores() {
+    let mut h = harness(false, egui::vec2(1000.0, 700.0));
+    let before = h
+        .state()
+        .study
+        .as_ref()
+        .unwrap()
+        .editor
+        .labels()
+        .voxels
+        .clone();
+    h.key_press(Key::B);
+    h.run();
+    assert_eq!(h.state().tool, pulmo::ui::app::Tool::Brush);
+    // Drag across the axial view (left half of the window).
+    let press = |pressed: bool, pos: egui::Pos2| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: Default::default(),
+    };
+    let (a, b) = (egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
+    h.event(egui::Event::PointerMoved(a));
+    h.run();
+    h.event(press(true, a));
+    h.run();
+    for t in 1..=5 {
+        h.event(egui::Event::PointerMoved(a + (b - a) * (t as f32 / 5.0)));
+        h.run();
+    }
+    h.event(press(false, b));
+    h.run();
+    let study = h.state().study.as_ref().unwrap();
+    let after = study.editor.labels().voxels.clone();
+    let changed = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+    assert!(changed > 20, "the brush changed {changed} voxels");
+    assert!(
+        after
+            .iter()
+            .zip(&before)
+            .all(|(n, o)| n == o || *n == pulmo::annotate::GGO)
+    );
+    assert_eq!(
+        study.editor.history().undo_steps().count(),
+        1,
+        "one drag = one undo step"
+    );
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
+    h.run();
+    assert!(
+        h.state().study.as_ref().unwrap().editor.labels().voxels == before,
+        "undo restores the map"
+    );
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, Key::Z);
+    h.run();
+    assert!(
+        h.state().study.as_ref().unwrap().editor.labels().voxels == after,
+        "redo re-applies it"
+    );
+}

@@ -9,7 +9,9 @@ use eframe::egui_wgpu;
 use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
 use nalgebra::{Point3, Vector2, Vector3};
 
-use crate::annotate::LabelTable;
+use crate::annotate::{
+    Brush, BrushExtent, BrushShape, Editor, LabelTable, Stroke as PaintStroke, VoxelBox,
+};
 use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
 use crate::io::{IoError, LoadedCt, load_ct};
 use crate::render::{
@@ -44,7 +46,8 @@ pub fn default_presets() -> Vec<Preset> {
 pub struct Study {
     pub name: String,
     pub ct: CtVolume,
-    pub labels: LabelVolume,
+    /// The label map with its undo history (every edit goes through it).
+    pub editor: Editor,
     /// The demo's exact ground truth (synthetic studies only).
     pub truth: Option<LabelVolume>,
     pub meta: Option<SeriesMeta>,
@@ -93,6 +96,14 @@ impl Default for AppOptions {
     }
 }
 
+/// What the left mouse button does in the views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Navigate,
+    Brush,
+    Eraser,
+}
+
 /// Hover readout for the status bar.
 #[derive(Debug, Clone, Copy)]
 struct Hover {
@@ -125,6 +136,17 @@ pub struct PulmoApp {
     recent_file: Option<PathBuf>,
     labels_dirty: bool,
     has_gpu: bool,
+    /// The editing tool of the left mouse button.
+    pub tool: Tool,
+    pub brush_radius_mm: f64,
+    /// Paint a 3D sphere instead of a disc in the view's plane.
+    pub brush_3d: bool,
+    /// The label the brush paints.
+    pub active_label: u8,
+    stroke: Option<PaintStroke>,
+    /// Label voxels changed since the last upload to the GPU.
+    dirty_labels: Option<VoxelBox>,
+    pub save_error: Option<String>,
     /// Set by PULMO_BENCH_FIRST_IMAGE=1: print the time to the first painted image and quit.
     bench_first_image: bool,
     painted_frames: u32,
@@ -179,6 +201,13 @@ impl PulmoApp {
             has_gpu,
             bench_first_image: std::env::var("PULMO_BENCH_FIRST_IMAGE").is_ok_and(|v| v == "1"),
             painted_frames: 0,
+            tool: Tool::Navigate,
+            brush_radius_mm: 5.0,
+            brush_3d: false,
+            active_label: crate::annotate::GGO,
+            stroke: None,
+            dirty_labels: None,
+            save_error: None,
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -249,7 +278,7 @@ impl PulmoApp {
                 let demo = crate::demo::generate(&opts);
                 LoadOutcome::Loaded(Box::new(Study {
                     name: "SYNTHETIC DEMO (not patient data)".into(),
-                    labels: demo.truth.clone(),
+                    editor: Editor::new(demo.truth.clone(), LabelTable::default()),
                     truth: Some(demo.truth),
                     ct: demo.ct,
                     meta: None,
@@ -392,9 +421,23 @@ impl PulmoApp {
                 &rs.queue,
                 study.ct.geometry.dims,
                 &study.ct.voxels,
-                &study.labels.voxels,
+                &study.editor.labels().voxels,
             );
             study.uploaded = true;
+        }
+        if let (Some(study), Some(b)) = (self.study.as_ref(), self.dirty_labels.take())
+            && study.uploaded
+        {
+            let labels = study.editor.labels();
+            let size = b.size();
+            let mut data = Vec::with_capacity(size[0] * size[1] * size[2]);
+            for k in b.min[2]..=b.max[2] {
+                for j in b.min[1]..=b.max[1] {
+                    let row = labels.geometry.index(b.min[0], j, k);
+                    data.extend_from_slice(&labels.voxels[row..row + size[0]]);
+                }
+            }
+            renderer.update_labels(&rs.queue, b.min, size, &data);
         }
         if self.labels_dirty {
             renderer.set_label_colors(
@@ -467,6 +510,36 @@ impl PulmoApp {
                     self.start_demo(ui.ctx());
                     ui.close();
                 }
+                ui.separator();
+                if ui
+                    .add_enabled(
+                        self.study.is_some(),
+                        egui::Button::new("Save labels as NIfTI…"),
+                    )
+                    .clicked()
+                {
+                    self.save_labels();
+                    ui.close();
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                let (can_undo, can_redo) = self.study.as_ref().map_or((false, false), |s| {
+                    (s.editor.history().can_undo(), s.editor.history().can_redo())
+                });
+                if ui
+                    .add_enabled(can_undo, egui::Button::new("Undo (Ctrl+Z)"))
+                    .clicked()
+                {
+                    self.undo(false);
+                    ui.close();
+                }
+                if ui
+                    .add_enabled(can_redo, egui::Button::new("Redo (Ctrl+Shift+Z)"))
+                    .clicked()
+                {
+                    self.undo(true);
+                    ui.close();
+                }
             });
             ui.menu_button("View", |ui| {
                 for i in 0..self.presets.len() {
@@ -509,6 +582,19 @@ impl PulmoApp {
     }
 
     fn labels_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Tool");
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tool, Tool::Navigate, "Navigate (N)");
+            ui.selectable_value(&mut self.tool, Tool::Brush, "Brush (B)");
+            ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser (E)");
+        });
+        ui.add(
+            egui::Slider::new(&mut self.brush_radius_mm, 0.5..=50.0)
+                .text("radius mm")
+                .logarithmic(true),
+        );
+        ui.checkbox(&mut self.brush_3d, "3D sphere");
+        ui.separator();
         ui.heading("Labels");
         let mut changed = false;
         for l in &mut self.label_table.labels {
@@ -520,6 +606,13 @@ impl PulmoApp {
                 changed |= ui
                     .checkbox(&mut l.visible, format!("{} {}", l.value, l.name))
                     .changed();
+                ui.radio_value(&mut self.active_label, l.value, "paint");
+                if let Some(study) = self.study.as_mut() {
+                    let mut locked = study.editor.is_locked(l.value);
+                    if ui.checkbox(&mut locked, "lock").changed() {
+                        study.editor.set_locked(l.value, locked);
+                    }
+                }
             });
         }
         self.labels_dirty |= changed;
@@ -553,7 +646,7 @@ impl PulmoApp {
                     ui.label(format!("HU {}", study.ct.get(i, j, k)));
                     ui.separator();
                     ui.label(format!("voxel ({i}, {j}, {k})"));
-                    let label = study.labels.get(i, j, k);
+                    let label = study.editor.labels().get(i, j, k);
                     if label != 0 {
                         ui.separator();
                         ui.label(
@@ -584,7 +677,7 @@ impl PulmoApp {
     }
 
     fn views_ui(&mut self, ui: &mut egui::Ui) {
-        let Some(study) = self.study.take() else {
+        let Some(mut study) = self.study.take() else {
             ui.centered_and_justified(|ui| {
                 ui.label("Open a DICOM folder, NIfTI or NRRD file (File menu, or drop it here)");
             });
@@ -611,15 +704,16 @@ impl PulmoApp {
         };
         self.hover = None;
         for (index, rect) in rects {
-            self.view_ui(ui, &study, index, rect);
+            self.view_ui(ui, &mut study, index, rect);
         }
         self.study = Some(study);
     }
 
-    fn view_ui(&mut self, ui: &mut egui::Ui, study: &Study, index: usize, rect: Rect) {
+    fn view_ui(&mut self, ui: &mut egui::Ui, study: &mut Study, index: usize, rect: Rect) {
         let id = ui.make_persistent_id(("slice-view", index));
         let response = ui.interact(rect, id, Sense::click_and_drag());
-        let g = &study.ct.geometry;
+        let geometry = study.ct.geometry.clone();
+        let g = &geometry;
         let size = Vector2::new(rect.width() as f64, rect.height() as f64);
         let frame = ViewFrame::new(g, &self.views[index], size, self.cursor_mm);
         let to_local = |p: Pos2| Vector2::new((p.x - rect.min.x) as f64, (p.y - rect.min.y) as f64);
@@ -667,11 +761,23 @@ impl PulmoApp {
             let d = response.drag_delta();
             self.window_width_hu = (self.window_width_hu + d.x as f64 * 4.0).max(1.0);
             self.window_center_hu += d.y as f64 * 2.0;
+        } else if self.tool != Tool::Navigate
+            && (response.clicked() || response.dragged_by(egui::PointerButton::Primary))
+            && let Some(pos) = response.interact_pointer_pos()
+        {
+            self.paint_at(study, index, frame.world_at_px(to_local(pos)));
+            self.active_view = index;
         } else if (response.clicked() || response.dragged_by(egui::PointerButton::Primary))
             && let Some(pos) = response.interact_pointer_pos()
         {
             self.cursor_mm = frame.world_at_px(to_local(pos));
             self.active_view = index;
+        }
+        // A drag (or click) ends: the whole stroke becomes one undo step.
+        if self.stroke.is_some() && !ui.input(|i| i.pointer.primary_down()) {
+            self.stroke = None;
+            let changed = study.editor.commit();
+            self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
         }
         if response.hovered() || response.clicked() {
             self.active_view = index;
@@ -757,13 +863,102 @@ impl PulmoApp {
         }
     }
 
+    /// Paints (or erases) at a world position with the current brush, continuing the
+    /// stroke of the current drag.
+    fn paint_at(&mut self, study: &mut Study, view: usize, world: Point3<f64>) {
+        if self.stroke.is_none() {
+            let value = if self.tool == Tool::Eraser {
+                0
+            } else {
+                self.active_label
+            };
+            let extent = if self.brush_3d {
+                BrushExtent::Ball
+            } else {
+                BrushExtent::Disc(self.views[view].plane)
+            };
+            let brush = Brush {
+                radius_mm: self.brush_radius_mm,
+                shape: BrushShape::Round,
+                extent,
+                value,
+                hu_range: None,
+            };
+            study.editor.begin(brush.name());
+            self.stroke = Some(PaintStroke::new(brush));
+        }
+        if let Some(stroke) = &mut self.stroke {
+            match stroke.add_point(&mut study.editor, Some(&study.ct), world) {
+                Ok(changed) => self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed),
+                Err(e) => self.save_error = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// Undoes (or redoes) the last edit of the open study.
+    pub fn undo(&mut self, redo: bool) {
+        if self.stroke.is_some() {
+            return;
+        }
+        if let Some(study) = self.study.as_mut() {
+            let changed = if redo {
+                study.editor.redo()
+            } else {
+                study.editor.undo()
+            };
+            self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+        }
+    }
+
+    fn save_labels(&mut self) {
+        let Some(study) = &self.study else { return };
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("NIfTI label map", &["nii.gz", "nii"])
+            .set_file_name("labels.nii.gz")
+            .save_file()
+        else {
+            return;
+        };
+        if let Err(e) = crate::io::nifti::write_nifti(&path, study.editor.labels()) {
+            self.save_error = Some(format!(
+                "The labels were NOT saved (they are still here): {e}"
+            ));
+        }
+    }
+
     fn keys(&mut self, ctx: &egui::Context) {
         let wants_text = ctx.egui_wants_keyboard_input();
         if wants_text {
             return;
         }
         let view = self.active_view;
+        let (undo, redo) = ctx.input(|i| {
+            let z = i.key_pressed(Key::Z);
+            (
+                i.modifiers.command && !i.modifiers.shift && z,
+                i.modifiers.command && ((i.modifiers.shift && z) || i.key_pressed(Key::Y)),
+            )
+        });
+        if undo || redo {
+            self.undo(redo);
+            return;
+        }
         ctx.input(|i| {
+            if i.key_pressed(Key::B) {
+                self.tool = Tool::Brush;
+            }
+            if i.key_pressed(Key::E) {
+                self.tool = Tool::Eraser;
+            }
+            if i.key_pressed(Key::N) {
+                self.tool = Tool::Navigate;
+            }
+            if i.key_pressed(Key::OpenBracket) {
+                self.brush_radius_mm = (self.brush_radius_mm / 1.25).max(0.5);
+            }
+            if i.key_pressed(Key::CloseBracket) {
+                self.brush_radius_mm = (self.brush_radius_mm * 1.25).min(100.0);
+            }
             let mut steps = 0.0;
             if i.key_pressed(Key::PageUp) || i.key_pressed(Key::ArrowUp) {
                 steps += 1.0;
@@ -823,6 +1018,16 @@ impl PulmoApp {
                             ui.end_row();
                         }
                     });
+                });
+        }
+        if let Some(msg) = self.save_error.clone() {
+            egui::Window::new("Editing problem")
+                .collapsible(false)
+                .show(ctx, |ui| {
+                    ui.label(msg);
+                    if ui.button("OK").clicked() {
+                        self.save_error = None;
+                    }
                 });
         }
         if let Some(msg) = self.error.clone() {
@@ -949,6 +1154,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("Reset views", "R"),
     ("Labels on/off, outlines", "L, O"),
+    (
+        "Brush / eraser / navigate",
+        "B / E / N; [ and ] change the radius",
+    ),
+    ("Undo / redo an edit", "Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y)"),
     ("Open", "File menu, or drop a file/folder on the window"),
     ("This help", "H or F1"),
 ];
@@ -981,14 +1191,14 @@ fn study_from(path: &Path, loaded: LoadedCt) -> Study {
         .and_then(|m| m.series_description.clone())
         .map(|d| format!("{d} — {}", path.display()))
         .unwrap_or_else(|| path.display().to_string());
-    let labels = Volume {
+    let labels: LabelVolume = Volume {
         geometry: loaded.volume.geometry.clone(),
         voxels: vec![0u8; loaded.volume.voxels.len()],
     };
     Study {
         name,
         ct: loaded.volume,
-        labels,
+        editor: Editor::new(labels, LabelTable::default()),
         truth: None,
         meta: loaded.dicom_meta,
         warnings: loaded.warnings,
