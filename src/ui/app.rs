@@ -932,12 +932,16 @@ impl PulmoApp {
             return;
         }
         let view = self.active_view;
-        let (undo, redo) = ctx.input(|i| {
-            let z = i.key_pressed(Key::Z);
-            (
-                i.modifiers.command && !i.modifiers.shift && z,
-                i.modifiers.command && ((i.modifiers.shift && z) || i.key_pressed(Key::Y)),
-            )
+        // Shortcuts are read from the key events themselves (with their modifiers), so a
+        // quick Ctrl+Z whose Ctrl is released within the same frame still counts.
+        let (undo, redo) = ctx.input_mut(|i| {
+            use egui::{KeyboardShortcut, Modifiers};
+            let redo = i.consume_shortcut(&KeyboardShortcut::new(
+                Modifiers::COMMAND | Modifiers::SHIFT,
+                Key::Z,
+            )) || i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Y));
+            let undo = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Z));
+            (undo, redo)
         });
         if undo || redo {
             self.undo(redo);
@@ -1244,7 +1248,6 @@ impl eframe::App for PulmoApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.loading_ui(&ctx);
-        self.upload_if_needed(frame);
         // Drag and drop.
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -1278,6 +1281,9 @@ impl eframe::App for PulmoApp {
             ctx.request_repaint();
         }
         self.dialogs_ui(&ctx);
+        // Last, so edits made while handling this frame's input (strokes, undo) reach
+        // the GPU before this frame is rendered.
+        self.upload_if_needed(frame);
     }
 }
 
