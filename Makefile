@@ -22,8 +22,8 @@ release: setup
 # The whole test suite (unit, integration, real data in ../shared/data or $PULMO_DATA,
 # headless wgpu on lavapipe, egui_kittest, Python interop checks).
 test: setup
-	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(CARGO) test --all-targets
 
 lint: setup
 	$(CARGO) fmt --check
