@@ -9,43 +9,11 @@ use pulmo::io::nifti::{read_nifti_ct, read_nifti_labels, write_nifti};
 use pulmo::io::nrrd::{read_nrrd_ct, read_nrrd_i32, read_nrrd_labels};
 use pulmo::volume::{Geometry, Volume};
 
-/// The real data folder, or `None` (with the reason printed) when it is not there.
-/// Panics when `CI=true` and the data is missing.
-fn data_dir() -> Option<PathBuf> {
-    let (dir, from) = match std::env::var_os("PULMO_DATA") {
-        Some(d) => (PathBuf::from(d), "$PULMO_DATA"),
-        None => (
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-            "../shared/data",
-        ),
-    };
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    missing(&format!(
-        "real data folder {} (from {from}) not found",
-        dir.display()
-    ))
-}
+mod common;
 
-/// A file of the real data, or `None` (skip) when it is missing.
+/// A file of the real data, or `None` (skip) when it is missing (fails in CI).
 fn data_file(relative: &str) -> Option<PathBuf> {
-    let path = data_dir()?.join(relative);
-    if path.is_file() {
-        Some(path)
-    } else {
-        missing(&format!("real data file {} not found", path.display()))
-    }
-}
-
-fn missing(reason: &str) -> Option<PathBuf> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{reason}: the real test data is required in CI (set PULMO_DATA or provide ../shared/data)"
-        );
-    }
-    eprintln!("skipping: {reason}");
-    None
+    common::data_dir(relative)
 }
 
 fn assert_spacing(g: &Geometry, expected: [f64; 3], tol: f64) {

@@ -181,27 +181,12 @@ fn eroded_real_lungs() {
     assert!(inv.positive);
 }
 
-fn venv_python() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-tools/bin/python");
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is required in CI (scripts/setup.sh creates it)",
-            p.display()
-        );
-    }
-    eprintln!("SKIP: {} not found (run scripts/setup.sh)", p.display());
-    None
-}
-
 #[test]
 fn dice_and_jaccard_agree_with_simpleitk() {
     let Some((lungs, _)) = case_007() else {
         return;
     };
-    let Some(python) = venv_python() else {
+    let Some(python) = common::tools_python() else {
         return;
     };
     // Reference: lungs split into two labels (left/right half of the grid); test: the
