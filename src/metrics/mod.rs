@@ -13,6 +13,8 @@
 //! | axial slice detection, per-slice Dice / IoU, ROC AUC | [`slices`] | [`slice_metrics`], [`roc_auc`] |
 //! | lesion instances (3D components, matching, F1, COCO AP) | [`instances`] | [`match_instances`] |
 //! | case level: % of lung involved | [`case`] | [`lung_involvement`] |
+//! | per-label HU statistics, involvement per lung and third, HU bands | [`quantify`] | [`quantify::quantify`] |
+//! | JSON / CSV writing, summary statistics over cases | [`report`] | [`report::Json`], [`report::summarize`] |
 //!
 //! [`compare`] bundles overlap and surface metrics for a list of labels and for "any
 //! foreground".
@@ -40,6 +42,8 @@ pub mod case;
 pub mod instances;
 pub mod intensity;
 pub mod overlap;
+pub mod quantify;
+pub mod report;
 pub mod slices;
 pub mod surface;
 

@@ -1,0 +1,454 @@
+//! Quantification of one CT with its label map: volumes and HU statistics per label,
+//! lung involvement per lung and per lung third, and Lung CT Analyzer HU bands.
+//!
+//! Definitions:
+//! - **Per label**: voxel count, volume (mL), mean, population standard deviation
+//!   (divisor n), min and max HU of the CT inside the label. Exact integer sums.
+//! - **Lung region**: the voxels whose value is a lung label ([`QuantifyOptions::left_lung`],
+//!   [`QuantifyOptions::right_lung`]) or a lesion label (lesions are painted over the
+//!   lungs, so they belong to the lung region). Each lesion voxel is given to the lung
+//!   whose centroid (of its lung-label voxels) is nearer along the world left–right axis
+//!   (LPS x); with only one lung present, to that lung; with none, to no lung.
+//! - **Involvement** of a region = lesion voxels / region voxels × 100, in total and per
+//!   lesion label; `None` for an empty region.
+//! - **Thirds**: each lung is cut into upper / middle / lower thirds of its own extent
+//!   along the world superior axis (LPS z). The extent runs from the lowest voxel centre
+//!   minus half a voxel's z-extent to the highest plus half (so 3 or 6 axial slices split
+//!   evenly); with t = (z − z_lo) / (z_hi − z_lo), lower is t < 1/3, middle t < 2/3,
+//!   upper the rest. The "both lungs" thirds are the sums of each lung's own thirds.
+//! - **HU bands** (Lung CT Analyzer), half-open `[lo, hi)` in HU: below range
+//!   (< −1050), emphysema [−1050, −950), inflated [−950, −750), infiltrated [−750, −400),
+//!   collapsed [−400, +∞). Percentages are of the region's voxels; the five add up to 100.
+
+use super::{MetricsError, check_same_grid, voxel_volume_ml};
+use crate::volume::{CtVolume, LabelVolume};
+
+/// Band edges in HU: band `b` is `[HU_BAND_EDGES[b-1], HU_BAND_EDGES[b])`, with band 0
+/// below the first edge and the last band from the last edge up.
+pub const HU_BAND_EDGES: [i16; 4] = [-1050, -950, -750, -400];
+/// Names of the bands, in order.
+pub const HU_BAND_NAMES: [&str; 5] = [
+    "below_range",
+    "emphysema",
+    "inflated",
+    "infiltrated",
+    "collapsed",
+];
+
+/// The band index of a HU value (see [`HU_BAND_EDGES`]).
+#[inline]
+pub fn hu_band(hu: i16) -> usize {
+    HU_BAND_EDGES.iter().take_while(|&&e| hu >= e).count()
+}
+
+/// Which labels are lungs and lesions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantifyOptions {
+    pub left_lung: u8,
+    pub right_lung: u8,
+    /// Lesion labels, in the order reported.
+    pub lesion_labels: Vec<u8>,
+}
+
+impl Default for QuantifyOptions {
+    /// Left lung 1, right lung 2, lesions 3 (GGO), 4 (consolidation), 5 (pleural
+    /// effusion), 6 (other).
+    fn default() -> Self {
+        Self {
+            left_lung: 1,
+            right_lung: 2,
+            lesion_labels: vec![3, 4, 5, 6],
+        }
+    }
+}
+
+/// HU statistics of one label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelStats {
+    pub label: u8,
+    pub voxels: u64,
+    pub volume_ml: f64,
+    pub mean_hu: f64,
+    /// Population standard deviation (divisor n).
+    pub std_hu: f64,
+    pub min_hu: i16,
+    pub max_hu: i16,
+}
+
+/// Voxel counts of a region (a lung, a third, both lungs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegionCounts {
+    pub voxels: u64,
+    /// One count per [`QuantifyOptions::lesion_labels`] entry.
+    pub lesion_voxels: Vec<u64>,
+    /// One count per HU band ([`HU_BAND_NAMES`]).
+    pub band_voxels: [u64; 5],
+}
+
+impl RegionCounts {
+    fn new(lesions: usize) -> Self {
+        Self {
+            lesion_voxels: vec![0; lesions],
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, o: &RegionCounts) {
+        self.voxels += o.voxels;
+        for (a, b) in self.lesion_voxels.iter_mut().zip(&o.lesion_voxels) {
+            *a += b;
+        }
+        for (a, b) in self.band_voxels.iter_mut().zip(&o.band_voxels) {
+            *a += b;
+        }
+    }
+
+    fn pct(&self, n: u64) -> Option<f64> {
+        (self.voxels > 0).then(|| n as f64 * 100.0 / self.voxels as f64)
+    }
+
+    /// All lesion voxels.
+    pub fn total_lesion_voxels(&self) -> u64 {
+        self.lesion_voxels.iter().sum()
+    }
+
+    /// % of the region covered by any lesion label.
+    pub fn involvement_pct(&self) -> Option<f64> {
+        self.pct(self.total_lesion_voxels())
+    }
+
+    /// % of the region covered by lesion label number `index` (in the options' order).
+    pub fn lesion_pct(&self, index: usize) -> Option<f64> {
+        self.pct(self.lesion_voxels.get(index).copied().unwrap_or(0))
+    }
+
+    /// % of the region in HU band `band`.
+    pub fn band_pct(&self, band: usize) -> Option<f64> {
+        self.pct(self.band_voxels.get(band).copied().unwrap_or(0))
+    }
+}
+
+/// One lung (or both).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LungQuantification {
+    /// "left", "right" or "both".
+    pub name: &'static str,
+    /// The lung label (`None` for both).
+    pub label: Option<u8>,
+    pub whole: RegionCounts,
+    /// Upper, middle, lower third.
+    pub thirds: [RegionCounts; 3],
+}
+
+/// Names of [`LungQuantification::thirds`], in order.
+pub const THIRD_NAMES: [&str; 3] = ["upper", "middle", "lower"];
+
+/// The result of [`quantify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantification {
+    pub voxel_volume_ml: f64,
+    /// Every non-zero label present, ascending.
+    pub labels: Vec<LabelStats>,
+    pub lesion_labels: Vec<u8>,
+    /// Left, right, both.
+    pub lungs: [LungQuantification; 3],
+}
+
+#[derive(Clone, Copy)]
+struct Acc {
+    n: u64,
+    sum: i64,
+    sum_sq: i128,
+    min: i16,
+    max: i16,
+}
+
+/// Quantifies `labels` on `ct`; see the module doc.
+pub fn quantify(
+    ct: &CtVolume,
+    labels: &LabelVolume,
+    options: &QuantifyOptions,
+) -> Result<Quantification, MetricsError> {
+    check_same_grid("CT", &ct.geometry, "labels", &labels.geometry)?;
+    let g = &labels.geometry;
+    let [nx, ny, nz] = g.dims;
+    let ml = voxel_volume_ml(g);
+
+    // Pass 1: per-label HU statistics and the lungs' world-x sums (for the centroids).
+    let mut acc = [Acc {
+        n: 0,
+        sum: 0,
+        sum_sq: 0,
+        min: i16::MAX,
+        max: i16::MIN,
+    }; 256];
+    let linear = g.direction * nalgebra::Matrix3::from_diagonal(&g.spacing_mm);
+    let (dx, dz) = (linear.row(0), linear.row(2));
+    let mut x_sum = [0.0f64; 2];
+    let lungs = [options.left_lung, options.right_lung];
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = g.index(0, j, k);
+            let x_row = g.origin_mm.x + dx[1] * j as f64 + dx[2] * k as f64;
+            for i in 0..nx {
+                let (v, hu) = (labels.voxels[row + i], ct.voxels[row + i]);
+                let a = &mut acc[v as usize];
+                a.n += 1;
+                a.sum += hu as i64;
+                a.sum_sq += (hu as i128) * (hu as i128);
+                a.min = a.min.min(hu);
+                a.max = a.max.max(hu);
+                if let Some(l) = lungs.iter().position(|&l| l == v) {
+                    x_sum[l] += x_row + dx[0] * i as f64;
+                }
+            }
+        }
+    }
+    let label_stats = (1..=255u8)
+        .filter(|&v| acc[v as usize].n > 0)
+        .map(|v| {
+            let a = acc[v as usize];
+            let n = a.n as f64;
+            // n Σx² − (Σx)², exact.
+            let var_num = a.n as i128 * a.sum_sq - (a.sum as i128) * (a.sum as i128);
+            LabelStats {
+                label: v,
+                voxels: a.n,
+                volume_ml: n * ml,
+                mean_hu: a.sum as f64 / n,
+                std_hu: (var_num.max(0) as f64).sqrt() / n,
+                min_hu: a.min,
+                max_hu: a.max,
+            }
+        })
+        .collect();
+
+    let lung_n = lungs.map(|l| acc[l as usize].n);
+    let centroid_x = [0, 1].map(|l| (lung_n[l] > 0).then(|| x_sum[l] / lung_n[l] as f64));
+    let mut lesion_index = [None::<usize>; 256];
+    for (n, &l) in options.lesion_labels.iter().enumerate() {
+        lesion_index[l as usize].get_or_insert(n);
+    }
+    // Which lung (0 left, 1 right) a voxel of value `v` at world x belongs to.
+    let lung_of = |v: u8, x: f64| -> Option<usize> {
+        if let Some(l) = lungs.iter().position(|&l| l == v) {
+            return Some(l);
+        }
+        lesion_index[v as usize]?;
+        match centroid_x {
+            [Some(a), Some(b)] => Some(if (x - a).abs() <= (x - b).abs() { 0 } else { 1 }),
+            [Some(_), None] => Some(0),
+            [None, Some(_)] => Some(1),
+            [None, None] => None,
+        }
+    };
+
+    // Pass 2: each lung's z-extent (voxel centres).
+    let mut z_range = [(f64::INFINITY, f64::NEG_INFINITY); 2];
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = g.index(0, j, k);
+            let x_row = g.origin_mm.x + dx[1] * j as f64 + dx[2] * k as f64;
+            let z_row = g.origin_mm.z + dz[1] * j as f64 + dz[2] * k as f64;
+            for i in 0..nx {
+                let v = labels.voxels[row + i];
+                if v == 0 {
+                    continue;
+                }
+                if let Some(l) = lung_of(v, x_row + dx[0] * i as f64) {
+                    let z = z_row + dz[0] * i as f64;
+                    z_range[l].0 = z_range[l].0.min(z);
+                    z_range[l].1 = z_range[l].1.max(z);
+                }
+            }
+        }
+    }
+    // Half a voxel's extent along z.
+    let half_z = 0.5 * (dz[0].abs() + dz[1].abs() + dz[2].abs());
+    let bounds = z_range.map(|(lo, hi)| (lo - half_z, hi + half_z));
+
+    // Pass 3: counts per lung and third.
+    let nl = options.lesion_labels.len();
+    let mut thirds: [[RegionCounts; 3]; 2] =
+        std::array::from_fn(|_| std::array::from_fn(|_| RegionCounts::new(nl)));
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = g.index(0, j, k);
+            let x_row = g.origin_mm.x + dx[1] * j as f64 + dx[2] * k as f64;
+            let z_row = g.origin_mm.z + dz[1] * j as f64 + dz[2] * k as f64;
+            for i in 0..nx {
+                let v = labels.voxels[row + i];
+                if v == 0 {
+                    continue;
+                }
+                let Some(l) = lung_of(v, x_row + dx[0] * i as f64) else {
+                    continue;
+                };
+                let z = z_row + dz[0] * i as f64;
+                let (lo, hi) = bounds[l];
+                let t = (z - lo) / (hi - lo);
+                let third = if t < 1.0 / 3.0 {
+                    2
+                } else if t < 2.0 / 3.0 {
+                    1
+                } else {
+                    0
+                };
+                let r = &mut thirds[l][third];
+                r.voxels += 1;
+                if let Some(n) = lesion_index[v as usize] {
+                    r.lesion_voxels[n] += 1;
+                }
+                r.band_voxels[hu_band(ct.voxels[row + i])] += 1;
+            }
+        }
+    }
+
+    let sum = |parts: &[&RegionCounts]| {
+        let mut r = RegionCounts::new(nl);
+        parts.iter().for_each(|p| r.add(p));
+        r
+    };
+    let lung = |l: usize, name, label| LungQuantification {
+        name,
+        label: Some(label),
+        whole: sum(&thirds[l].iter().collect::<Vec<_>>()),
+        thirds: thirds[l].clone(),
+    };
+    let left = lung(0, "left", options.left_lung);
+    let right = lung(1, "right", options.right_lung);
+    let both = LungQuantification {
+        name: "both",
+        label: None,
+        whole: sum(&[&left.whole, &right.whole]),
+        thirds: std::array::from_fn(|t| sum(&[&left.thirds[t], &right.thirds[t]])),
+    };
+    Ok(Quantification {
+        voxel_volume_ml: ml,
+        labels: label_stats,
+        lesion_labels: options.lesion_labels.clone(),
+        lungs: [left, right, both],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Geometry, Volume};
+
+    #[test]
+    fn bands_are_half_open() {
+        assert_eq!(hu_band(-1051), 0);
+        assert_eq!(hu_band(-1050), 1);
+        assert_eq!(hu_band(-951), 1);
+        assert_eq!(hu_band(-950), 2);
+        assert_eq!(hu_band(-750), 3);
+        assert_eq!(hu_band(-401), 3);
+        assert_eq!(hu_band(-400), 4);
+        assert_eq!(hu_band(3000), 4);
+    }
+
+    /// 4 x 1 x 6 grid, spacing 1 x 1 x 2 mm (voxel 0.002 mL), background -1000 HU.
+    fn case() -> (CtVolume, LabelVolume) {
+        let g = Geometry::axis_aligned([4, 1, 6], [1.0, 1.0, 2.0], [0.0, 0.0, -10.0]);
+        let mut labels = Volume::filled(g.clone(), 0u8).expect("grid");
+        let mut ct = Volume::filled(g, -1000i16).expect("grid");
+        for k in 0..6 {
+            // Left lung: i = 2, 3 (patient left is +x in LPS); right lung: i = 0, 1.
+            labels.set(2, 0, k, 1);
+            labels.set(3, 0, k, 1);
+            labels.set(0, 0, k, 2);
+            labels.set(1, 0, k, 2);
+        }
+        // Right lung, k = 5 (upper third): i = 0 GGO, i = 1 consolidation.
+        labels.set(0, 0, 5, 3);
+        ct.set(0, 0, 5, -600);
+        labels.set(1, 0, 5, 4);
+        ct.set(1, 0, 5, 20);
+        // Left lung, k = 0 (lower third): GGO at i = 3.
+        labels.set(3, 0, 0, 3);
+        ct.set(3, 0, 0, -700);
+        // An emphysema voxel and an inflated one in the left lung's middle third.
+        ct.set(2, 0, 2, -960);
+        ct.set(2, 0, 3, -800);
+        (ct, labels)
+    }
+
+    #[test]
+    fn hand_made_case() {
+        let (ct, labels) = case();
+        let q = quantify(&ct, &labels, &QuantifyOptions::default()).expect("same grid");
+        assert!((q.voxel_volume_ml - 0.002).abs() < 1e-15);
+        let stats: Vec<_> = q.labels.iter().map(|s| (s.label, s.voxels)).collect();
+        assert_eq!(stats, [(1, 11), (2, 10), (3, 2), (4, 1)]);
+        let l1 = &q.labels[0];
+        // 9 voxels at -1000, one -960, one -800.
+        assert_eq!(l1.mean_hu, (-9000.0 - 960.0 - 800.0) / 11.0);
+        assert_eq!((l1.min_hu, l1.max_hu), (-1000, -800));
+        let ggo = &q.labels[2];
+        assert_eq!((ggo.mean_hu, ggo.std_hu), (-650.0, 50.0));
+        assert_eq!(q.labels[3].std_hu, 0.0);
+        assert!((q.labels[1].volume_ml - 0.02).abs() < 1e-15);
+
+        let [left, right, both] = &q.lungs;
+        assert_eq!(left.whole.voxels, 12);
+        assert_eq!(left.whole.lesion_voxels, [1, 0, 0, 0]);
+        assert_eq!(left.whole.involvement_pct(), Some(100.0 / 12.0));
+        assert_eq!(right.whole.voxels, 12);
+        assert_eq!(right.whole.lesion_voxels, [1, 1, 0, 0]);
+        assert_eq!(right.whole.involvement_pct(), Some(200.0 / 12.0));
+        assert_eq!(right.whole.lesion_pct(1), Some(100.0 / 12.0));
+        // Thirds: 2 slices (4 voxels per lung) each.
+        for l in [left, right] {
+            assert!(l.thirds.iter().all(|t| t.voxels == 4), "{l:?}");
+        }
+        assert_eq!(right.thirds[0].involvement_pct(), Some(50.0));
+        assert_eq!(right.thirds[1].involvement_pct(), Some(0.0));
+        assert_eq!(left.thirds[2].involvement_pct(), Some(25.0));
+        assert_eq!(both.whole.voxels, 24);
+        assert_eq!(both.whole.involvement_pct(), Some(12.5));
+        assert_eq!(both.thirds[0].involvement_pct(), Some(25.0));
+        // Bands of the left lung: -1000 and -960 are emphysema, -800 inflated, -700
+        // infiltrated.
+        assert_eq!(left.whole.band_voxels, [0, 10, 1, 1, 0]);
+        assert_eq!(left.thirds[1].band_voxels, [0, 3, 1, 0, 0]);
+        assert_eq!(right.whole.band_voxels, [0, 10, 0, 1, 1]);
+        let pct: f64 = (0..5).filter_map(|b| both.whole.band_pct(b)).sum();
+        assert!((pct - 100.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn single_lung_and_no_lung() {
+        let (ct, mut labels) = case();
+        labels.voxels.iter_mut().for_each(|v| {
+            if *v == 2 {
+                *v = 0
+            }
+        });
+        let q = quantify(&ct, &labels, &QuantifyOptions::default()).expect("same grid");
+        // All three lesion voxels go to the left lung.
+        assert_eq!(q.lungs[0].whole.voxels, 14);
+        assert_eq!(q.lungs[0].whole.total_lesion_voxels(), 3);
+        assert_eq!(q.lungs[1].whole.voxels, 0);
+        assert_eq!(q.lungs[1].whole.involvement_pct(), None);
+        labels.voxels.iter_mut().for_each(|v| {
+            if *v == 1 {
+                *v = 0
+            }
+        });
+        let q = quantify(&ct, &labels, &QuantifyOptions::default()).expect("same grid");
+        assert_eq!(q.lungs[2].whole.voxels, 0);
+        assert_eq!(q.labels.len(), 2);
+    }
+
+    #[test]
+    fn grid_mismatch_is_an_error() {
+        let (ct, _) = case();
+        let g = Geometry::axis_aligned([4, 1, 5], [1.0, 1.0, 2.0], [0.0; 3]);
+        let labels = Volume::filled(g, 0u8).expect("grid");
+        assert!(matches!(
+            quantify(&ct, &labels, &QuantifyOptions::default()),
+            Err(MetricsError::GridMismatch { .. })
+        ));
+    }
+}
