@@ -1,5 +1,7 @@
 // Slice view: samples the CT (i16 HU) and label (u8) 3D textures on a plane and applies
-// window/level, the label colour table, label opacity and outline mode.
+// window/level, the label colour table, label opacity and outline mode; AI proposals
+// (a third u8 texture, never the label map) are drawn over it as a faint fill with a
+// dashed outline in their label's colour.
 //
 // Keep `SliceUniforms` in sync with its mirror `render::slice::SliceUniforms` (Rust).
 
@@ -13,7 +15,8 @@ struct SliceUniforms {
     window_center_hu: f32,
     window_width_hu: f32,
     label_opacity: f32,
-    // bit 0: linear sampling; bit 1: labels as outlines; bit 2: show labels.
+    // bit 0: linear sampling; bit 1: labels as outlines; bit 2: show labels;
+    // bit 3: show proposals.
     flags: u32,
 };
 
@@ -26,6 +29,8 @@ struct LabelColors {
 @group(0) @binding(1) var<uniform> lut: LabelColors;
 @group(0) @binding(2) var ct_hu: texture_3d<i32>;
 @group(0) @binding(3) var labels: texture_3d<u32>;
+// The proposal layer; a 1x1x1 placeholder when there is none.
+@group(0) @binding(4) var proposals: texture_3d<u32>;
 
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
@@ -97,6 +102,18 @@ fn label_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
     return textureLoad(labels, ijk, 0).x;
 }
 
+fn proposal_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
+    if (!inside(voxel, vec3<f32>(dims))) {
+        return 0u;
+    }
+    let ijk = clamp(vec3<i32>(floor(voxel + vec3<f32>(0.5))), vec3<i32>(0), dims - vec3<i32>(1));
+    return textureLoad(proposals, ijk, 0).x;
+}
+
+// Fill opacity of proposals and the dash period (screen pixels) of their outline.
+const PROPOSAL_FILL: f32 = 0.2;
+const DASH_PX: i32 = 4;
+
 @fragment
 fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
     let voxel = (u.voxel_from_ndc * vec4<f32>(in.ndc, 0.0, 1.0)).xyz;
@@ -126,6 +143,25 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
                 } else {
                     rgb = mix(rgb, color.rgb, u.label_opacity);
                 }
+            }
+        }
+    }
+    if ((u.flags & 8u) != 0u && all(vec3<i32>(textureDimensions(proposals)) == dims)) {
+        let p = proposal_at(voxel, dims);
+        if (p != 0u) {
+            let color = lut.colors[p].rgb;
+            let dx = u.voxel_per_px_x.xyz;
+            let dy = u.voxel_per_px_y.xyz;
+            let edge = proposal_at(voxel + dx, dims) != p
+                || proposal_at(voxel - dx, dims) != p
+                || proposal_at(voxel + dy, dims) != p
+                || proposal_at(voxel - dy, dims) != p;
+            if (edge) {
+                let px = vec2<i32>(floor(in.position.xy));
+                let on = ((px.x + px.y) / DASH_PX) % 2 == 0;
+                rgb = select(vec3<f32>(0.0), color, on);
+            } else {
+                rgb = mix(rgb, color, PROPOSAL_FILL);
             }
         }
     }

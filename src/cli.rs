@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod ai;
+
 use crate::io::{self, Format, dicom, load_ct};
+use crate::metrics;
 use crate::volume::CtVolume;
 
 #[derive(Parser, Debug)]
@@ -53,6 +56,55 @@ pub enum Command {
     },
     /// Report the environment: libtorch, CUDA.
     Doctor,
+    /// Compare a test label map with a reference one (Dice, IoU, HD, HD95, ASSD, ...),
+    /// or with --batch every same-named pair of two folders.
+    Compare(CompareArgs),
+    /// Propose lungs (labels 1 left, 2 right) or lesions (3 ground-glass, 4
+    /// consolidation) for a CT and write them as a NIfTI label map on the CT's grid.
+    Segment(ai::SegmentArgs),
+    /// Train a built-in model (lung: on LCTSC-layout data) and write its weights and
+    /// manifest.
+    Train(ai::TrainArgs),
+    /// Measure a lung model on cases with reference masks (JSON report).
+    Eval(ai::EvalArgs),
+    /// Quantify a CT with its label map: volume and HU statistics per label, lung
+    /// involvement per lung and lung third, Lung CT Analyzer HU bands.
+    Quantify {
+        /// The CT (any readable input).
+        ct: PathBuf,
+        /// The label map (.nii, .nii.gz, .nrrd) on the CT's grid.
+        labels: PathBuf,
+        /// Print JSON (otherwise a short text summary).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `pulmo compare`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Reference label map (.nii, .nii.gz, .nrrd), or folder with --batch.
+    pub reference: PathBuf,
+    /// Test (predicted) label map, or folder with --batch.
+    pub test: PathBuf,
+    /// CT on the same grid: adds ME, MAE and the relative mean HU difference.
+    #[arg(long, conflicts_with = "batch")]
+    pub ct: Option<PathBuf>,
+    /// Labels to compare, e.g. 3,4 (default: every non-zero value in either map).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<u8>>,
+    /// Print JSON.
+    #[arg(long, conflicts_with_all = ["csv", "batch"])]
+    pub json: bool,
+    /// Print CSV (one row per label, then "any" foreground).
+    #[arg(long)]
+    pub csv: bool,
+    /// REFERENCE and TEST are folders: compare files with the same name, write CSV.
+    #[arg(long)]
+    pub batch: bool,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
 }
 
 /// When `main` started (for the time-to-first-image measurement).
@@ -85,6 +137,11 @@ fn run(cli: Cli) -> Result<()> {
             doctor();
             Ok(())
         }
+        Some(Command::Compare(args)) => compare_cmd(&args),
+        Some(Command::Quantify { ct, labels, json }) => quantify_cmd(&ct, &labels, json),
+        Some(Command::Segment(a)) => ai::segment(&a),
+        Some(Command::Train(a)) => ai::train(&a),
+        Some(Command::Eval(a)) => ai::eval(&a),
         None => crate::ui::run_viewer(cli.path, cli.series),
     }
 }
@@ -272,4 +329,539 @@ fn doctor() {
     }
     #[cfg(not(feature = "torch"))]
     println!("libtorch: not built in (feature `torch` off)");
+}
+
+// ---------------------------------------------------------------------------------------
+// compare / quantify
+
+/// Reads a label map (.nii, .nii.gz, .nrrd, .nhdr); reader warnings go to stderr.
+fn read_labels(path: &Path) -> Result<crate::volume::LabelVolume> {
+    let r = match Format::of_path(path) {
+        Format::Nifti => io::nifti::read_nifti_labels(path)?,
+        Format::Nrrd => io::nrrd::read_nrrd_labels(path)?,
+        Format::Dicom => anyhow::bail!(
+            "{}: a label map must be .nii, .nii.gz or .nrrd",
+            path.display()
+        ),
+    };
+    for w in &r.warnings {
+        eprintln!("pulmo: warning: {}: {w}", path.display());
+    }
+    Ok(r.volume)
+}
+
+/// One compared target: overlap and surface metrics, and intensity ones with a CT.
+struct CompareRow {
+    /// The label value, or "any" for every non-zero value.
+    label: String,
+    target: metrics::TargetComparison,
+    intensity: Option<metrics::IntensityMetrics>,
+}
+
+/// Metric columns (CSV header names and JSON keys) without a CT.
+const COMPARE_COLUMNS: [&str; 11] = [
+    "dice",
+    "iou",
+    "volume_similarity",
+    "rvd_pct",
+    "sensitivity",
+    "specificity",
+    "hd_mm",
+    "hd95_mm",
+    "assd_mm",
+    "ref_volume_ml",
+    "test_volume_ml",
+];
+/// Extra columns with a CT.
+const INTENSITY_COLUMNS: [&str; 3] = ["me_hu", "mae_hu", "rel_mean_hu_diff_pct"];
+
+impl CompareRow {
+    /// The values of [`COMPARE_COLUMNS`] (then [`INTENSITY_COLUMNS`] with a CT).
+    fn values(&self) -> Vec<Option<f64>> {
+        let o = &self.target.overlap;
+        let s = &self.target.surface;
+        let mut v = vec![
+            Some(o.dice),
+            Some(o.jaccard),
+            Some(o.volume_similarity),
+            o.relative_volume_difference_pct,
+            o.sensitivity,
+            o.specificity,
+            s.hausdorff_mm,
+            s.hd95_mm,
+            s.assd_mm,
+            Some(o.reference_volume_ml),
+            Some(o.test_volume_ml),
+        ];
+        if let Some(i) = &self.intensity {
+            v.extend([
+                Some(i.mean_error_hu),
+                Some(i.mean_absolute_error_hu),
+                i.relative_mean_hu_difference_pct,
+            ]);
+        }
+        v
+    }
+}
+
+/// The non-zero values present in either map, ascending.
+fn labels_present(a: &crate::volume::LabelVolume, b: &crate::volume::LabelVolume) -> Vec<u8> {
+    let mut seen = [false; 256];
+    for &v in a.voxels.iter().chain(&b.voxels) {
+        seen[v as usize] = true;
+    }
+    (1..=255u8).filter(|&v| seen[v as usize]).collect()
+}
+
+/// Compares one pair; errors are one line naming the files.
+fn compare_pair(
+    reference: &Path,
+    test: &Path,
+    ct: Option<&Path>,
+    labels: Option<&[u8]>,
+) -> Result<(metrics::Comparison, Vec<CompareRow>)> {
+    let r = read_labels(reference)?;
+    let t = read_labels(test)?;
+    let labels = labels.map_or_else(|| labels_present(&r, &t), <[u8]>::to_vec);
+    let cmp = metrics::compare(&r, &t, &labels)
+        .map_err(|e| anyhow::anyhow!("{} vs {}: {e}", reference.display(), test.display()))?;
+    let ct = match ct {
+        Some(p) => {
+            let loaded = load_ct(p, None, &Default::default())?;
+            for w in &loaded.warnings {
+                eprintln!("pulmo: warning: {}: {w}", p.display());
+            }
+            Some((p, loaded.volume))
+        }
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for c in cmp.per_label.iter().chain(std::iter::once(&cmp.foreground)) {
+        let intensity = match &ct {
+            Some((p, volume)) => Some(
+                metrics::intensity_metrics(volume, &r, &t, c.target).map_err(|e| {
+                    anyhow::anyhow!("{} vs {}: {e}", p.display(), reference.display())
+                })?,
+            ),
+            None => None,
+        };
+        let label = match c.target {
+            metrics::Target::Label(l) => l.to_string(),
+            metrics::Target::AnyForeground => "any".to_string(),
+        };
+        rows.push(CompareRow {
+            label,
+            target: c.clone(),
+            intensity,
+        });
+    }
+    Ok((cmp, rows))
+}
+
+/// Writes `text` to `output`, or standard output.
+fn emit(output: Option<&Path>, text: &str) -> Result<()> {
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing to standard output")
+        }
+    }
+}
+
+const HD95_NOTE: &str = "MONAI definition: the larger of the two directed 95th percentiles \
+(linear interpolation) of the distances from each mask's boundary voxels to the other \
+mask's boundary voxels";
+
+fn compare_cmd(a: &CompareArgs) -> Result<()> {
+    use metrics::report::{Json, csv_field, csv_opt};
+    if a.batch {
+        return compare_batch(a);
+    }
+    let (cmp, rows) = compare_pair(&a.reference, &a.test, a.ct.as_deref(), a.labels.as_deref())?;
+    let mut columns: Vec<&str> = COMPARE_COLUMNS.to_vec();
+    if a.ct.is_some() {
+        columns.extend(INTENSITY_COLUMNS);
+    }
+    let text = if a.json {
+        let label_json = |l: &str| match l.parse::<f64>() {
+            Ok(v) => Json::Num(v),
+            Err(_) => Json::str(l),
+        };
+        let results = rows
+            .iter()
+            .map(|row| {
+                let mut pairs = vec![("label".to_string(), label_json(&row.label))];
+                pairs.extend(
+                    columns
+                        .iter()
+                        .zip(row.values())
+                        .map(|(k, v)| (k.to_string(), Json::opt(v))),
+                );
+                Json::Obj(pairs)
+            })
+            .collect();
+        let path_json = |p: &Path| Json::str(p.display().to_string());
+        let doc = Json::obj([
+            ("reference", path_json(&a.reference)),
+            ("test", path_json(&a.test)),
+            ("ct", a.ct.as_deref().map_or(Json::Null, path_json)),
+            ("dims", Json::nums(cmp.dims.map(|d| d as f64))),
+            ("spacing_mm", Json::nums(cmp.spacing_mm)),
+            (
+                "metadata",
+                Json::obj([
+                    (
+                        "tool",
+                        Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ("hd95", Json::str(HD95_NOTE)),
+                    (
+                        "hd",
+                        Json::str("Hausdorff distance between the boundary voxels (mm)"),
+                    ),
+                    ("assd", Json::str("average symmetric surface distance (mm)")),
+                    (
+                        "rvd_pct",
+                        Json::str("(test - reference) / reference volume x 100"),
+                    ),
+                    (
+                        "intensity",
+                        Json::str(
+                            "ME / MAE over the union of the masks of CT*test - CT*reference (HU); relative mean HU difference = (mean test - mean reference) / |mean reference| x 100",
+                        ),
+                    ),
+                    (
+                        "missing",
+                        Json::str("null where a value is undefined (e.g. an empty mask)"),
+                    ),
+                    (
+                        "label_any",
+                        Json::str("\"any\" = every non-zero value as one mask"),
+                    ),
+                ]),
+            ),
+            ("results", Json::Arr(results)),
+        ]);
+        doc.to_pretty() + "\n"
+    } else if a.csv {
+        let mut out = format!("label,{}\n", columns.join(","));
+        for row in &rows {
+            let cells: Vec<String> = row.values().into_iter().map(csv_opt).collect();
+            out += &format!("{},{}\n", csv_field(&row.label), cells.join(","));
+        }
+        out
+    } else {
+        let mut out = format!("{} vs {}\n{cmp}", a.reference.display(), a.test.display());
+        for row in rows.iter().filter(|r| r.intensity.is_some()) {
+            let v = row.values();
+            out += &format!(
+                "{:<6} ME {} HU, MAE {} HU, relative mean HU difference {} %\n",
+                row.label,
+                metrics::fmt_opt(v[11], 2),
+                metrics::fmt_opt(v[12], 2),
+                metrics::fmt_opt(v[13], 2)
+            );
+        }
+        out
+    };
+    emit(a.output.as_deref(), &text)
+}
+
+/// The label-map files of a folder by file name (.nii, .nii.gz, .nrrd).
+fn label_files(dir: &Path) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        if path.is_file()
+            && [".nii", ".nii.gz", ".nrrd"]
+                .iter()
+                .any(|e| lower.ends_with(e))
+        {
+            files.insert(name, path);
+        }
+    }
+    Ok(files)
+}
+
+/// The case name: the file name without .nii, .nii.gz or .nrrd.
+fn case_name(file: &str) -> &str {
+    let lower = file.to_ascii_lowercase();
+    [".nii.gz", ".nii", ".nrrd"]
+        .iter()
+        .find(|e| lower.ends_with(*e))
+        .map_or(file, |e| &file[..file.len() - e.len()])
+}
+
+fn compare_batch(a: &CompareArgs) -> Result<()> {
+    use metrics::report::{csv_field, csv_opt, summarize};
+    let refs = label_files(&a.reference)?;
+    let tests = label_files(&a.test)?;
+    for name in refs.keys().filter(|n| !tests.contains_key(*n)) {
+        eprintln!(
+            "pulmo: warning: {name}: only in {} (skipped)",
+            a.reference.display()
+        );
+    }
+    for name in tests.keys().filter(|n| !refs.contains_key(*n)) {
+        eprintln!(
+            "pulmo: warning: {name}: only in {} (skipped)",
+            a.test.display()
+        );
+    }
+    let pairs: Vec<(&String, &PathBuf, &PathBuf)> = refs
+        .iter()
+        .filter_map(|(n, r)| tests.get(n).map(|t| (n, r, t)))
+        .collect();
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "{} and {}: no label maps with the same file name",
+        a.reference.display(),
+        a.test.display()
+    );
+    let mut out = String::new();
+    out += "# pulmo compare --batch: one row per case and label (label \"any\" = every non-zero value).\n";
+    out += "# Then summary rows per label: the case column names the statistic over cases (empty cells left out):\n";
+    out += "# n, mean, sd (sample, n-1), median, q1, q3, iqr (q3-q1); percentiles interpolate linearly.\n";
+    out += "# Empty cell = undefined value. HD95 follows the MONAI definition.\n";
+    out += &format!("case,label,{}\n", COMPARE_COLUMNS.join(","));
+    // label -> per-case values of each column.
+    let mut by_label: Vec<(String, Vec<Vec<Option<f64>>>)> = Vec::new();
+    let mut failed = 0;
+    for (n, (name, r, t)) in pairs.iter().enumerate() {
+        let case = case_name(name);
+        eprintln!("[{}/{}] {case}...", n + 1, pairs.len());
+        let rows = match compare_pair(r, t, None, a.labels.as_deref()) {
+            Ok((_, rows)) => rows,
+            Err(e) => {
+                failed += 1;
+                eprintln!("pulmo: warning: {case} skipped: {e:#}");
+                continue;
+            }
+        };
+        for row in rows {
+            let values = row.values();
+            let cells: Vec<String> = values.iter().map(|&v| csv_opt(v)).collect();
+            out += &format!(
+                "{},{},{}\n",
+                csv_field(case),
+                csv_field(&row.label),
+                cells.join(",")
+            );
+            match by_label.iter_mut().find(|(l, _)| *l == row.label) {
+                Some((_, cases)) => cases.push(values),
+                None => by_label.push((row.label, vec![values])),
+            }
+        }
+    }
+    // Numeric labels ascending, then "any".
+    by_label.sort_by_key(|(l, _)| l.parse::<u16>().unwrap_or(u16::MAX));
+    for (label, cases) in &by_label {
+        let summaries: Vec<_> = (0..COMPARE_COLUMNS.len())
+            .map(|c| summarize(cases.iter().map(|v| v[c])))
+            .collect();
+        type Stat = fn(&metrics::report::Summary) -> Option<f64>;
+        let stats: [(&str, Stat); 7] = [
+            ("n", |s| Some(s.n as f64)),
+            ("mean", |s| Some(s.mean)),
+            ("sd", |s| s.sd),
+            ("median", |s| Some(s.median)),
+            ("q1", |s| Some(s.q1)),
+            ("q3", |s| Some(s.q3)),
+            ("iqr", |s| Some(s.iqr())),
+        ];
+        for (stat, f) in stats {
+            let cells: Vec<String> = summaries
+                .iter()
+                .map(|s| csv_opt(s.as_ref().and_then(f)))
+                .collect();
+            out += &format!("{stat},{},{}\n", csv_field(label), cells.join(","));
+        }
+    }
+    emit(a.output.as_deref(), &out)?;
+    if let Some(o) = &a.output {
+        eprintln!("wrote {} ({} cases)", o.display(), pairs.len() - failed);
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} cases failed", pairs.len());
+    Ok(())
+}
+
+fn quantify_cmd(ct_path: &Path, labels_path: &Path, json: bool) -> Result<()> {
+    use metrics::quantify::{HU_BAND_NAMES, QuantifyOptions, RegionCounts, THIRD_NAMES, quantify};
+    use metrics::report::Json;
+    let loaded = load_ct(ct_path, None, &Default::default())?;
+    for w in &loaded.warnings {
+        eprintln!("pulmo: warning: {}: {w}", ct_path.display());
+    }
+    let labels = read_labels(labels_path)?;
+    let options = QuantifyOptions::default();
+    let q = quantify(&loaded.volume, &labels, &options)
+        .map_err(|e| anyhow::anyhow!("{} vs {}: {e}", ct_path.display(), labels_path.display()))?;
+    let table = crate::annotate::LabelTable::default();
+    let ml = q.voxel_volume_ml;
+    if !json {
+        println!("{} with {}", ct_path.display(), labels_path.display());
+        for s in &q.labels {
+            println!(
+                "  label {:>3} {:<22} {:>10.3} mL  HU mean {:>8.1} sd {:>7.1} min {:>6} max {:>6}",
+                s.label,
+                table.get(s.label).map_or("", |l| l.name.as_str()),
+                s.volume_ml,
+                s.mean_hu,
+                s.std_hu,
+                s.min_hu,
+                s.max_hu
+            );
+        }
+        for l in &q.lungs {
+            let w = &l.whole;
+            println!(
+                "  {:<5} lung {:>10.3} mL  involved {} %  (upper {} %, middle {} %, lower {} %)",
+                l.name,
+                w.voxels as f64 * ml,
+                metrics::fmt_opt(w.involvement_pct(), 2),
+                metrics::fmt_opt(l.thirds[0].involvement_pct(), 2),
+                metrics::fmt_opt(l.thirds[1].involvement_pct(), 2),
+                metrics::fmt_opt(l.thirds[2].involvement_pct(), 2),
+            );
+        }
+        return Ok(());
+    }
+    let region = |r: &RegionCounts| {
+        let mut pairs = vec![
+            ("voxels", Json::Num(r.voxels as f64)),
+            ("volume_ml", Json::Num(r.voxels as f64 * ml)),
+            (
+                "lesion_volume_ml",
+                Json::Num(r.total_lesion_voxels() as f64 * ml),
+            ),
+            ("involvement_pct", Json::opt(r.involvement_pct())),
+        ];
+        let by_label = q
+            .lesion_labels
+            .iter()
+            .enumerate()
+            .map(|(n, l)| {
+                (
+                    l.to_string(),
+                    Json::obj([
+                        ("volume_ml", Json::Num(r.lesion_voxels[n] as f64 * ml)),
+                        ("pct", Json::opt(r.lesion_pct(n))),
+                    ]),
+                )
+            })
+            .collect();
+        pairs.push(("by_lesion_label", Json::Obj(by_label)));
+        pairs.push((
+            "hu_bands_pct",
+            Json::obj(
+                HU_BAND_NAMES
+                    .iter()
+                    .enumerate()
+                    .map(|(b, name)| (*name, Json::opt(r.band_pct(b)))),
+            ),
+        ));
+        pairs
+    };
+    let lungs = q
+        .lungs
+        .iter()
+        .map(|l| {
+            let mut pairs = vec![("label", l.label.map_or(Json::Null, |v| Json::Num(v as f64)))];
+            pairs.extend(region(&l.whole));
+            pairs.push((
+                "thirds",
+                Json::obj(
+                    THIRD_NAMES
+                        .iter()
+                        .zip(&l.thirds)
+                        .map(|(name, t)| (*name, Json::obj(region(t)))),
+                ),
+            ));
+            (l.name, Json::obj(pairs))
+        })
+        .collect::<Vec<_>>();
+    let label_stats = q
+        .labels
+        .iter()
+        .map(|s| {
+            Json::obj([
+                ("label", Json::Num(s.label as f64)),
+                (
+                    "name",
+                    table
+                        .get(s.label)
+                        .map_or(Json::Null, |l| Json::str(l.name.clone())),
+                ),
+                ("voxels", Json::Num(s.voxels as f64)),
+                ("volume_ml", Json::Num(s.volume_ml)),
+                ("mean_hu", Json::Num(s.mean_hu)),
+                ("std_hu", Json::Num(s.std_hu)),
+                ("min_hu", Json::Num(s.min_hu as f64)),
+                ("max_hu", Json::Num(s.max_hu as f64)),
+            ])
+        })
+        .collect();
+    let doc = Json::obj([
+        ("ct", Json::str(ct_path.display().to_string())),
+        ("labels_file", Json::str(labels_path.display().to_string())),
+        ("voxel_volume_ml", Json::Num(ml)),
+        (
+            "metadata",
+            Json::obj([
+                (
+                    "tool",
+                    Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
+                ),
+                (
+                    "lung_labels",
+                    Json::nums([options.left_lung as f64, options.right_lung as f64]),
+                ),
+                (
+                    "lesion_labels",
+                    Json::nums(options.lesion_labels.iter().map(|&l| l as f64)),
+                ),
+                (
+                    "hu_bands",
+                    Json::str(
+                        "Lung CT Analyzer bands, half-open [lo, hi) HU: below_range < -1050, emphysema [-1050, -950), inflated [-950, -750), infiltrated [-750, -400), collapsed [-400, +inf); % of the region's voxels",
+                    ),
+                ),
+                (
+                    "lung_region",
+                    Json::str(
+                        "lung-label voxels plus lesion voxels; each lesion voxel goes to the lung whose centroid is nearer along the world left-right axis",
+                    ),
+                ),
+                (
+                    "thirds",
+                    Json::str(
+                        "upper / middle / lower thirds of each lung's own extent along the world superior axis (voxel centres +- half a voxel); 'both' sums each lung's thirds",
+                    ),
+                ),
+                (
+                    "std_hu",
+                    Json::str("population standard deviation (divisor n)"),
+                ),
+                (
+                    "missing",
+                    Json::str("null where a value is undefined (empty region)"),
+                ),
+            ]),
+        ),
+        ("labels", Json::Arr(label_stats)),
+        ("lungs", Json::obj(lungs)),
+    ]);
+    println!("{}", doc.to_pretty());
+    Ok(())
 }

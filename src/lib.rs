@@ -36,6 +36,7 @@
 pub mod annotate;
 pub mod cli;
 pub mod demo;
+pub mod infer;
 pub mod io;
 pub mod metrics;
 pub mod render;

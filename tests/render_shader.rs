@@ -3,10 +3,10 @@
 
 use nalgebra::{Point3, Vector2};
 use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
-use pulmo::render::reference::render_slice;
+use pulmo::render::reference::{render_slice, render_slice_with_proposals};
 use pulmo::render::{
-    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms,
-    mat4_cols,
+    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
+    SliceUniforms, mat4_cols,
 };
 use pulmo::view::{Plane, ViewFrame, ViewState};
 use pulmo::volume::{Geometry, Volume};
@@ -115,4 +115,95 @@ fn shader_matches_cpu_reference() {
         }
     }
     assert_eq!(checked, 48);
+}
+
+/// The proposal layer (faint fill, dashed outline in the label colour) against the CPU
+/// reference, over filled labels; and a layer that is removed is no longer drawn.
+#[test]
+fn proposal_layer_matches_cpu_reference() {
+    let Some(h) = device() else { return };
+    let g = Geometry::axis_aligned([32, 32, 6], [1.0, 1.0, 2.0], [-16.0, -16.0, 0.0]);
+    let [nx, ny, nz] = g.dims;
+    let n = nx * ny * nz;
+    let hu: Vec<i16> = (0..n)
+        .map(|i| (-900 + (i % 97) as i32 * 10) as i16)
+        .collect();
+    let mut labels = vec![0u8; n];
+    let mut proposals = vec![0u8; n];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let idx = i + nx * (j + ny * k);
+                if (4..14).contains(&i) && (4..20).contains(&j) {
+                    labels[idx] = 1;
+                }
+                let r2 = (i as i32 - 18).pow(2) + (j as i32 - 16).pow(2);
+                if r2 < 64 {
+                    proposals[idx] = 3;
+                } else if (22..30).contains(&i) && (2..8).contains(&j) {
+                    proposals[idx] = 4;
+                }
+            }
+        }
+    }
+    let mut renderer = SliceRenderer::new(&h.device, OFFSCREEN_FORMAT);
+    renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &labels);
+    renderer.set_proposals(&h.device, &h.queue, Some(&proposals));
+    let mut lut = LabelColors::default();
+    lut.colors[1] = [0.2, 0.6, 1.0, 1.0];
+    lut.colors[3] = [1.0, 0.8, 0.0, 1.0];
+    lut.colors[4] = [1.0, 0.2, 0.2, 0.0]; // hidden label: proposals still show
+    let (w, hgt) = (96u32, 96u32);
+    let state = ViewState::new(Plane::Axial);
+    let frame = ViewFrame::new(
+        &g,
+        &state,
+        Vector2::new(w as f64, hgt as f64),
+        Point3::new(0.0, 0.0, 4.0),
+    );
+    let [dx, dy] = frame.voxel_per_px(&g);
+    let u = SliceUniforms {
+        voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
+        voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
+        voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
+        window_center_hu: -600.0,
+        window_width_hu: 1500.0,
+        label_opacity: 0.4,
+        flags: FLAG_SHOW_LABELS | FLAG_SHOW_PROPOSALS,
+    };
+    let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+    let cpu = render_slice_with_proposals(
+        &u,
+        &lut,
+        g.dims,
+        &hu,
+        &labels,
+        Some(&proposals),
+        w as usize,
+        hgt as usize,
+    );
+    let bad = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
+        .count();
+    assert_eq!(
+        bad, 0,
+        "proposal layer differs from the CPU reference in {bad} channels"
+    );
+    // The layer is visible: pure label-3 colour (dash) and black (gap) pixels exist.
+    let px = |c: [u8; 3]| gpu.chunks(4).filter(|p| p[..3] == c).count();
+    assert!(px([255, 204, 0]) > 10, "dashes in the GGO colour");
+    assert!(px([0, 0, 0]) > 10, "dash gaps");
+    let without = render_slice(&u, &lut, g.dims, &hu, &labels, w as usize, hgt as usize);
+    assert_ne!(cpu, without);
+    // Removing the layer removes it from the picture.
+    renderer.set_proposals(&h.device, &h.queue, None);
+    let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+    let bad = gpu
+        .iter()
+        .zip(&without)
+        .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
+        .count();
+    assert_eq!(bad, 0);
 }

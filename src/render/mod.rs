@@ -31,6 +31,10 @@ pub struct SliceUniforms {
 pub const FLAG_LINEAR: u32 = 1;
 pub const FLAG_OUTLINE: u32 = 2;
 pub const FLAG_SHOW_LABELS: u32 = 4;
+pub const FLAG_SHOW_PROPOSALS: u32 = 8;
+/// Fill opacity and dash period (px) of proposals: `PROPOSAL_FILL` / `DASH_PX` in the shader.
+pub const PROPOSAL_FILL: f32 = 0.2;
+pub const DASH_PX: i32 = 4;
 
 /// Mirror of `LabelColors` in `shaders/slice.wgsl`: rgb + visibility per label value.
 #[repr(C)]
@@ -74,6 +78,8 @@ pub struct SliceRenderer {
     lut: wgpu::Buffer,
     ct: Option<wgpu::Texture>,
     labels: Option<wgpu::Texture>,
+    /// The proposal layer (1x1x1 placeholder when there is none).
+    proposals: Option<wgpu::Texture>,
     views: Vec<ViewSlot>,
     dims: [u32; 3],
 }
@@ -178,6 +184,7 @@ impl SliceRenderer {
                 uniform_entry(1),
                 texture_entry(2, wgpu::TextureSampleType::Sint),
                 texture_entry(3, wgpu::TextureSampleType::Uint),
+                texture_entry(4, wgpu::TextureSampleType::Uint),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -222,6 +229,7 @@ impl SliceRenderer {
             lut,
             ct: None,
             labels: None,
+            proposals: None,
             views: Vec::new(),
             dims: [0; 3],
         }
@@ -245,8 +253,60 @@ impl SliceRenderer {
         self.ct = Some(ct);
         self.labels = Some(lab);
         self.dims = d;
+        self.set_proposals(device, queue, None);
+    }
+
+    /// Replaces the proposal layer with `proposals` (the CT's dims, i fastest), or
+    /// removes it.
+    pub fn set_proposals(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        proposals: Option<&[u8]>,
+    ) {
+        let t = match proposals {
+            Some(data) if self.dims.iter().all(|&d| d > 0) => {
+                let t = texture_3d(device, "proposals", self.dims, wgpu::TextureFormat::R8Uint);
+                write_box(queue, &t, [0; 3], self.dims, 1, data);
+                t
+            }
+            _ => {
+                let t = texture_3d(
+                    device,
+                    "no proposals",
+                    [1, 1, 1],
+                    wgpu::TextureFormat::R8Uint,
+                );
+                write_box(queue, &t, [0; 3], [1, 1, 1], 1, &[0]);
+                t
+            }
+        };
+        self.proposals = Some(t);
         for v in &mut self.views {
             v.bind_group = None;
+        }
+    }
+
+    /// Uploads a box of the proposal layer (after accept / reject / edits).
+    pub fn update_proposals(
+        &self,
+        queue: &wgpu::Queue,
+        origin: [usize; 3],
+        size: [usize; 3],
+        data: &[u8],
+    ) {
+        if let Some(t) = &self.proposals
+            && t.size().width == self.dims[0]
+            && t.size().depth_or_array_layers == self.dims[2]
+        {
+            write_box(
+                queue,
+                t,
+                origin.map(|v| v as u32),
+                size.map(|v| v as u32),
+                1,
+                data,
+            );
         }
     }
 
@@ -298,13 +358,15 @@ impl SliceRenderer {
             });
         }
         queue.write_buffer(&self.views[index].uniforms, 0, bytemuck::bytes_of(uniforms));
-        let (Some(ct), Some(labels)) = (&self.ct, &self.labels) else {
+        let (Some(ct), Some(labels), Some(proposals)) = (&self.ct, &self.labels, &self.proposals)
+        else {
             return;
         };
         let slot = &mut self.views[index];
         if slot.bind_group.is_none() {
             let ct_view = ct.create_view(&Default::default());
             let label_view = labels.create_view(&Default::default());
+            let proposal_view = proposals.create_view(&Default::default());
             slot.bind_group = Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("slice bind group"),
                 layout: &self.layout,
@@ -324,6 +386,10 @@ impl SliceRenderer {
                     wgpu::BindGroupEntry {
                         binding: 3,
                         resource: wgpu::BindingResource::TextureView(&label_view),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: wgpu::BindingResource::TextureView(&proposal_view),
                     },
                 ],
             }));

@@ -2,7 +2,10 @@
 
 use nalgebra::{Matrix4, Point3};
 
-use super::{FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceUniforms};
+use super::{
+    DASH_PX, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors,
+    PROPOSAL_FILL, SliceUniforms,
+};
 
 /// DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function, output in 0..1 (the shader's
 /// `window_level`).
@@ -24,6 +27,21 @@ pub fn render_slice(
     width: usize,
     height: usize,
 ) -> Vec<u8> {
+    render_slice_with_proposals(u, lut, dims, hu, labels, None, width, height)
+}
+
+/// [`render_slice`] with a proposal layer (`proposals` of `dims`, i fastest).
+#[allow(clippy::too_many_arguments)]
+pub fn render_slice_with_proposals(
+    u: &SliceUniforms,
+    lut: &LabelColors,
+    dims: [usize; 3],
+    hu: &[i16],
+    labels: &[u8],
+    proposals: Option<&[u8]>,
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
     let m = Matrix4::from_fn(|r, c| u.voxel_from_ndc[c][r] as f64);
     let d = [dims[0] as f64, dims[1] as f64, dims[2] as f64];
     let inside = |v: [f64; 3]| (0..3).all(|a| v[a] >= -0.5 && v[a] < d[a] - 0.5);
@@ -38,6 +56,23 @@ pub fn render_slice(
         }
         let r = |x: f64, n: usize| ((x + 0.5).floor() as i64).clamp(0, n as i64 - 1) as usize;
         labels[idx(r(v[0], dims[0]), r(v[1], dims[1]), r(v[2], dims[2]))]
+    };
+    let proposal_at = |v: [f64; 3]| -> u8 {
+        match proposals {
+            Some(p) if inside(v) => {
+                let r =
+                    |x: f64, n: usize| ((x + 0.5).floor() as i64).clamp(0, n as i64 - 1) as usize;
+                p[idx(r(v[0], dims[0]), r(v[1], dims[1]), r(v[2], dims[2]))]
+            }
+            _ => 0,
+        }
+    };
+    let off = |v: [f64; 3], s: f64, e: [f32; 4]| {
+        [
+            v[0] + s * e[0] as f64,
+            v[1] + s * e[1] as f64,
+            v[2] + s * e[2] as f64,
+        ]
     };
     let mut out = vec![0u8; width * height * 4];
     for py in 0..height {
@@ -94,6 +129,30 @@ pub fn render_slice(
                         }
                     } else {
                         let a = u.label_opacity as f64;
+                        for ch in 0..3 {
+                            rgb[ch] += (c[ch] as f64 - rgb[ch]) * a;
+                        }
+                    }
+                }
+            }
+            if u.flags & FLAG_SHOW_PROPOSALS != 0 {
+                let p = proposal_at(v);
+                if p != 0 {
+                    let c = lut.colors[p as usize];
+                    let (dx, dy) = (u.voxel_per_px_x, u.voxel_per_px_y);
+                    let edge = proposal_at(off(v, 1.0, dx)) != p
+                        || proposal_at(off(v, -1.0, dx)) != p
+                        || proposal_at(off(v, 1.0, dy)) != p
+                        || proposal_at(off(v, -1.0, dy)) != p;
+                    if edge {
+                        let on = ((px + py) as i32 / DASH_PX) % 2 == 0;
+                        rgb = if on {
+                            [c[0] as f64, c[1] as f64, c[2] as f64]
+                        } else {
+                            [0.0; 3]
+                        };
+                    } else {
+                        let a = PROPOSAL_FILL as f64;
                         for ch in 0..3 {
                             rgb[ch] += (c[ch] as f64 - rgb[ch]) * a;
                         }

@@ -9,14 +9,17 @@ use eframe::egui_wgpu;
 use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
 use nalgebra::{Point3, Vector2, Vector3};
 
+mod ai;
+pub use ai::{AiFactory, AiState};
+
 use crate::annotate::{
     Brush, BrushExtent, BrushShape, Editor, LabelTable, Stroke as PaintStroke, VoxelBox,
 };
 use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
 use crate::io::{IoError, LoadedCt, load_ct};
 use crate::render::{
-    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms,
-    mat4_cols,
+    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
+    SliceUniforms, mat4_cols,
 };
 use crate::view::{Plane, ViewFrame, ViewState, slice_index, slice_step_mm, world_bounds};
 use crate::volume::{CtVolume, LabelVolume, Volume};
@@ -80,6 +83,8 @@ pub struct AppOptions {
     pub demo: crate::demo::DemoOptions,
     /// Where the recent-files list is kept (None: not persisted).
     pub recent_file: Option<PathBuf>,
+    /// The AI worker's models (default: built-in weights).
+    pub ai_factory: AiFactory,
 }
 
 impl Default for AppOptions {
@@ -92,6 +97,7 @@ impl Default for AppOptions {
             series: None,
             demo: Default::default(),
             recent_file: config.map(|c| c.join("pulmo").join("recent.txt")),
+            ai_factory: AiFactory::default(),
         }
     }
 }
@@ -150,6 +156,8 @@ pub struct PulmoApp {
     /// Set by PULMO_BENCH_FIRST_IMAGE=1: print the time to the first painted image and quit.
     bench_first_image: bool,
     painted_frames: u32,
+    /// AI proposals: worker, running job, the proposal under review.
+    pub ai: AiState,
 }
 
 const MAX_RECENT: usize = 10;
@@ -208,6 +216,7 @@ impl PulmoApp {
             stroke: None,
             dirty_labels: None,
             save_error: None,
+            ai: AiState::new(options.ai_factory.clone()),
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -369,6 +378,7 @@ impl PulmoApp {
         ctx.send_viewport_cmd(egui::ViewportCommand::Title(title));
         self.study = Some(study);
         self.labels_dirty = true;
+        self.ai.reset();
     }
 
     pub fn apply_preset(&mut self, index: usize) {
@@ -439,6 +449,29 @@ impl PulmoApp {
             }
             renderer.update_labels(&rs.queue, b.min, size, &data);
         }
+        if let Some(study) = self.study.as_ref()
+            && study.uploaded
+        {
+            if self.ai.layer_replaced {
+                let layer = self.ai.review.as_ref().map(|r| r.layer.voxels.as_slice());
+                renderer.set_proposals(&rs.device, &rs.queue, layer);
+                self.ai.layer_replaced = false;
+                self.ai.layer_dirty = None;
+            } else if let (Some(b), Some(review)) =
+                (self.ai.layer_dirty.take(), self.ai.review.as_ref())
+            {
+                let layer = &review.layer;
+                let size = b.size();
+                let mut data = Vec::with_capacity(size[0] * size[1] * size[2]);
+                for k in b.min[2]..=b.max[2] {
+                    for j in b.min[1]..=b.max[1] {
+                        let row = layer.geometry.index(b.min[0], j, k);
+                        data.extend_from_slice(&layer.voxels[row..row + size[0]]);
+                    }
+                }
+                renderer.update_proposals(&rs.queue, b.min, size, &data);
+            }
+        }
         if self.labels_dirty {
             renderer.set_label_colors(
                 &rs.queue,
@@ -462,6 +495,9 @@ impl PulmoApp {
         }
         if self.outline {
             flags |= FLAG_OUTLINE;
+        }
+        if self.ai.show && self.ai.review.is_some() {
+            flags |= FLAG_SHOW_PROPOSALS;
         }
         SliceUniforms {
             voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(g)),
@@ -923,6 +959,25 @@ impl PulmoApp {
             self.save_error = Some(format!(
                 "The labels were NOT saved (they are still here): {e}"
             ));
+            return;
+        }
+        if !self.ai.accepted.is_empty() {
+            // Which models contributed (name, version, what was accepted).
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+            let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+            let sidecar = path.with_file_name(format!("{stem}.provenance.json"));
+            let doc = serde_json::json!({ "labels": name, "accepted_proposals": self.ai.accepted });
+            if let Err(e) = std::fs::write(
+                &sidecar,
+                serde_json::to_string_pretty(&doc).unwrap_or_default(),
+            ) {
+                self.save_error = Some(format!(
+                    "The labels were saved, but not their provenance file {}: {e}",
+                    sidecar.display()
+                ));
+            }
         }
     }
 
@@ -1248,6 +1303,7 @@ impl eframe::App for PulmoApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.loading_ui(&ctx);
+        self.poll_ai();
         // Drag and drop.
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -1264,7 +1320,13 @@ impl eframe::App for PulmoApp {
         egui::Panel::bottom("status").show(ui, |ui| self.status_ui(ui));
         egui::Panel::right("labels")
             .default_size(200.0)
-            .show(ui, |ui| self.labels_ui(ui));
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    self.labels_ui(ui);
+                    ui.separator();
+                    self.ai_ui(ui);
+                })
+            });
         egui::CentralPanel::default()
             .frame(egui::Frame::NONE.fill(Color32::BLACK))
             .show(ui, |ui| self.views_ui(ui));

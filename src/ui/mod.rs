@@ -5,7 +5,7 @@ pub mod app;
 
 use std::path::PathBuf;
 
-pub use app::{AppOptions, PulmoApp};
+pub use app::{AiFactory, AppOptions, PulmoApp};
 
 /// Opens the viewer window (demo study when `path` is None).
 pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Result<()> {

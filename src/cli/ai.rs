@@ -1,0 +1,292 @@
+//! `pulmo segment`, `pulmo train`, `pulmo eval`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::infer::worker::{Job, JobEvent, Worker};
+use crate::infer::{DeviceChoice, Task, default_factory};
+use crate::io::{dicom, load_ct};
+
+/// Arguments of `pulmo segment`.
+#[derive(clap::Args, Debug)]
+pub struct SegmentArgs {
+    /// lung or lesion.
+    pub task: Task,
+    /// The CT (DICOM file/folder/DICOMDIR, NIfTI or NRRD).
+    pub ct: PathBuf,
+    /// Output label map (.nii or .nii.gz), on the CT's grid.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// auto (CUDA when available), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Model manifest (default: weights/<task>.json).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Lung model manifest for lesion runs (they restrict lesions to the lungs).
+    #[arg(long)]
+    pub lung_model: Option<PathBuf>,
+}
+
+/// Arguments of `pulmo train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// lung (lesion training is not in this version).
+    pub task: Task,
+    /// Data folder (default: $PULMO_DATA/lctsc256 or ../shared/data/lctsc256).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output folder for <task>.safetensors / <task>.json and checkpoints.
+    #[arg(short = 'o', long, default_value = "weights")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Base channels of the U-Net.
+    #[arg(long)]
+    pub base: Option<i64>,
+    /// Down-sampling steps of the U-Net.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Training crop size (px).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Batches per epoch (default: every training slice once).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Training cases, e.g. Case_000,Case_001.
+    #[arg(long, value_delimiter = ',')]
+    pub train_cases: Option<Vec<String>>,
+    /// Validation cases.
+    #[arg(long, value_delimiter = ',')]
+    pub val_cases: Option<Vec<String>>,
+    /// Use at most N evenly spaced slices per case (smoke tests).
+    #[arg(long)]
+    pub max_slices: Option<usize>,
+    /// Continue from the checkpoint in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// Skip the final evaluation.
+    #[arg(long)]
+    pub no_eval: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Arguments of `pulmo eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// lung.
+    pub task: Task,
+    /// Model manifest (default: weights/<task>.json); `threshold` for the classic model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Data folder (default: $PULMO_DATA/lctsc256 or ../shared/data/lctsc256).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Cases (default: the validation split Case_007,Case_008).
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Option<Vec<String>>,
+    /// Write the JSON report here (default: standard output).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// `$PULMO_DATA` or `../shared/data` (relative to the working folder).
+pub fn data_root() -> PathBuf {
+    std::env::var_os("PULMO_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+pub fn segment(a: &SegmentArgs) -> Result<()> {
+    let t = Instant::now();
+    let loaded = load_ct(&a.ct, None, &dicom::LoadOptions::default())
+        .with_context(|| format!("loading {}", a.ct.display()))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let (lung, lesion) = match a.task {
+        Task::Lung => (a.model.clone(), None),
+        Task::Lesion => (a.lung_model.clone(), a.model.clone()),
+    };
+    let mut worker = Worker::spawn(default_factory(a.device, lung, lesion), Arc::new(|| {}), 1);
+    let id = worker
+        .submit(Job {
+            task: a.task,
+            ct: Arc::new(loaded.volume),
+            lungs: None,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut last_pct = usize::MAX;
+    let proposal = loop {
+        let Some((got, ev)) = worker.wait(Duration::from_secs(3600)) else {
+            bail!("no answer from the inference worker within an hour");
+        };
+        if got != id {
+            continue;
+        }
+        match ev {
+            JobEvent::Started { model } => eprintln!("running {model}"),
+            JobEvent::Progress { done, total } => {
+                let pct = done * 100 / total.max(1);
+                if pct / 10 != last_pct / 10 {
+                    eprintln!("  {done}/{total} slices");
+                    last_pct = pct;
+                }
+            }
+            JobEvent::Done(p) => break p,
+            JobEvent::Failed(m) => bail!("{m}"),
+            JobEvent::Cancelled => bail!("cancelled"),
+        }
+    };
+    crate::io::nifti::write_nifti(&a.output, &proposal.labels)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    let ml = crate::metrics::voxel_volume_ml(&proposal.labels.geometry);
+    let mut counts = [0u64; 256];
+    for &v in &proposal.labels.voxels {
+        counts[v as usize] += 1;
+    }
+    eprintln!(
+        "{} {} on {}: load {:.2} s, model {:.2} s, total {:.2} s",
+        proposal.model.name,
+        proposal.model.version,
+        proposal.model.device,
+        load_s,
+        proposal.model_seconds,
+        t.elapsed().as_secs_f64()
+    );
+    for (v, &n) in counts.iter().enumerate().skip(1) {
+        if n > 0 {
+            println!("label {v}: {:.1} mL ({n} voxels)", n as f64 * ml);
+        }
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+fn default_cases(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("Case_{i:03}")).collect()
+}
+
+#[cfg(feature = "torch")]
+pub fn train(a: &TrainArgs) -> Result<()> {
+    use crate::infer::torch::train::{TrainOptions, train};
+    if a.task != Task::Lung {
+        bail!("only `pulmo train lung` exists in this version (lesion training is planned)");
+    }
+    let data = a
+        .data
+        .clone()
+        .unwrap_or_else(|| data_root().join("lctsc256"));
+    if !data.is_dir() {
+        bail!(
+            "{}: training data folder not found (set PULMO_DATA or --data)",
+            data.display()
+        );
+    }
+    let mut o = TrainOptions::lung_defaults(data, a.out.clone());
+    if let Some(v) = a.epochs {
+        o.epochs = v;
+    }
+    if let Some(v) = a.batch {
+        o.batch = v;
+    }
+    if let Some(v) = a.lr {
+        o.lr = v;
+    }
+    if let Some(v) = a.seed {
+        o.seed = v;
+    }
+    if let Some(v) = a.base {
+        o.arch.base_channels = v;
+    }
+    if let Some(v) = a.depth {
+        o.arch.depth = v;
+    }
+    if let Some(v) = a.crop {
+        o.crop = v;
+    }
+    if let Some(v) = &a.train_cases {
+        o.train_cases = v.clone();
+    }
+    if let Some(v) = &a.val_cases {
+        o.val_cases = v.clone();
+    }
+    o.steps_per_epoch = a.steps;
+    o.max_slices_per_case = a.max_slices;
+    o.resume = a.resume;
+    o.skip_eval = a.no_eval;
+    o.device = a.device;
+    o.command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = train(&o, &mut |line| eprintln!("{line}"))?;
+    println!("{}", report.manifest_path.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn train(_: &TrainArgs) -> Result<()> {
+    bail!("this build has no libtorch (feature `torch` off); training needs it")
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    if a.task != Task::Lung {
+        bail!("`pulmo eval` measures lung models in this version");
+    }
+    let data = a
+        .data
+        .clone()
+        .unwrap_or_else(|| data_root().join("lctsc256"));
+    let cases = a.cases.clone().unwrap_or_else(|| default_cases(7..9));
+    let use_threshold = a.model.as_deref() == Some(Path::new("threshold"));
+    let mut seg = if use_threshold {
+        Box::new(crate::infer::classic::ThresholdLungs::pipeline())
+            as Box<dyn crate::infer::Segmenter>
+    } else {
+        crate::infer::segmenter_for(Task::Lung, a.model.as_deref(), a.device)?
+    };
+    let info = seg.info();
+    let mut rows = Vec::new();
+    for name in &cases {
+        let case = crate::infer::evaluate::read_lung_case(&data, name)?;
+        let m = crate::infer::evaluate::evaluate_lung_case(seg.as_mut(), &case)?;
+        eprintln!(
+            "{}: Dice {:.4}, Jaccard {:.4}, ME {:.1} HU, MAE {:.1} HU, RVD {:.2} %, rel. HU diff {:.2} % ({:.1} s)",
+            m.case,
+            m.dice,
+            m.jaccard,
+            m.mean_error_hu,
+            m.mean_absolute_error_hu,
+            m.relative_volume_difference_pct.unwrap_or(f64::NAN),
+            m.relative_mean_hu_difference_pct.unwrap_or(f64::NAN),
+            m.seconds
+        );
+        rows.push(m);
+    }
+    let n = rows.len().max(1) as f64;
+    let report = serde_json::json!({
+        "model": info,
+        "data": data.display().to_string(),
+        "cases": rows,
+        "mean_dice": rows.iter().map(|m| m.dice).sum::<f64>() / n,
+        "min_dice": rows.iter().map(|m| m.dice).fold(f64::INFINITY, f64::min),
+        "mean_jaccard": rows.iter().map(|m| m.jaccard).sum::<f64>() / n,
+    });
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    match &a.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The libtorch side on real data: a seconds-long training smoke test (loss goes down,
+//! checkpoints reload bit-exactly, resume continues), the committed lung weights on the
+//! two validation cases, and clear errors for broken weights.
+#![cfg(feature = "torch")]
+
+mod common;
+
+use pulmo::infer::manifest::{Arch, Manifest};
+use pulmo::infer::torch::train::{TrainOptions, evaluate_lung_model, train};
+use pulmo::infer::torch::{UNet, builtin_net, load_segmenter, load_weights};
+use pulmo::infer::{DeviceChoice, Task};
+use tch::nn::ModuleT;
+
+fn smoke_options(data: std::path::PathBuf, out: std::path::PathBuf) -> TrainOptions {
+    let mut o = TrainOptions::lung_defaults(data, out);
+    o.train_cases = vec!["Case_000".into()];
+    o.val_cases = vec!["Case_007".into()];
+    o.max_slices_per_case = Some(6);
+    o.arch = Arch {
+        kind: "unet2d".into(),
+        base_channels: 4,
+        depth: 2,
+    };
+    o.crop = 96;
+    o.batch = 4;
+    o.steps_per_epoch = Some(6);
+    o.epochs = 4;
+    o.lr = 1e-2;
+    o.device = DeviceChoice::Cpu;
+    o.skip_eval = true;
+    o
+}
+
+#[test]
+fn training_smoke_loss_falls_checkpoint_reloads_and_resume_continues() {
+    let Some(data) = common::data_dir("lctsc256") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = smoke_options(data, dir.path().to_path_buf());
+    let mut lines = Vec::new();
+    let r = train(&o, &mut |l| lines.push(l.to_string())).unwrap();
+    let losses = &r.state.epoch_losses;
+    assert_eq!(losses.len(), 4, "{lines:?}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(losses[3] < losses[0], "loss did not go down: {losses:?}");
+
+    // The final weights and the last checkpoint hold the same tensors, bit for bit.
+    let w = tch::Tensor::read_safetensors(dir.path().join("lung.safetensors")).unwrap();
+    let c = tch::Tensor::read_safetensors(dir.path().join("lung.ckpt.safetensors")).unwrap();
+    assert_eq!(w.len(), c.len());
+    for ((n1, t1), (n2, t2)) in w.iter().zip(&c) {
+        assert_eq!(n1, n2);
+        assert!(t1.equal(t2), "{n1} differs");
+    }
+    // A fresh network loading them computes exactly what the saved one does.
+    let manifest = Manifest::read(&dir.path().join("lung.json")).unwrap();
+    let (mut vs1, net1) = builtin_net(&manifest, tch::Device::Cpu).unwrap();
+    load_weights(&mut vs1, &dir.path().join("lung.ckpt.safetensors")).unwrap();
+    let x = tch::Tensor::rand([2, 1, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+    let y1 = tch::no_grad(|| net1.forward_t(&x, false));
+    let (mut vs2, net2) = builtin_net(&manifest, tch::Device::Cpu).unwrap();
+    vs2.save(dir.path().join("other.safetensors")).unwrap();
+    load_weights(&mut vs2, &dir.path().join("lung.safetensors")).unwrap();
+    let y2 = tch::no_grad(|| net2.forward_t(&x, false));
+    assert!(y1.equal(&y2), "reloaded weights compute something else");
+    assert!(manifest.sha256.is_some());
+    assert_eq!(manifest.training["seed"], 7);
+
+    // Resume: two more epochs continue the loss history.
+    o.epochs = 6;
+    o.resume = true;
+    let r2 = train(&o, &mut |_| {}).unwrap();
+    assert_eq!(r2.state.epochs_done, 6);
+    assert_eq!(&r2.state.epoch_losses[..4], &losses[..]);
+}
+
+#[test]
+fn broken_weights_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch {
+        kind: "unet2d".into(),
+        base_channels: 4,
+        depth: 2,
+    };
+    let mut m = Manifest {
+        name: "t".into(),
+        version: "1".into(),
+        task: Task::Lung,
+        format: pulmo::infer::manifest::WeightFormat::Safetensors,
+        weights: "t.safetensors".into(),
+        sha256: None,
+        arch: Some(arch.clone()),
+        classes: vec!["background".into(), "lung".into()],
+        input: pulmo::infer::classic::ThresholdLungs::spec(),
+        postprocess: Default::default(),
+        training: serde_json::Value::Null,
+        metrics: serde_json::Value::Null,
+    };
+    let mp = dir.path().join("t.json");
+    m.write(&mp).unwrap();
+    // Missing file.
+    let e = load_segmenter(&mp, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("t.safetensors") && e.contains("not found"),
+        "{e}"
+    );
+    // Not safetensors.
+    std::fs::write(dir.path().join("t.safetensors"), b"garbage").unwrap();
+    let e = load_segmenter(&mp, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("t.safetensors"), "{e}");
+    // Another architecture's weights: wrong shapes named.
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = UNet::new(
+        &vs.root(),
+        1,
+        2,
+        &Arch {
+            base_channels: 8,
+            ..arch.clone()
+        },
+    );
+    vs.save(dir.path().join("t.safetensors")).unwrap();
+    let e = load_segmenter(&mp, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("shape"), "{e}");
+    // Right shapes, wrong checksum.
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = UNet::new(&vs.root(), 1, 2, &arch);
+    vs.save(dir.path().join("t.safetensors")).unwrap();
+    m.sha256 = Some("00".repeat(32));
+    m.write(&mp).unwrap();
+    let e = load_segmenter(&mp, DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("sha256"), "{e}");
+    // Correct: loads and runs.
+    m.sha256 = None;
+    m.write(&mp).unwrap();
+    load_segmenter(&mp, DeviceChoice::Cpu).unwrap();
+}
+
+/// The committed lung model keeps Dice >= 0.97 on both validation cases (full CT grid,
+/// post-processed): catches any pipeline change that breaks preprocessing.
+#[test]
+fn committed_lung_weights_reach_target_on_validation_cases() {
+    let Some(data) = common::data_dir("lctsc256") else {
+        return;
+    };
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/lung.json");
+    assert!(manifest.is_file(), "weights/lung.json is committed");
+    let cases = vec!["Case_007".to_string(), "Case_008".to_string()];
+    let rows = evaluate_lung_model(&manifest, &data, &cases, DeviceChoice::Cpu).unwrap();
+    for r in &rows {
+        eprintln!(
+            "{}: Dice {:.4} Jaccard {:.4} MAE {:.1} HU",
+            r.case, r.dice, r.jaccard, r.mean_absolute_error_hu
+        );
+        assert!(r.dice >= 0.97, "{}: Dice {:.4} < 0.97", r.case, r.dice);
+    }
+}
