@@ -35,7 +35,8 @@ pub enum Command {
     /// Print each series found under PATH: modality, dims, spacing, orientation, HU range,
     /// transfer syntaxes and every warning.
     Info { path: PathBuf },
-    /// Write the volume at PATH as NIfTI (.nii or .nii.gz).
+    /// Write the volume at PATH as NIfTI (.nii or .nii.gz); PATH `demo` writes the
+    /// synthetic demo and its ground truth (`OUT_truth.nii.gz`).
     Convert { path: PathBuf, out: PathBuf },
     /// Write a CT volume (any readable input, or `demo` for the synthetic study) as a
     /// DICOM series, one uncompressed file per slice.
@@ -225,13 +226,27 @@ fn info(path: &Path, only_series: Option<&str>) -> Result<()> {
 }
 
 fn convert(path: &Path, out: &Path, series: Option<&str>) -> Result<()> {
-    let loaded = load_ct(path, series, &Default::default())?;
-    for w in &loaded.warnings {
-        eprintln!("pulmo: warning: {w}");
-    }
     let name = out.to_string_lossy();
     if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
         anyhow::bail!("{}: output must end in .nii or .nii.gz", out.display());
+    }
+    if path == Path::new("demo") && !path.exists() {
+        // The synthetic demo (512x512x300) and its exact ground truth beside it.
+        let demo = crate::demo::generate(&Default::default());
+        io::nifti::write_nifti(out, &demo.ct)?;
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+        let truth = PathBuf::from(format!("{stem}_truth.nii.gz"));
+        io::nifti::write_nifti(&truth, &demo.truth)?;
+        println!(
+            "demo -> {} (+ ground truth {})",
+            out.display(),
+            truth.display()
+        );
+        return Ok(());
+    }
+    let loaded = load_ct(path, series, &Default::default())?;
+    for w in &loaded.warnings {
+        eprintln!("pulmo: warning: {w}");
     }
     io::nifti::write_nifti(out, &loaded.volume)?;
     println!("{} -> {}", path.display(), out.display());

@@ -49,9 +49,9 @@ fn training_smoke_loss_falls_checkpoint_reloads_and_resume_continues() {
     let w = tch::Tensor::read_safetensors(dir.path().join("lung.safetensors")).unwrap();
     let c = tch::Tensor::read_safetensors(dir.path().join("lung.ckpt.safetensors")).unwrap();
     assert_eq!(w.len(), c.len());
-    for ((n1, t1), (n2, t2)) in w.iter().zip(&c) {
-        assert_eq!(n1, n2);
-        assert!(t1.equal(t2), "{n1} differs");
+    let c: std::collections::HashMap<_, _> = c.into_iter().collect();
+    for (n, t) in &w {
+        assert!(t.equal(&c[n]), "{n} differs");
     }
     // A fresh network loading them computes exactly what the saved one does.
     let manifest = Manifest::read(&dir.path().join("lung.json")).unwrap();
@@ -167,4 +167,63 @@ fn committed_lung_weights_reach_target_on_validation_cases() {
         );
         assert!(r.dice >= 0.97, "{}: Dice {:.4} < 0.97", r.case, r.dice);
     }
+}
+
+/// A lab's own TorchScript model, described by a manifest, runs through the same
+/// pipeline: the built-in lung model traced to TorchScript gives the built-in's answer.
+#[test]
+fn torchscript_drop_in_runs_through_the_same_pipeline() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let builtin = root.join("weights/lung.json");
+    let manifest = Manifest::read(&builtin).unwrap();
+    let (mut vs, net) = builtin_net(&manifest, tch::Device::Cpu).unwrap();
+    load_weights(&mut vs, &root.join("weights/lung.safetensors")).unwrap();
+    vs.freeze(); // traced weights become constants
+    let dir = tempfile::tempdir().unwrap();
+    let example = tch::Tensor::zeros([2, 1, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+    let traced = tch::CModule::create_by_tracing("UNet", "forward", &[example], &mut |xs| {
+        vec![net.forward_t(&xs[0], false)]
+    })
+    .unwrap();
+    traced.save(dir.path().join("lung.pt")).unwrap();
+    let mut m = manifest.clone();
+    m.name = "traced-lung".into();
+    m.format = pulmo::infer::manifest::WeightFormat::Torchscript;
+    m.weights = "lung.pt".into();
+    m.sha256 = None;
+    m.arch = None;
+    let mp = dir.path().join("traced.json");
+    m.write(&mp).unwrap();
+
+    let demo = pulmo::demo::generate(&pulmo::demo::DemoOptions {
+        dims: [96, 96, 40],
+        spacing_mm: [3.73, 3.73, 7.5],
+        ..Default::default()
+    });
+    let run = |path: &std::path::Path| {
+        let mut seg = load_segmenter(path, DeviceChoice::Cpu).unwrap();
+        pulmo::infer::RunContext::detached(|ctx| {
+            seg.segment(&demo.ct, pulmo::infer::SegmentInput::default(), ctx)
+        })
+        .unwrap()
+    };
+    let a = run(&builtin);
+    let b = run(&mp);
+    assert_eq!(b.model.name, "traced-lung");
+    let lung = a.labels.voxels.iter().filter(|&&v| v != 0).count();
+    assert!(
+        lung > 1000,
+        "the built-in model finds the demo's lungs ({lung} voxels)"
+    );
+    let differ = a
+        .labels
+        .voxels
+        .iter()
+        .zip(&b.labels.voxels)
+        .filter(|(x, y)| x != y)
+        .count();
+    assert!(
+        differ * 1000 <= lung,
+        "{differ} of {lung} lung voxels differ"
+    );
 }

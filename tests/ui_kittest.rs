@@ -195,6 +195,7 @@ impl pulmo::infer::Segmenter for Oracle {
             model: self.info(),
             model_seconds: 0.0,
             total_seconds: 0.0,
+            detail: String::new(),
         })
     }
 }

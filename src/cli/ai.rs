@@ -34,9 +34,9 @@ pub struct SegmentArgs {
 /// Arguments of `pulmo train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// lung (lesion training is not in this version).
+    /// lung or lesion.
     pub task: Task,
-    /// Data folder (default: $PULMO_DATA/lctsc256 or ../shared/data/lctsc256).
+    /// Data folder (default: $PULMO_DATA/lctsc256 for lung, $PULMO_DATA for lesion).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output folder for <task>.safetensors / <task>.json and checkpoints.
@@ -59,6 +59,9 @@ pub struct TrainArgs {
     /// Training crop size (px).
     #[arg(long)]
     pub crop: Option<usize>,
+    /// In-plane pixel size of the model's input grid (mm).
+    #[arg(long)]
+    pub spacing: Option<f64>,
     /// Batches per epoch (default: every training slice once).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -74,6 +77,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in the output folder.
     #[arg(long)]
     pub resume: bool,
+    /// Augmentation: standard or strong (stronger intensity jitter, resolution loss).
+    #[arg(long, default_value = "standard")]
+    pub augment: String,
     /// Skip the final evaluation.
     #[arg(long)]
     pub no_eval: bool,
@@ -84,12 +90,13 @@ pub struct TrainArgs {
 /// Arguments of `pulmo eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// lung.
+    /// lung (LCTSC-layout cases) or lesion (a COVID-SemiSeg split folder).
     pub task: Task,
     /// Model manifest (default: weights/<task>.json); `threshold` for the classic model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Data folder (default: $PULMO_DATA/lctsc256 or ../shared/data/lctsc256).
+    /// Data folder (default: $PULMO_DATA/lctsc256 for lung, .../covid-semiseg/test for
+    /// lesion; PULMO_DATA defaults to ../shared/data).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Cases (default: the validation split Case_007,Case_008).
@@ -159,10 +166,11 @@ pub fn segment(a: &SegmentArgs) -> Result<()> {
         counts[v as usize] += 1;
     }
     eprintln!(
-        "{} {} on {}: load {:.2} s, model {:.2} s, total {:.2} s",
+        "{} {} on {} ({}): load {:.2} s, model {:.2} s, total {:.2} s",
         proposal.model.name,
         proposal.model.version,
         proposal.model.device,
+        proposal.detail,
         load_s,
         proposal.model_seconds,
         t.elapsed().as_secs_f64()
@@ -183,20 +191,20 @@ fn default_cases(range: std::ops::Range<usize>) -> Vec<String> {
 #[cfg(feature = "torch")]
 pub fn train(a: &TrainArgs) -> Result<()> {
     use crate::infer::torch::train::{TrainOptions, train};
-    if a.task != Task::Lung {
-        bail!("only `pulmo train lung` exists in this version (lesion training is planned)");
-    }
-    let data = a
-        .data
-        .clone()
-        .unwrap_or_else(|| data_root().join("lctsc256"));
+    let data = a.data.clone().unwrap_or_else(|| match a.task {
+        Task::Lung => data_root().join("lctsc256"),
+        Task::Lesion => data_root(),
+    });
     if !data.is_dir() {
         bail!(
             "{}: training data folder not found (set PULMO_DATA or --data)",
             data.display()
         );
     }
-    let mut o = TrainOptions::lung_defaults(data, a.out.clone());
+    let mut o = match a.task {
+        Task::Lung => TrainOptions::lung_defaults(data, a.out.clone()),
+        Task::Lesion => TrainOptions::lesion_defaults(data, a.out.clone()),
+    };
     if let Some(v) = a.epochs {
         o.epochs = v;
     }
@@ -218,6 +226,9 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     if let Some(v) = a.crop {
         o.crop = v;
     }
+    if let Some(v) = a.spacing {
+        o.spacing_mm = v;
+    }
     if let Some(v) = &a.train_cases {
         o.train_cases = v.clone();
     }
@@ -229,6 +240,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     o.resume = a.resume;
     o.skip_eval = a.no_eval;
     o.device = a.device;
+    o.augment = a.augment.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     o.command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = train(&o, &mut |line| eprintln!("{line}"))?;
     println!("{}", report.manifest_path.display());
@@ -241,8 +253,8 @@ pub fn train(_: &TrainArgs) -> Result<()> {
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    if a.task != Task::Lung {
-        bail!("`pulmo eval` measures lung models in this version");
+    if a.task == Task::Lesion {
+        return eval_lesion(a);
     }
     let data = a
         .data
@@ -289,4 +301,41 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         None => print!("{text}"),
     }
     Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn eval_lesion(a: &EvalArgs) -> Result<()> {
+    use crate::infer::torch::train::{evaluate_semiseg, semiseg_means};
+    let data = a
+        .data
+        .clone()
+        .unwrap_or_else(|| data_root().join("covid-semiseg/test"));
+    let mut seg = crate::infer::segmenter_for(Task::Lesion, a.model.as_deref(), a.device)?;
+    let info = seg.info();
+    let rows = evaluate_semiseg(seg.as_mut(), &data)?;
+    let (inf, ggo, con) = semiseg_means(&rows);
+    eprintln!(
+        "{} slices: mean per-slice Dice infection {inf:.4}, GGO {ggo:.4}, consolidation {con:.4}",
+        rows.len()
+    );
+    let report = serde_json::json!({
+        "model": info,
+        "data": data.display().to_string(),
+        "protocol": "mean over slices of per-slice Dice (Inf-Net); 1 when both empty",
+        "dice_infection": inf,
+        "dice_ggo": ggo,
+        "dice_consolidation": con,
+        "slices": rows,
+    });
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    match &a.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn eval_lesion(_: &EvalArgs) -> Result<()> {
+    bail!("this build has no libtorch (feature `torch` off); lesion models need it")
 }

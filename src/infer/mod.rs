@@ -20,6 +20,7 @@
 
 pub mod classic;
 pub mod evaluate;
+pub mod lesion_data;
 pub mod manifest;
 pub mod pipeline;
 pub mod postprocess;
@@ -112,6 +113,8 @@ pub struct Proposal {
     /// Seconds spent in the model and the whole segmentation.
     pub model_seconds: f64,
     pub total_seconds: f64,
+    /// How it ran, in words (input size, batch, slices), for logs and benchmarks.
+    pub detail: String,
 }
 
 /// Errors of the AI side, with the model or file in context.

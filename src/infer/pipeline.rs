@@ -218,7 +218,7 @@ impl<M: SliceModel> SlicePipeline<M> {
         &mut self,
         ct: &CtVolume,
         ctx: &mut RunContext<'_>,
-    ) -> Result<(LabelVolume, Volume<u8>, f64), InferError> {
+    ) -> Result<(LabelVolume, Volume<u8>, f64, String), InferError> {
         let g = &ct.geometry;
         let grid = SliceGrid::new(g, self.spec.spacing_mm, self.spec.pad_multiple)?;
         let [nx, ny, nz] = g.dims;
@@ -304,7 +304,11 @@ impl<M: SliceModel> SlicePipeline<M> {
         }
         let class_map = Volume::new(g.clone(), class_vol).expect("same grid");
         let conf = Volume::new(g.clone(), conf_vol).expect("same grid");
-        Ok((class_map, conf, model_seconds))
+        let detail = format!(
+            "{h}x{w} model input at {} mm, batch {batch}, {nz} slices",
+            self.spec.spacing_mm
+        );
+        Ok((class_map, conf, model_seconds, detail))
     }
 }
 
@@ -324,7 +328,7 @@ impl<M: SliceModel> Segmenter for SlicePipeline<M> {
         ctx: &mut RunContext<'_>,
     ) -> Result<Proposal, InferError> {
         let t = Instant::now();
-        let (classes, mut confidence, model_seconds) = self.predict_volume(ct, ctx)?;
+        let (classes, mut confidence, model_seconds, detail) = self.predict_volume(ct, ctx)?;
         ctx.check()?;
         let table = self.class_labels.clone();
         let mut labels = classes.map(|c| table.get(c as usize).copied().unwrap_or(0));
@@ -354,6 +358,7 @@ impl<M: SliceModel> Segmenter for SlicePipeline<M> {
             model: self.model.info(),
             model_seconds,
             total_seconds: t.elapsed().as_secs_f64(),
+            detail,
         })
     }
 }
@@ -458,7 +463,7 @@ mod tests {
             class_labels: vec![0, 3],
             post: Default::default(),
         };
-        let (cls, conf, _) = RunContext::detached(|ctx| p.predict_volume(&ct, ctx)).unwrap();
+        let (cls, conf, _, _) = RunContext::detached(|ctx| p.predict_volume(&ct, ctx)).unwrap();
         let mut wrong = 0;
         for k in 0..7 {
             for j in 0..36 {

@@ -65,53 +65,36 @@ pub struct Review {
     pub model: ModelInfo,
     pub instances: Vec<Instance>,
     /// The layer drawn over the image: label value of every pending instance's voxels.
+    /// The reviewer may edit it (brush / eraser) and then [`Review::refresh`].
     pub layer: LabelVolume,
+    /// The model's probability of its class per voxel (0..=255).
+    pub confidence: Volume<u8>,
 }
 
 impl Review {
     /// Splits `proposal` into instances (26-connected components per label value) and
     /// measures them on `ct`.
     pub fn new(proposal: &Proposal, ct: &CtVolume) -> Review {
-        let labels = &proposal.labels;
-        let g = &labels.geometry;
-        let ml = crate::metrics::voxel_volume_ml(g);
-        let mut present = [false; 256];
-        for &v in &labels.voxels {
-            present[v as usize] = true;
-        }
-        let mut instances = Vec::new();
-        for value in 1..=255u8 {
-            if !present[value as usize] {
-                continue;
-            }
-            let inst = connected_components(labels, Target::Label(value), Connectivity::TwentySix);
-            let mut groups: Vec<Vec<u32>> = vec![Vec::new(); inst.count()];
-            let [sx, sy, sz] = inst.size;
-            for z in 0..sz {
-                for y in 0..sy {
-                    for x in 0..sx {
-                        let id = inst.ids[x + sx * (y + sy * z)];
-                        if id != 0 {
-                            let idx =
-                                g.index(x + inst.start[0], y + inst.start[1], z + inst.start[2]);
-                            groups[id as usize - 1].push(idx as u32);
-                        }
-                    }
-                }
-            }
-            for voxels in groups {
-                instances.push(measure(value, voxels, ct, &proposal.confidence, ml));
-            }
-        }
+        let instances = components(&proposal.labels, ct, &proposal.confidence);
         let mut r = Review {
             task: proposal.task,
             model: proposal.model.clone(),
             instances,
-            layer: labels.map(|_| 0),
+            layer: proposal.labels.map(|_| 0),
+            confidence: proposal.confidence.clone(),
         };
         r.sort(SortKey::Confidence, true);
         r.rebuild_layer();
         r
+    }
+
+    /// Re-derives the pending instances from the layer after the reviewer edited it;
+    /// accepted and rejected instances stay as they were.
+    pub fn refresh(&mut self, ct: &CtVolume) {
+        self.instances.retain(|i| i.decision != Decision::Pending);
+        self.instances
+            .extend(components(&self.layer, ct, &self.confidence));
+        self.sort(SortKey::Confidence, true);
     }
 
     /// Sorts the instances (descending when `desc`); ties by first slice.
@@ -274,6 +257,40 @@ impl Review {
     }
 }
 
+/// 26-connected components of every non-zero value of `labels`, measured on `ct`.
+fn components(labels: &LabelVolume, ct: &CtVolume, confidence: &Volume<u8>) -> Vec<Instance> {
+    let g = &labels.geometry;
+    let ml = crate::metrics::voxel_volume_ml(g);
+    let mut present = [false; 256];
+    for &v in &labels.voxels {
+        present[v as usize] = true;
+    }
+    let mut instances = Vec::new();
+    for value in 1..=255u8 {
+        if !present[value as usize] {
+            continue;
+        }
+        let inst = connected_components(labels, Target::Label(value), Connectivity::TwentySix);
+        let mut groups: Vec<Vec<u32>> = vec![Vec::new(); inst.count()];
+        let [sx, sy, sz] = inst.size;
+        for z in 0..sz {
+            for y in 0..sy {
+                for x in 0..sx {
+                    let id = inst.ids[x + sx * (y + sy * z)];
+                    if id != 0 {
+                        let idx = g.index(x + inst.start[0], y + inst.start[1], z + inst.start[2]);
+                        groups[id as usize - 1].push(idx as u32);
+                    }
+                }
+            }
+        }
+        for voxels in groups {
+            instances.push(measure(value, voxels, ct, confidence, ml));
+        }
+    }
+    instances
+}
+
 fn label_name(v: u8) -> &'static str {
     match v {
         super::LEFT_LUNG => "left lung",
@@ -354,6 +371,7 @@ mod tests {
                 },
                 model_seconds: 0.0,
                 total_seconds: 0.0,
+                detail: String::new(),
             },
             ct,
         )
@@ -388,6 +406,44 @@ mod tests {
         );
         assert!(ed.undo().is_some());
         assert!(ed.labels().voxels.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn edited_layer_gives_new_pending_instances() {
+        let (p, ct) = proposal();
+        let mut r = Review::new(&p, &ct);
+        let mut ed = Editor::new(p.labels.map(|_| 0), LabelTable::default());
+        r.accept(1, &mut ed); // the consolidation
+        // The reviewer erases half of the GGO block and paints a new blob.
+        for j in 0..3 {
+            r.layer.set(0, j, 0, 0);
+            r.layer.set(0, j, 1, 0);
+        }
+        r.layer.set(8, 2, 0, 3);
+        r.refresh(&ct);
+        let pending: Vec<_> = r
+            .instances
+            .iter()
+            .filter(|i| i.decision == Decision::Pending)
+            .collect();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(
+            pending.iter().map(|i| i.voxels.len()).sum::<usize>(),
+            12 + 1
+        );
+        assert_eq!(
+            r.instances
+                .iter()
+                .filter(|i| i.decision == Decision::Accepted)
+                .count(),
+            1
+        );
+        // The painted voxel had no model probability.
+        assert!(
+            pending
+                .iter()
+                .any(|i| i.voxels.len() == 1 && i.confidence == 0.0)
+        );
     }
 
     #[test]

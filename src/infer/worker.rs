@@ -216,11 +216,12 @@ fn model_for<'m>(
     match models.entry(task) {
         Entry::Occupied(e) => Ok(e.into_mut()),
         Entry::Vacant(e) => {
-            let built =
-                catch_unwind(AssertUnwindSafe(|| factory(task))).map_err(|p| InferError::Model {
+            let built = catch_unwind(AssertUnwindSafe(|| factory(task))).map_err(|p| {
+                InferError::Model {
                     model: task.name().into(),
                     message: format!("loading panicked: {}", panic_message(&*p)),
-                })??;
+                }
+            })??;
             Ok(e.insert(built))
         }
     }
@@ -357,6 +358,7 @@ mod tests {
                 model: self.info(),
                 model_seconds: 0.0,
                 total_seconds: 0.0,
+                detail: String::new(),
             })
         }
     }

@@ -34,7 +34,7 @@
 //!
 //! ## Grids
 //! Two volumes are comparable when their dims are equal and their spacings agree to a
-//! relative 1e-6 (the NIfTI header stores float32); otherwise
+//! relative 1e-4 (float32 NIfTI headers, spacing estimated by different tools); otherwise
 //! [`MetricsError::GridMismatch`] describes both grids. Origin and direction are not
 //! compared: the metrics are computed in voxel space with the given spacing.
 
@@ -136,7 +136,11 @@ impl fmt::Display for Target {
     }
 }
 
-/// Checks that two grids have the same dims and (to a relative 1e-6) the same spacing.
+/// Checks that two grids have the same dims and (to a relative 1e-4) the same spacing.
+///
+/// The tolerance accepts a NIfTI's float32 spacing against the float64 spacing a DICOM
+/// series' positions give, and two tools' estimates of the same slice spacing (e.g.
+/// 3.98734 vs 3.98737 mm); across 500 voxels it is under 0.05 voxel of drift.
 pub fn check_same_grid(
     first: &'static str,
     a: &Geometry,
@@ -145,7 +149,7 @@ pub fn check_same_grid(
 ) -> Result<(), MetricsError> {
     let spacing_ok = (0..3).all(|i| {
         let (x, y) = (a.spacing_mm[i], b.spacing_mm[i]);
-        (x - y).abs() <= 1e-6 * x.abs().max(y.abs())
+        (x - y).abs() <= 1e-4 * x.abs().max(y.abs())
     });
     if a.dims == b.dims && spacing_ok {
         return Ok(());

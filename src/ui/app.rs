@@ -812,8 +812,10 @@ impl PulmoApp {
         // A drag (or click) ends: the whole stroke becomes one undo step.
         if self.stroke.is_some() && !ui.input(|i| i.pointer.primary_down()) {
             self.stroke = None;
-            let changed = study.editor.commit();
-            self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+            if !self.finish_proposal_stroke(study) {
+                let changed = study.editor.commit();
+                self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+            }
         }
         if response.hovered() || response.clicked() {
             self.active_view = index;
@@ -920,8 +922,19 @@ impl PulmoApp {
                 value,
                 hu_range: None,
             };
+            if self.ai.edit_proposals && self.ai.review.is_some() {
+                self.paint_proposal_at(study, brush, world);
+                return;
+            }
             study.editor.begin(brush.name());
             self.stroke = Some(PaintStroke::new(brush));
+        }
+        if self.ai.layer_editor.is_some() {
+            if let Some(stroke) = self.stroke.as_ref() {
+                let brush = stroke.brush;
+                self.paint_proposal_at(study, brush, world);
+            }
+            return;
         }
         if let Some(stroke) = &mut self.stroke {
             match stroke.add_point(&mut study.editor, Some(&study.ct), world) {

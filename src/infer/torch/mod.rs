@@ -295,7 +295,10 @@ pub fn load_segmenter(
             if half {
                 vs.half();
             }
-            Net::Builtin { vs, net: Box::new(net) }
+            Net::Builtin {
+                vs,
+                net: Box::new(net),
+            }
         }
         WeightFormat::Torchscript => {
             let mut m = tch::CModule::load_on_device(&weights, device).map_err(|e| {

@@ -51,6 +51,7 @@ pub struct TrainOptions {
     pub skip_eval: bool,
     /// The command line that started the run (recorded in the manifest).
     pub command: String,
+    pub augment: Augment,
 }
 
 impl TrainOptions {
@@ -79,15 +80,39 @@ impl TrainOptions {
             steps_per_epoch: None,
             skip_eval: false,
             command: String::new(),
+            augment: Augment::Standard,
+        }
+    }
+
+    /// The lesion model's defaults: `data` is the shared data root holding
+    /// `covid-semiseg/train` and `lctsc256` (synthetic lesions in the training cases).
+    pub fn lesion_defaults(data: PathBuf, out: PathBuf) -> TrainOptions {
+        TrainOptions {
+            task: Task::Lesion,
+            epochs: 10,
+            lr: 2e-3,
+            arch: Arch {
+                kind: "unet2d".into(),
+                base_channels: 12,
+                depth: 4,
+            },
+            spacing_mm: 1.5,
+            crop: 160,
+            ..TrainOptions::lung_defaults(data, out)
         }
     }
 
     pub fn input_spec(&self) -> InputSpec {
+        let (hu_min, hu_max) = match self.task {
+            Task::Lung => (-1000.0, 400.0),
+            // The lung window the COVID-SemiSeg images were published in.
+            Task::Lesion => crate::infer::lesion_data::SEMISEG_WINDOW_HU,
+        };
         InputSpec {
             spacing_mm: self.spacing_mm,
             context_slices: 0,
-            hu_min: -1000.0,
-            hu_max: 400.0,
+            hu_min,
+            hu_max,
             pad_multiple: 1 << self.arch.depth,
         }
     }
@@ -144,13 +169,47 @@ fn load_samples(
 
 /// Random flip / rotation / scale by an affine grid (bilinear for the image, nearest
 /// for the labels), then intensity scale and shift and Gaussian noise.
-fn augment(x: &Tensor, y: &Tensor, rng: &mut Rng, flips: bool) -> (Tensor, Tensor) {
+/// Augmentation strength: `Standard`, or `Strong` (gain 0.75..1.25, offset ±0.12, and
+/// in 30 % of slices a resolution loss: bilinear down-sampling to 35..75 % and back),
+/// for scanners and reconstructions unlike the training data's (e.g. 4 mm pixels,
+/// emphysematous lungs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Augment {
+    #[default]
+    Standard,
+    Strong,
+}
+
+impl std::str::FromStr for Augment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard" => Ok(Augment::Standard),
+            "strong" => Ok(Augment::Strong),
+            o => Err(format!("unknown augmentation '{o}' (standard or strong)")),
+        }
+    }
+}
+
+fn augment(
+    x: &Tensor,
+    y: &Tensor,
+    rng: &mut Rng,
+    flips: bool,
+    rot90: bool,
+    strength: Augment,
+) -> (Tensor, Tensor) {
     let n = x.size()[0] as usize;
     let mut theta = Vec::with_capacity(n * 6);
     let mut gain = Vec::with_capacity(n);
     let mut shift = Vec::with_capacity(n);
     for _ in 0..n {
-        let a = rng.range(-12.0, 12.0).to_radians();
+        let quarter = if rot90 {
+            rng.below(4) as f64 * 90.0
+        } else {
+            0.0
+        };
+        let a = (quarter + rng.range(-12.0, 12.0)).to_radians();
         let s = rng.range(0.85, 1.15);
         let f = if flips && rng.uniform() < 0.5 {
             -1.0
@@ -166,8 +225,12 @@ fn augment(x: &Tensor, y: &Tensor, rng: &mut Rng, flips: bool) -> (Tensor, Tenso
             c as f32,
             rng.range(-0.08, 0.08) as f32,
         ]);
-        gain.push(rng.range(0.9, 1.1) as f32);
-        shift.push(rng.range(-0.05, 0.05) as f32);
+        let (g, o) = match strength {
+            Augment::Standard => (0.1, 0.05),
+            Augment::Strong => (0.25, 0.12),
+        };
+        gain.push(rng.range(1.0 - g, 1.0 + g) as f32);
+        shift.push(rng.range(-o, o) as f32);
     }
     let dev = x.device();
     let theta = Tensor::from_slice(&theta)
@@ -187,6 +250,31 @@ fn augment(x: &Tensor, y: &Tensor, rng: &mut Rng, flips: bool) -> (Tensor, Tenso
     let shift = Tensor::from_slice(&shift)
         .view([n as i64, 1, 1, 1])
         .to_device(dev);
+    let mut xs = xs;
+    if strength == Augment::Strong {
+        let size = xs.size();
+        let (h, w) = (size[2], size[3]);
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n as i64 {
+            let xi = xs.narrow(0, i, 1);
+            if rng.uniform() < 0.3 {
+                let f = rng.range(0.35, 0.75);
+                let small = xi.upsample_bilinear2d(
+                    [
+                        ((h as f64 * f) as i64).max(4),
+                        ((w as f64 * f) as i64).max(4),
+                    ],
+                    false,
+                    None,
+                    None,
+                );
+                parts.push(small.upsample_bilinear2d([h, w], false, None, None));
+            } else {
+                parts.push(xi);
+            }
+        }
+        xs = Tensor::cat(&parts, 0);
+    }
     let noise = xs.randn_like() * 0.02;
     (xs * gain + shift + noise, ys)
 }
@@ -254,11 +342,20 @@ fn batch_tensors(
 fn slice_dice(net: &dyn ModuleT, samples: &[Sample], channels: usize, device: Device) -> f64 {
     let (mut inter, mut total) = (0f64, 0f64);
     tch::no_grad(|| {
-        for chunk in samples.chunks(8) {
-            let (h, w) = (chunk[0].h as i64, chunk[0].w as i64);
-            if chunk.iter().any(|s| s.h as i64 != h || s.w as i64 != w) {
-                continue;
+        // Batches of up to 8 consecutive slices of one size.
+        let mut chunks: Vec<&[Sample]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=samples.len() {
+            if i == samples.len()
+                || i - start == 8
+                || (samples[i].h, samples[i].w) != (samples[start].h, samples[start].w)
+            {
+                chunks.push(&samples[start..i]);
+                start = i;
             }
+        }
+        for chunk in chunks {
+            let (h, w) = (chunk[0].h as i64, chunk[0].w as i64);
             let input: Vec<f32> = chunk.iter().flat_map(|s| s.input.iter().copied()).collect();
             let x = Tensor::from_slice(&input)
                 .view([chunk.len() as i64, channels as i64, h, w])
@@ -318,18 +415,20 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         training: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
     };
-    if opts.task != Task::Lung {
-        return Err(InferError::Input(
-            "only the lung model trains from LCTSC-layout folders in this version".into(),
-        ));
-    }
-
     log(&format!(
         "loading training data from {}",
         opts.data.display()
     ));
-    let train = load_samples(opts, &opts.train_cases, &spec, opts.max_slices_per_case)?;
-    let val = load_samples(opts, &opts.val_cases, &spec, opts.max_slices_per_case)?;
+    // Pools of training slices and how many of each go into a batch.
+    let (pools, val, data_note) = match opts.task {
+        Task::Lung => {
+            let train = load_samples(opts, &opts.train_cases, &spec, opts.max_slices_per_case)?;
+            let val = load_samples(opts, &opts.val_cases, &spec, opts.max_slices_per_case)?;
+            (vec![(train, opts.batch)], val, serde_json::json!({}))
+        }
+        Task::Lesion => lesion_pools(opts, &spec, log)?,
+    };
+    let train: Vec<&Sample> = pools.iter().flat_map(|(p, _)| p.iter()).collect();
     log(&format!(
         "{} training and {} validation slices ({}x{} px at {} mm), device {}",
         train.len(),
@@ -376,7 +475,10 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     let steps = opts
         .steps_per_epoch
         .unwrap_or_else(|| train.len().div_ceil(opts.batch.max(1)));
-    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut orders: Vec<(Vec<usize>, usize)> = pools
+        .iter()
+        .map(|(p, _)| ((0..p.len()).collect(), usize::MAX))
+        .collect();
     for epoch in state.epochs_done..opts.epochs {
         let te = Instant::now();
         // Cosine decay of the learning rate over the run.
@@ -385,19 +487,27 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
             * (1.0 + (std::f64::consts::PI * epoch as f64 / opts.epochs.max(1) as f64).cos());
         opt.set_lr(lr.max(opts.lr * 0.02));
         let mut sum = 0.0;
-        let mut pos = order.len();
         for _ in 0..steps {
             let mut picked = Vec::with_capacity(opts.batch);
-            while picked.len() < opts.batch.min(train.len()) {
-                if pos >= order.len() {
-                    rng.shuffle(&mut order);
-                    pos = 0;
+            for ((pool, take), (order, pos)) in pools.iter().zip(orders.iter_mut()) {
+                for _ in 0..(*take).min(pool.len()) {
+                    if *pos >= order.len() {
+                        rng.shuffle(order);
+                        *pos = 0;
+                    }
+                    picked.push(&pool[order[*pos]]);
+                    *pos += 1;
                 }
-                picked.push(&train[order[pos]]);
-                pos += 1;
             }
             let (x, y) = batch_tensors(&picked, channels, opts.crop, &mut rng, device);
-            let (x, y) = augment(&x, &y, &mut rng, true);
+            let (x, y) = augment(
+                &x,
+                &y,
+                &mut rng,
+                true,
+                opts.task == Task::Lesion,
+                opts.augment,
+            );
             let logits = net.forward_t(&x, true);
             let l = loss(&logits, &y, classes.len() as i64);
             opt.backward_step(&l);
@@ -452,7 +562,12 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         "learning_rate": opts.lr,
         "optimizer": "Adam, cosine decay",
         "loss": "cross-entropy + (1 - soft Dice)",
-        "augmentation": "flip, rotation +-12 deg, scale 0.85..1.15, shift +-4 %, gain 0.9..1.1, offset +-0.05, noise sd 0.02",
+        "augmentation": match opts.augment {
+            Augment::Standard => "flip, rotation +-12 deg, scale 0.85..1.15, shift +-4 %, gain 0.9..1.1, offset +-0.05, noise sd 0.02",
+            Augment::Strong => "flip, rotation +-12 deg, scale 0.85..1.15, shift +-4 %, gain 0.75..1.25, offset +-0.12, 30 % resolution loss to 35..75 %, noise sd 0.02",
+        },
+        "rot90": opts.task == Task::Lesion,
+        "data_detail": data_note,
         "device": device_name(device),
         "train_seconds": state.seconds,
         "epoch_losses": state.epoch_losses,
@@ -461,7 +576,25 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     manifest.write(&manifest_path)?;
 
     let mut eval = Vec::new();
-    if !opts.skip_eval && !opts.val_cases.is_empty() {
+    if !opts.skip_eval && opts.task == Task::Lesion {
+        log("evaluating on the 48 COVID-SemiSeg test slices (Inf-Net protocol)");
+        let mut seg = super::load_segmenter(&manifest_path, opts.device)?;
+        let rows = evaluate_semiseg(seg.as_mut(), &opts.data.join("covid-semiseg/test"))?;
+        let (inf, ggo, con) = semiseg_means(&rows);
+        log(&format!(
+            "  mean per-slice Dice: infection {inf:.4}, GGO {ggo:.4}, consolidation {con:.4}"
+        ));
+        manifest.metrics = serde_json::json!({
+            "test_split": "covid-semiseg/test (48 slices, never trained on)",
+            "protocol": "mean over slices of per-slice Dice (Inf-Net); 1 when both empty",
+            "dice_infection": inf,
+            "dice_ggo": ggo,
+            "dice_consolidation": con,
+            "slices": rows,
+        });
+        manifest.write(&manifest_path)?;
+    }
+    if !opts.skip_eval && opts.task == Task::Lung && !opts.val_cases.is_empty() {
         log("evaluating on the validation cases (full CT grid, post-processed)");
         let mut seg = super::load_segmenter(&manifest_path, opts.device)?;
         for name in &opts.val_cases {
@@ -516,4 +649,137 @@ pub fn evaluate_pipeline<M: crate::infer::pipeline::SliceModel>(
     case: &Case,
 ) -> Result<LungCaseMetrics, InferError> {
     evaluate_lung_case(p, case)
+}
+
+fn class_of_lesion(v: u8) -> u8 {
+    match v {
+        crate::infer::GGO => 1,
+        crate::infer::CONSOLIDATION => 2,
+        _ => 0,
+    }
+}
+
+/// Lesion training pools: the real COVID-SemiSeg training slices (every sixth held out
+/// for validation) and synthetic lesions in the LCTSC training cases; half of each batch
+/// from each.
+#[allow(clippy::type_complexity)]
+fn lesion_pools(
+    opts: &TrainOptions,
+    spec: &InputSpec,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<(Vec<Sample>, usize)>, Vec<Sample>, serde_json::Value), InferError> {
+    use crate::infer::lesion_data::{insert_lesions, read_semiseg};
+    let semiseg = read_semiseg(&opts.data.join("covid-semiseg/train"))?;
+    let (mut real, mut val) = (Vec::new(), Vec::new());
+    let (mut real_names, mut val_names) = (Vec::new(), Vec::new());
+    for (i, s) in semiseg.iter().enumerate() {
+        let case = Case {
+            name: s.name.clone(),
+            ct: s.ct.clone(),
+            mask: s.labels.clone(),
+            ct_path: opts
+                .data
+                .join("covid-semiseg/train/img")
+                .join(format!("{}.jpg", s.name)),
+        };
+        let samples = case_samples(&case, spec, &class_of_lesion)?;
+        if i % 6 == 5 {
+            val.extend(samples);
+            val_names.push(s.name.clone());
+        } else {
+            real.extend(samples);
+            real_names.push(s.name.clone());
+        }
+    }
+    if let Some(n) = opts.max_slices_per_case {
+        real.truncate(n);
+        val.truncate(n);
+    }
+    let mut synth = Vec::new();
+    let per_case = opts.max_slices_per_case.unwrap_or(80);
+    let mut rng = Rng(opts.seed ^ 0x5EED);
+    let lctsc = opts.data.join("lctsc256");
+    for name in &opts.train_cases {
+        let case = read_lung_case(&lctsc, name)?;
+        let nz = case.ct.geometry.dims[2];
+        let plane = case.ct.geometry.dims[0] * case.ct.geometry.dims[1];
+        let with_lung: Vec<usize> = (0..nz)
+            .filter(|&k| case.mask.slice_k(k).iter().filter(|&&v| v != 0).count() > plane / 50)
+            .collect();
+        for _ in 0..per_case.min(with_lung.len() * 4) {
+            let k = with_lung[rng.below(with_lung.len())];
+            let s = insert_lesions(&case.ct, &case.mask, k, &mut || rng.uniform());
+            let c = Case {
+                name: s.name.clone(),
+                ct: s.ct,
+                mask: s.labels,
+                ct_path: case.ct_path.clone(),
+            };
+            synth.extend(case_samples(&c, spec, &class_of_lesion)?);
+        }
+    }
+    log(&format!(
+        "lesion data: {} real COVID-SemiSeg training slices, {} held out for validation, {} synthetic slices",
+        real.len(),
+        val.len(),
+        synth.len()
+    ));
+    let half = (opts.batch / 2).max(1);
+    let note = serde_json::json!({
+        "real_training_slices": real_names,
+        "real_validation_slices": val_names,
+        "synthetic_slices": synth.len(),
+        "synthetic_from_cases": opts.train_cases,
+        "semiseg_mapping": "8-bit grey v -> HU = -1350 + 1500 v / 255 (lung window W1500/L-600), 0.75 mm pixels",
+        "batch_mix": format!("{} real + {} synthetic", half, opts.batch.saturating_sub(half).max(1)),
+    });
+    Ok((
+        vec![
+            (real, half),
+            (synth, opts.batch.saturating_sub(half).max(1)),
+        ],
+        val,
+        note,
+    ))
+}
+
+/// Per-slice results on COVID-SemiSeg test slices (the Inf-Net protocol: Dice per
+/// slice, averaged over slices; 1 when reference and prediction are both empty).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LesionSliceMetrics {
+    pub slice: String,
+    pub dice_infection: f64,
+    pub dice_ggo: f64,
+    pub dice_consolidation: f64,
+}
+
+/// Runs a lesion segmenter on every slice of a COVID-SemiSeg split folder.
+pub fn evaluate_semiseg(
+    seg: &mut dyn crate::infer::Segmenter,
+    dir: &Path,
+) -> Result<Vec<LesionSliceMetrics>, InferError> {
+    use crate::infer::lesion_data::{read_semiseg, slice_dice};
+    use crate::infer::{CONSOLIDATION, GGO, RunContext, SegmentInput};
+    let mut rows = Vec::new();
+    for s in read_semiseg(dir)? {
+        let p = RunContext::detached(|ctx| seg.segment(&s.ct, SegmentInput::default(), ctx))?;
+        let (r, q) = (&s.labels.voxels, &p.labels.voxels);
+        rows.push(LesionSliceMetrics {
+            slice: s.name,
+            dice_infection: slice_dice(r, q, None),
+            dice_ggo: slice_dice(r, q, Some(GGO)),
+            dice_consolidation: slice_dice(r, q, Some(CONSOLIDATION)),
+        });
+    }
+    Ok(rows)
+}
+
+/// Means of [`evaluate_semiseg`] rows: (infection, GGO, consolidation).
+pub fn semiseg_means(rows: &[LesionSliceMetrics]) -> (f64, f64, f64) {
+    let n = rows.len().max(1) as f64;
+    (
+        rows.iter().map(|r| r.dice_infection).sum::<f64>() / n,
+        rows.iter().map(|r| r.dice_ggo).sum::<f64>() / n,
+        rows.iter().map(|r| r.dice_consolidation).sum::<f64>() / n,
+    )
 }

@@ -55,6 +55,10 @@ pub struct AiState {
     pub accepted: Vec<AcceptRecord>,
     /// Dice of the proposal against the demo's truth, per label.
     pub truth_dice: Vec<(u8, f64)>,
+    /// Brush and eraser edit the pending proposals instead of the labels.
+    pub edit_proposals: bool,
+    /// The layer while a brush stroke edits it.
+    pub(super) layer_editor: Option<crate::annotate::Editor>,
     /// The layer must be re-uploaded whole / in this box.
     pub(super) layer_replaced: bool,
     pub(super) layer_dirty: Option<VoxelBox>,
@@ -283,6 +287,10 @@ impl PulmoApp {
         {
             ctx.request_repaint();
         }
+        ui.checkbox(
+            &mut self.ai.edit_proposals,
+            "Brush/eraser edit the proposals (B / E)",
+        );
         for (label, dice) in &self.ai.truth_dice {
             ui.label(format!(
                 "vs demo truth: {} Dice {:.3}",
@@ -383,6 +391,52 @@ impl PulmoApp {
             review.reject_all();
             self.ai.layer_replaced = true;
         }
+    }
+
+    /// One brush / eraser step on the proposal layer (the stroke is the app's).
+    pub(super) fn paint_proposal_at(
+        &mut self,
+        study: &super::Study,
+        brush: crate::annotate::Brush,
+        world: nalgebra::Point3<f64>,
+    ) {
+        let Some(review) = self.ai.review.as_mut() else {
+            return;
+        };
+        if self.ai.layer_editor.is_none() {
+            let placeholder = crate::volume::Volume::filled(
+                crate::volume::Geometry::axis_aligned([1, 1, 1], [1.0; 3], [0.0; 3]),
+                0u8,
+            )
+            .expect("1 voxel");
+            let layer = std::mem::replace(&mut review.layer, placeholder);
+            let mut ed =
+                crate::annotate::Editor::new(layer, crate::annotate::LabelTable::default());
+            ed.begin("edit proposal");
+            self.ai.layer_editor = Some(ed);
+            self.stroke = Some(crate::annotate::Stroke::new(brush));
+        }
+        if let (Some(stroke), Some(ed)) = (self.stroke.as_mut(), self.ai.layer_editor.as_mut()) {
+            match stroke.add_point(ed, Some(&study.ct), world) {
+                Ok(changed) => self.ai.layer_dirty = VoxelBox::merge(self.ai.layer_dirty, changed),
+                Err(e) => self.save_error = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// Ends a stroke on the proposal layer: the layer goes back to the review, whose
+    /// pending instances are re-derived from it. Returns false when no such stroke ran.
+    pub(super) fn finish_proposal_stroke(&mut self, study: &super::Study) -> bool {
+        let Some(mut ed) = self.ai.layer_editor.take() else {
+            return false;
+        };
+        ed.commit();
+        let (layer, _, _) = ed.into_parts();
+        if let Some(review) = self.ai.review.as_mut() {
+            review.layer = layer;
+            review.refresh(&study.ct);
+        }
+        true
     }
 
     /// Instance table rows for tests: (class, decision) in table order.

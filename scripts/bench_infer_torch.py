@@ -1,0 +1,100 @@
+"""The peer of pulmo's inference: the same U-Net (same weights from weights/*.safetensors)
+in PyTorch, on the same input size and batch, same number of CPU threads.
+
+Prints seconds per slice of the model alone (the figure pulmo reports as "model").
+Usage: bench_infer_torch.py MANIFEST.json --slices 300 --height H --width W --batch B
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        return torch.relu(self.b2(self.c2(x)))
+
+
+class UNet(nn.Module):
+    """Mirror of pulmo's `infer::torch::UNet` (same parameter names)."""
+
+    def __init__(self, cin, classes, base, depth):
+        super().__init__()
+        ch = lambda i: base << i
+        c = cin
+        for i in range(depth):
+            setattr(self, f"down{i}", Block(c, ch(i)))
+            c = ch(i)
+        self.bottom = Block(c, ch(depth))
+        for i in range(depth):
+            setattr(self, f"upconv{i}", nn.ConvTranspose2d(ch(i + 1), ch(i), 2, stride=2))
+            setattr(self, f"up{i}", Block(2 * ch(i), ch(i)))
+        self.head = nn.Conv2d(ch(0), classes, 1)
+        self.depth = depth
+
+    def forward(self, x):
+        skips = []
+        for i in range(self.depth):
+            y = getattr(self, f"down{i}")(x)
+            skips.append(y)
+            x = torch.max_pool2d(y, 2)
+        x = self.bottom(x)
+        for i in reversed(range(self.depth)):
+            up = getattr(self, f"upconv{i}")(x)
+            x = getattr(self, f"up{i}")(torch.cat([up, skips.pop()], 1))
+        return self.head(x)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("manifest")
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--height", type=int, required=True)
+    ap.add_argument("--width", type=int, required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    m = json.load(open(a.manifest))
+    arch = m["arch"]
+    net = UNet(1, len(m["classes"]), arch["base_channels"], arch["depth"])
+    state = load_file(os.path.join(os.path.dirname(a.manifest), m["weights"]))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    assert not missing and not unexpected, (missing, unexpected)
+    net.eval()
+    x = torch.rand(a.batch, 1, a.height, a.width)
+    times = []
+    with torch.no_grad():
+        net(x).softmax(1)  # warm-up
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            done = 0
+            while done < a.slices:
+                n = min(a.batch, a.slices - done)
+                net(x[:n]).softmax(1)
+                done += n
+            times.append(time.perf_counter() - t)
+    times.sort()
+    med = times[len(times) // 2]
+    print(json.dumps({"peer": f"PyTorch {torch.__version__}", "threads": a.threads,
+                      "slices": a.slices, "input": [a.height, a.width], "batch": a.batch,
+                      "seconds_median": med, "ms_per_slice": 1000 * med / a.slices,
+                      "runs": times}))
+
+
+if __name__ == "__main__":
+    main()
