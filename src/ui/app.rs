@@ -10,7 +10,9 @@ use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
 use nalgebra::{Point3, Vector2, Vector3};
 
 mod ai;
+mod compare;
 pub use ai::{AiFactory, AiState};
+pub use compare::CompareState;
 
 use crate::annotate::{
     Brush, BrushExtent, BrushShape, Editor, LabelTable, Stroke as PaintStroke, VoxelBox,
@@ -158,6 +160,8 @@ pub struct PulmoApp {
     painted_frames: u32,
     /// AI proposals: worker, running job, the proposal under review.
     pub ai: AiState,
+    /// The Compare and Quantification panels.
+    pub compare: CompareState,
 }
 
 const MAX_RECENT: usize = 10;
@@ -217,6 +221,7 @@ impl PulmoApp {
             dirty_labels: None,
             save_error: None,
             ai: AiState::new(options.ai_factory.clone()),
+            compare: CompareState::default(),
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -574,6 +579,16 @@ impl PulmoApp {
                     .clicked()
                 {
                     self.undo(true);
+                    ui.close();
+                }
+            });
+            ui.menu_button("Tools", |ui| {
+                if ui.button("Compare label maps…").clicked() {
+                    self.compare.compare_open = true;
+                    ui.close();
+                }
+                if ui.button("Quantification…").clicked() {
+                    self.compare.quantify_open = true;
                     ui.close();
                 }
             });
@@ -1356,6 +1371,7 @@ impl eframe::App for PulmoApp {
             ctx.request_repaint();
         }
         self.dialogs_ui(&ctx);
+        self.compare_windows_ui(&ctx);
         // Last, so edits made while handling this frame's input (strokes, undo) reach
         // the GPU before this frame is rendered.
         self.upload_if_needed(frame);
