@@ -77,6 +77,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in the output folder.
     #[arg(long)]
     pub resume: bool,
+    /// Lesion training: real slices per batch (default half the batch).
+    #[arg(long)]
+    pub real_per_batch: Option<usize>,
     /// Augmentation: standard or strong (stronger intensity jitter, resolution loss).
     #[arg(long, default_value = "standard")]
     pub augment: String,
@@ -240,6 +243,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     o.resume = a.resume;
     o.skip_eval = a.no_eval;
     o.device = a.device;
+    o.real_per_batch = a.real_per_batch;
     o.augment = a.augment.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     o.command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = train(&o, &mut |line| eprintln!("{line}"))?;

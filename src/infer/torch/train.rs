@@ -52,6 +52,9 @@ pub struct TrainOptions {
     /// The command line that started the run (recorded in the manifest).
     pub command: String,
     pub augment: Augment,
+    /// Lesion training: real COVID-SemiSeg slices per batch (the rest synthetic);
+    /// default half.
+    pub real_per_batch: Option<usize>,
 }
 
 impl TrainOptions {
@@ -81,6 +84,7 @@ impl TrainOptions {
             skip_eval: false,
             command: String::new(),
             augment: Augment::Standard,
+            real_per_batch: None,
         }
     }
 
@@ -724,7 +728,10 @@ fn lesion_pools(
         val.len(),
         synth.len()
     ));
-    let half = (opts.batch / 2).max(1);
+    let half = opts
+        .real_per_batch
+        .unwrap_or(opts.batch / 2)
+        .clamp(1, opts.batch.max(1));
     let note = serde_json::json!({
         "real_training_slices": real_names,
         "real_validation_slices": val_names,
