@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -q
+bin="${CARGO_TARGET_DIR:-target}/release/pulmo"
 mkdir -p .bench
 ct=.bench/demo-512x512x300.nii.gz
-[ -f "$ct" ] || target/release/pulmo convert demo "$ct"
+[ -f "$ct" ] || "$bin" convert demo "$ct"
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install -q --disable-pip-version-check torch==2.11.0 safetensors==0.6.2 numpy==2.4.6
@@ -18,11 +19,11 @@ fi
 repeat="${REPEAT:-3}"
 for task in lung lesion; do
   for r in $(seq "$repeat"); do
-    /usr/bin/time -f "peak RSS %M KB, wall %e s" target/release/pulmo segment "$task" "$ct" \
+    /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" segment "$task" "$ct" \
       -o ".bench/demo-$task.nii.gz" --device cpu 2>&1 | grep -E "model|peak" | tr '\n' ' '
     echo
   done
-  line=$(target/release/pulmo segment "$task" "$ct" -o ".bench/demo-$task.nii.gz" --device cpu 2>&1 | grep "model input")
+  line=$("$bin" segment "$task" "$ct" -o ".bench/demo-$task.nii.gz" --device cpu 2>&1 | grep "model input")
   hw=$(echo "$line" | sed -E 's/.*\(([0-9]+)x([0-9]+) model input.*/\1 \2/')
   batch=$(echo "$line" | sed -E 's/.*batch ([0-9]+).*/\1/')
   set -- $hw
@@ -30,4 +31,4 @@ for task in lung lesion; do
   .venv-bench/bin/python scripts/bench_infer_torch.py "weights/$task.json" --slices 300 \
     --height "$1" --width "$2" --batch "$batch" --repeat "$repeat"
 done
-target/release/pulmo compare .bench/demo-512x512x300_truth.nii.gz .bench/demo-lesion.nii.gz --labels 3,4 | head -5
+"$bin" compare .bench/demo-512x512x300_truth.nii.gz .bench/demo-lesion.nii.gz --labels 3,4 | head -5

@@ -16,7 +16,8 @@ struct SliceUniforms {
     window_width_hu: f32,
     label_opacity: f32,
     // bit 0: linear sampling; bit 1: labels as outlines; bit 2: show labels;
-    // bit 3: show proposals.
+    // bit 3: show proposals; bit 4: draw the proposal layer as a solid fill at
+    // label_opacity (the agreement overlay) instead of a faint fill with dashes.
     flags: u32,
 };
 
@@ -148,7 +149,9 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
     }
     if ((u.flags & 8u) != 0u && all(vec3<i32>(textureDimensions(proposals)) == dims)) {
         let p = proposal_at(voxel, dims);
-        if (p != 0u) {
+        if (p != 0u && (u.flags & 16u) != 0u) {
+            rgb = mix(rgb, lut.colors[p].rgb, u.label_opacity);
+        } else if (p != 0u) {
             let color = lut.colors[p].rgb;
             let dx = u.voxel_per_px_x.xyz;
             let dy = u.voxel_per_px_y.xyz;

@@ -11,6 +11,7 @@ mod ai;
 
 use crate::io::{self, Format, dicom, load_ct};
 use crate::metrics;
+use crate::metrics::report::{COMPARE_COLUMNS, CompareRow};
 use crate::volume::CtVolume;
 
 #[derive(Parser, Debug)]
@@ -68,6 +69,10 @@ pub enum Command {
     Train(ai::TrainArgs),
     /// Measure a lung model on cases with reference masks (JSON report).
     Eval(ai::EvalArgs),
+    /// Test support: journals an endless deterministic edit sequence into DIR, printing
+    /// "durable N" after each synced record (the kill -9 test kills it mid-way).
+    #[command(hide = true)]
+    JournalSelftest { dir: PathBuf },
     /// Quantify a CT with its label map: volume and HU statistics per label, lung
     /// involvement per lung and lung third, Lung CT Analyzer HU bands.
     Quantify {
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Compare(args)) => compare_cmd(&args),
         Some(Command::Quantify { ct, labels, json }) => quantify_cmd(&ct, &labels, json),
         Some(Command::Segment(a)) => ai::segment(&a),
+        Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
         Some(Command::Eval(a)) => ai::eval(&a),
         None => crate::ui::run_viewer(cli.path, cli.series),
@@ -365,60 +371,6 @@ fn read_labels(path: &Path) -> Result<crate::volume::LabelVolume> {
     Ok(r.volume)
 }
 
-/// One compared target: overlap and surface metrics, and intensity ones with a CT.
-struct CompareRow {
-    /// The label value, or "any" for every non-zero value.
-    label: String,
-    target: metrics::TargetComparison,
-    intensity: Option<metrics::IntensityMetrics>,
-}
-
-/// Metric columns (CSV header names and JSON keys) without a CT.
-const COMPARE_COLUMNS: [&str; 11] = [
-    "dice",
-    "iou",
-    "volume_similarity",
-    "rvd_pct",
-    "sensitivity",
-    "specificity",
-    "hd_mm",
-    "hd95_mm",
-    "assd_mm",
-    "ref_volume_ml",
-    "test_volume_ml",
-];
-/// Extra columns with a CT.
-const INTENSITY_COLUMNS: [&str; 3] = ["me_hu", "mae_hu", "rel_mean_hu_diff_pct"];
-
-impl CompareRow {
-    /// The values of [`COMPARE_COLUMNS`] (then [`INTENSITY_COLUMNS`] with a CT).
-    fn values(&self) -> Vec<Option<f64>> {
-        let o = &self.target.overlap;
-        let s = &self.target.surface;
-        let mut v = vec![
-            Some(o.dice),
-            Some(o.jaccard),
-            Some(o.volume_similarity),
-            o.relative_volume_difference_pct,
-            o.sensitivity,
-            o.specificity,
-            s.hausdorff_mm,
-            s.hd95_mm,
-            s.assd_mm,
-            Some(o.reference_volume_ml),
-            Some(o.test_volume_ml),
-        ];
-        if let Some(i) = &self.intensity {
-            v.extend([
-                Some(i.mean_error_hu),
-                Some(i.mean_absolute_error_hu),
-                i.relative_mean_hu_difference_pct,
-            ]);
-        }
-        v
-    }
-}
-
 /// The non-zero values present in either map, ascending.
 fn labels_present(a: &crate::volume::LabelVolume, b: &crate::volume::LabelVolume) -> Vec<u8> {
     let mut seen = [false; 256];
@@ -460,15 +412,7 @@ fn compare_pair(
             ),
             None => None,
         };
-        let label = match c.target {
-            metrics::Target::Label(l) => l.to_string(),
-            metrics::Target::AnyForeground => "any".to_string(),
-        };
-        rows.push(CompareRow {
-            label,
-            target: c.clone(),
-            intensity,
-        });
+        rows.push(CompareRow::new(c, intensity));
     }
     Ok((cmp, rows))
 }
@@ -487,88 +431,26 @@ fn emit(output: Option<&Path>, text: &str) -> Result<()> {
     }
 }
 
-const HD95_NOTE: &str = "MONAI definition: the larger of the two directed 95th percentiles \
-(linear interpolation) of the distances from each mask's boundary voxels to the other \
-mask's boundary voxels";
-
 fn compare_cmd(a: &CompareArgs) -> Result<()> {
-    use metrics::report::{Json, csv_field, csv_opt};
+    use metrics::report::{compare_csv, compare_json};
     if a.batch {
         return compare_batch(a);
     }
     let (cmp, rows) = compare_pair(&a.reference, &a.test, a.ct.as_deref(), a.labels.as_deref())?;
-    let mut columns: Vec<&str> = COMPARE_COLUMNS.to_vec();
-    if a.ct.is_some() {
-        columns.extend(INTENSITY_COLUMNS);
-    }
     let text = if a.json {
-        let label_json = |l: &str| match l.parse::<f64>() {
-            Ok(v) => Json::Num(v),
-            Err(_) => Json::str(l),
-        };
-        let results = rows
-            .iter()
-            .map(|row| {
-                let mut pairs = vec![("label".to_string(), label_json(&row.label))];
-                pairs.extend(
-                    columns
-                        .iter()
-                        .zip(row.values())
-                        .map(|(k, v)| (k.to_string(), Json::opt(v))),
-                );
-                Json::Obj(pairs)
-            })
-            .collect();
-        let path_json = |p: &Path| Json::str(p.display().to_string());
-        let doc = Json::obj([
-            ("reference", path_json(&a.reference)),
-            ("test", path_json(&a.test)),
-            ("ct", a.ct.as_deref().map_or(Json::Null, path_json)),
-            ("dims", Json::nums(cmp.dims.map(|d| d as f64))),
-            ("spacing_mm", Json::nums(cmp.spacing_mm)),
-            (
-                "metadata",
-                Json::obj([
-                    (
-                        "tool",
-                        Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
-                    ),
-                    ("hd95", Json::str(HD95_NOTE)),
-                    (
-                        "hd",
-                        Json::str("Hausdorff distance between the boundary voxels (mm)"),
-                    ),
-                    ("assd", Json::str("average symmetric surface distance (mm)")),
-                    (
-                        "rvd_pct",
-                        Json::str("(test - reference) / reference volume x 100"),
-                    ),
-                    (
-                        "intensity",
-                        Json::str(
-                            "ME / MAE over the union of the masks of CT*test - CT*reference (HU); relative mean HU difference = (mean test - mean reference) / |mean reference| x 100",
-                        ),
-                    ),
-                    (
-                        "missing",
-                        Json::str("null where a value is undefined (e.g. an empty mask)"),
-                    ),
-                    (
-                        "label_any",
-                        Json::str("\"any\" = every non-zero value as one mask"),
-                    ),
-                ]),
-            ),
-            ("results", Json::Arr(results)),
-        ]);
+        let path = |p: &Path| p.display().to_string();
+        let ct = a.ct.as_deref().map(path);
+        let doc = compare_json(
+            &path(&a.reference),
+            &path(&a.test),
+            ct.as_deref(),
+            &cmp,
+            &rows,
+            a.ct.is_some(),
+        );
         doc.to_pretty() + "\n"
     } else if a.csv {
-        let mut out = format!("label,{}\n", columns.join(","));
-        for row in &rows {
-            let cells: Vec<String> = row.values().into_iter().map(csv_opt).collect();
-            out += &format!("{},{}\n", csv_field(&row.label), cells.join(","));
-        }
-        out
+        compare_csv(&rows, a.ct.is_some())
     } else {
         let mut out = format!("{} vs {}\n{cmp}", a.reference.display(), a.test.display());
         for row in rows.iter().filter(|r| r.intensity.is_some()) {
@@ -712,8 +594,7 @@ fn compare_batch(a: &CompareArgs) -> Result<()> {
 }
 
 fn quantify_cmd(ct_path: &Path, labels_path: &Path, json: bool) -> Result<()> {
-    use metrics::quantify::{HU_BAND_NAMES, QuantifyOptions, RegionCounts, THIRD_NAMES, quantify};
-    use metrics::report::Json;
+    use metrics::quantify::{QuantifyOptions, quantify, text_lines, to_json};
     let loaded = load_ct(ct_path, None, &Default::default())?;
     for w in &loaded.warnings {
         eprintln!("pulmo: warning: {}: {w}", ct_path.display());
@@ -723,160 +604,37 @@ fn quantify_cmd(ct_path: &Path, labels_path: &Path, json: bool) -> Result<()> {
     let q = quantify(&loaded.volume, &labels, &options)
         .map_err(|e| anyhow::anyhow!("{} vs {}: {e}", ct_path.display(), labels_path.display()))?;
     let table = crate::annotate::LabelTable::default();
-    let ml = q.voxel_volume_ml;
+    let name = |v: u8| table.get(v).map(|l| l.name.clone());
     if !json {
         println!("{} with {}", ct_path.display(), labels_path.display());
-        for s in &q.labels {
-            println!(
-                "  label {:>3} {:<22} {:>10.3} mL  HU mean {:>8.1} sd {:>7.1} min {:>6} max {:>6}",
-                s.label,
-                table.get(s.label).map_or("", |l| l.name.as_str()),
-                s.volume_ml,
-                s.mean_hu,
-                s.std_hu,
-                s.min_hu,
-                s.max_hu
-            );
-        }
-        for l in &q.lungs {
-            let w = &l.whole;
-            println!(
-                "  {:<5} lung {:>10.3} mL  involved {} %  (upper {} %, middle {} %, lower {} %)",
-                l.name,
-                w.voxels as f64 * ml,
-                metrics::fmt_opt(w.involvement_pct(), 2),
-                metrics::fmt_opt(l.thirds[0].involvement_pct(), 2),
-                metrics::fmt_opt(l.thirds[1].involvement_pct(), 2),
-                metrics::fmt_opt(l.thirds[2].involvement_pct(), 2),
-            );
+        for line in text_lines(&q, &name) {
+            println!("{line}");
         }
         return Ok(());
     }
-    let region = |r: &RegionCounts| {
-        let mut pairs = vec![
-            ("voxels", Json::Num(r.voxels as f64)),
-            ("volume_ml", Json::Num(r.voxels as f64 * ml)),
-            (
-                "lesion_volume_ml",
-                Json::Num(r.total_lesion_voxels() as f64 * ml),
-            ),
-            ("involvement_pct", Json::opt(r.involvement_pct())),
-        ];
-        let by_label = q
-            .lesion_labels
-            .iter()
-            .enumerate()
-            .map(|(n, l)| {
-                (
-                    l.to_string(),
-                    Json::obj([
-                        ("volume_ml", Json::Num(r.lesion_voxels[n] as f64 * ml)),
-                        ("pct", Json::opt(r.lesion_pct(n))),
-                    ]),
-                )
-            })
-            .collect();
-        pairs.push(("by_lesion_label", Json::Obj(by_label)));
-        pairs.push((
-            "hu_bands_pct",
-            Json::obj(
-                HU_BAND_NAMES
-                    .iter()
-                    .enumerate()
-                    .map(|(b, name)| (*name, Json::opt(r.band_pct(b)))),
-            ),
-        ));
-        pairs
-    };
-    let lungs = q
-        .lungs
-        .iter()
-        .map(|l| {
-            let mut pairs = vec![("label", l.label.map_or(Json::Null, |v| Json::Num(v as f64)))];
-            pairs.extend(region(&l.whole));
-            pairs.push((
-                "thirds",
-                Json::obj(
-                    THIRD_NAMES
-                        .iter()
-                        .zip(&l.thirds)
-                        .map(|(name, t)| (*name, Json::obj(region(t)))),
-                ),
-            ));
-            (l.name, Json::obj(pairs))
-        })
-        .collect::<Vec<_>>();
-    let label_stats = q
-        .labels
-        .iter()
-        .map(|s| {
-            Json::obj([
-                ("label", Json::Num(s.label as f64)),
-                (
-                    "name",
-                    table
-                        .get(s.label)
-                        .map_or(Json::Null, |l| Json::str(l.name.clone())),
-                ),
-                ("voxels", Json::Num(s.voxels as f64)),
-                ("volume_ml", Json::Num(s.volume_ml)),
-                ("mean_hu", Json::Num(s.mean_hu)),
-                ("std_hu", Json::Num(s.std_hu)),
-                ("min_hu", Json::Num(s.min_hu as f64)),
-                ("max_hu", Json::Num(s.max_hu as f64)),
-            ])
-        })
-        .collect();
-    let doc = Json::obj([
-        ("ct", Json::str(ct_path.display().to_string())),
-        ("labels_file", Json::str(labels_path.display().to_string())),
-        ("voxel_volume_ml", Json::Num(ml)),
-        (
-            "metadata",
-            Json::obj([
-                (
-                    "tool",
-                    Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
-                ),
-                (
-                    "lung_labels",
-                    Json::nums([options.left_lung as f64, options.right_lung as f64]),
-                ),
-                (
-                    "lesion_labels",
-                    Json::nums(options.lesion_labels.iter().map(|&l| l as f64)),
-                ),
-                (
-                    "hu_bands",
-                    Json::str(
-                        "Lung CT Analyzer bands, half-open [lo, hi) HU: below_range < -1050, emphysema [-1050, -950), inflated [-950, -750), infiltrated [-750, -400), collapsed [-400, +inf); % of the region's voxels",
-                    ),
-                ),
-                (
-                    "lung_region",
-                    Json::str(
-                        "lung-label voxels plus lesion voxels; each lesion voxel goes to the lung whose centroid is nearer along the world left-right axis",
-                    ),
-                ),
-                (
-                    "thirds",
-                    Json::str(
-                        "upper / middle / lower thirds of each lung's own extent along the world superior axis (voxel centres +- half a voxel); 'both' sums each lung's thirds",
-                    ),
-                ),
-                (
-                    "std_hu",
-                    Json::str("population standard deviation (divisor n)"),
-                ),
-                (
-                    "missing",
-                    Json::str("null where a value is undefined (empty region)"),
-                ),
-            ]),
-        ),
-        ("labels", Json::Arr(label_stats)),
-        ("lungs", Json::obj(lungs)),
-    ]);
+    let doc = to_json(
+        &q,
+        &options,
+        &ct_path.display().to_string(),
+        &labels_path.display().to_string(),
+        &name,
+    );
     println!("{}", doc.to_pretty());
+    Ok(())
+}
+
+fn journal_selftest(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let g = crate::volume::Geometry::axis_aligned([64, 64, 32], [1.0; 3], [0.0; 3]);
+    let mut labels = crate::volume::Volume::filled(g, 0u8)?;
+    let path = crate::session::journal::journal_path(dir, "selftest");
+    let mut j = crate::session::Journal::create(&path, "selftest", &labels)?;
+    let mut out = std::io::stdout().lock();
+    for n in 1.. {
+        let b = crate::session::journal::selftest_step(&mut labels, n);
+        j.record(&labels, b)?;
+        writeln!(out, "durable {n}")?;
+        out.flush()?;
+    }
     Ok(())
 }

@@ -40,6 +40,7 @@ pub mod infer;
 pub mod io;
 pub mod metrics;
 pub mod render;
+pub mod session;
 pub mod ui;
 pub mod view;
 pub mod volume;

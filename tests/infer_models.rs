@@ -232,11 +232,17 @@ fn torchscript_drop_in_runs_through_the_same_pipeline() {
 /// COVID-SemiSeg test slices (Inf-Net protocol), so a preprocessing change is caught.
 #[test]
 fn committed_lesion_weights_reach_their_reported_dice() {
-    let Some(data) = common::data_dir("covid-semiseg/test") else { return };
+    let Some(data) = common::data_dir("covid-semiseg/test") else {
+        return;
+    };
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/lesion.json");
     assert!(manifest.is_file(), "weights/lesion.json is committed");
     let m = Manifest::read(&manifest).unwrap();
-    let reported = |k: &str| m.metrics[k].as_f64().unwrap_or_else(|| panic!("metrics.{k} in the manifest"));
+    let reported = |k: &str| {
+        m.metrics[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metrics.{k} in the manifest"))
+    };
     let mut seg = load_segmenter(&manifest, DeviceChoice::Cpu).unwrap();
     let rows = pulmo::infer::torch::train::evaluate_semiseg(seg.as_mut(), &data).unwrap();
     assert_eq!(rows.len(), 48);
@@ -247,6 +253,9 @@ fn committed_lesion_weights_reach_their_reported_dice() {
         ("GGO", ggo, reported("dice_ggo")),
         ("consolidation", con, reported("dice_consolidation")),
     ] {
-        assert!((got - want).abs() < 0.005, "{name}: Dice {got:.4}, manifest says {want:.4}");
+        assert!(
+            (got - want).abs() < 0.005,
+            "{name}: Dice {got:.4}, manifest says {want:.4}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use nalgebra::{Point3, Vector2};
 use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
 use pulmo::render::reference::{render_slice, render_slice_with_proposals};
 use pulmo::render::{
-    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
-    SliceUniforms, mat4_cols,
+    AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE,
+    FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols,
 };
 use pulmo::view::{Plane, ViewFrame, ViewState};
 use pulmo::volume::{Geometry, Volume};
@@ -206,4 +206,134 @@ fn proposal_layer_matches_cpu_reference() {
         .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
         .count();
     assert_eq!(bad, 0);
+}
+
+/// The agreement overlay: the layer drawn as a solid fill at the label opacity in the
+/// reserved TP / FP / FN colours, over labels (filled and outlined) and on its own,
+/// against the CPU reference; in the coronal view too.
+#[test]
+fn filled_layer_matches_cpu_reference() {
+    let Some(h) = device() else { return };
+    let g = Geometry::axis_aligned([32, 28, 8], [1.0, 1.2, 2.0], [-16.0, -16.0, 0.0]);
+    let [nx, ny, nz] = g.dims;
+    let n = nx * ny * nz;
+    let hu: Vec<i16> = (0..n)
+        .map(|i| (-1000 + (i % 131) as i32 * 9) as i16)
+        .collect();
+    let mut labels = vec![0u8; n];
+    let mut layer = vec![0u8; n];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let idx = i + nx * (j + ny * k);
+                if (3..20).contains(&i) && (3..22).contains(&j) {
+                    labels[idx] = 2;
+                }
+                let r2 = (i as i32 - 14).pow(2) + (j as i32 - 13).pow(2);
+                let shifted = (i as i32 - 17).pow(2) + (j as i32 - 13).pow(2);
+                layer[idx] = match (r2 < 49, shifted < 49) {
+                    (true, true) => AGREEMENT_TP,
+                    (true, false) => AGREEMENT_FN,
+                    (false, true) => AGREEMENT_FP,
+                    _ => 0,
+                };
+            }
+        }
+    }
+    let mut renderer = SliceRenderer::new(&h.device, OFFSCREEN_FORMAT);
+    renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &labels);
+    renderer.set_proposals(&h.device, &h.queue, Some(&layer));
+    let mut table = [[0.0f32; 4]; 256];
+    table[2] = [0.3, 0.85, 0.55, 1.0];
+    let lut = LabelColors::with_agreement(table);
+    assert_eq!(lut.colors[AGREEMENT_TP as usize][3], 1.0);
+    assert_ne!(
+        lut.colors[AGREEMENT_FP as usize],
+        lut.colors[AGREEMENT_FN as usize]
+    );
+    let (w, hgt) = (90u32, 70u32);
+    let mut checked = 0;
+    for plane in [Plane::Axial, Plane::Coronal] {
+        let state = ViewState::new(plane);
+        let frame = ViewFrame::new(
+            &g,
+            &state,
+            Vector2::new(w as f64, hgt as f64),
+            Point3::new(0.0, -3.0, 6.0),
+        );
+        let [dx, dy] = frame.voxel_per_px(&g);
+        for (flags, opacity) in [
+            (FLAG_SHOW_PROPOSALS | FLAG_LAYER_FILLED, 0.35),
+            (
+                FLAG_SHOW_PROPOSALS | FLAG_LAYER_FILLED | FLAG_SHOW_LABELS,
+                0.6,
+            ),
+            (
+                FLAG_SHOW_PROPOSALS | FLAG_LAYER_FILLED | FLAG_SHOW_LABELS | FLAG_OUTLINE,
+                1.0,
+            ),
+            (
+                FLAG_SHOW_PROPOSALS | FLAG_LAYER_FILLED | FLAG_LINEAR | FLAG_SHOW_LABELS,
+                0.2,
+            ),
+        ] {
+            let u = SliceUniforms {
+                voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
+                voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
+                voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
+                window_center_hu: -600.0,
+                window_width_hu: 1500.0,
+                label_opacity: opacity,
+                flags,
+            };
+            let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+            let cpu = render_slice_with_proposals(
+                &u,
+                &lut,
+                g.dims,
+                &hu,
+                &labels,
+                Some(&layer),
+                w as usize,
+                hgt as usize,
+            );
+            let bad = gpu
+                .iter()
+                .zip(&cpu)
+                .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
+                .count();
+            assert_eq!(
+                bad, 0,
+                "{plane:?} flags {flags}: the filled layer differs from the CPU reference in {bad} channels"
+            );
+            if opacity == 1.0 {
+                // At full opacity the three reserved colours appear as they are.
+                for code in [AGREEMENT_TP, AGREEMENT_FP, AGREEMENT_FN] {
+                    let c = lut.colors[code as usize].map(|v| (v * 255.0).round() as u8);
+                    let count = gpu.chunks(4).filter(|p| p[..3] == c[..3]).count();
+                    assert!(
+                        count > 10,
+                        "{plane:?}: colour of {code} drawn {count} times"
+                    );
+                }
+            }
+            let dashed = SliceUniforms {
+                flags: flags & !FLAG_LAYER_FILLED,
+                ..u
+            };
+            let plain = render_slice_with_proposals(
+                &dashed,
+                &lut,
+                g.dims,
+                &hu,
+                &labels,
+                Some(&layer),
+                w as usize,
+                hgt as usize,
+            );
+            assert_ne!(cpu, plain, "the filled mode differs from the dashed one");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8);
 }

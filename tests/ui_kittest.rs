@@ -303,3 +303,275 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
         "undo removes the accepted instance"
     );
 }
+
+/// Steps frames until `done` holds (background jobs; the spinner keeps repainting, so
+/// `step`, not `run`), failing after 120 s.
+fn run_until(h: &mut Harness<'static, PulmoApp>, what: &str, done: impl Fn(&PulmoApp) -> bool) {
+    let start = std::time::Instant::now();
+    while !done(h.state()) {
+        assert!(start.elapsed().as_secs() < 120, "no {what} after 120 s");
+        let c = &h.state().compare;
+        assert!(c.error.is_none(), "{:?}", c.error);
+        assert!(c.quantify_error.is_none(), "{:?}", c.quantify_error);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    h.run();
+}
+
+#[test]
+fn compare_truth_with_brushed_labels_and_quantify() {
+    use pulmo::metrics::Target;
+    use pulmo::ui::app::{ExportKind, MapSource};
+    let mut h = harness(false, egui::vec2(1400.0, 1400.0));
+    // A brush edit: a 3D GGO ball of 15 mm at the cursor (the volume's centre).
+    {
+        let app = h.state_mut();
+        let centre = app.cursor_mm;
+        let study = app.study.as_mut().unwrap();
+        let mut stroke =
+            pulmo::annotate::Stroke::new(pulmo::annotate::Brush::ball(15.0, pulmo::annotate::GGO));
+        study.editor.begin("brush");
+        let changed = stroke
+            .add_point(&mut study.editor, Some(&study.ct), centre)
+            .expect("paint");
+        assert!(changed.is_some());
+        study.editor.commit();
+    }
+    let (truth, labels) = {
+        let study = h.state().study.as_ref().unwrap();
+        (study.truth.clone().unwrap(), study.editor.labels().clone())
+    };
+    assert!(
+        truth.voxels != labels.voxels,
+        "the brush changed the labels"
+    );
+
+    // Tools > Compare label maps…: demo truth (reference) against the current labels.
+    h.get_by_label("Tools").click();
+    h.run();
+    h.get_by_label("Compare label maps…").click();
+    h.run();
+    assert!(h.state().compare.compare_open);
+    assert_eq!(h.state().compare.reference, MapSource::DemoTruth);
+    assert_eq!(h.state().compare.test, MapSource::CurrentLabels);
+    h.get_by_label("Run comparison").click();
+    h.step();
+    run_until(&mut h, "comparison", |a| a.compare.result.is_some());
+
+    // The table shows the same Dice as the metrics, per label and for any foreground.
+    let present: Vec<u8> = (1..=255u8)
+        .filter(|v| truth.voxels.contains(v) || labels.voxels.contains(v))
+        .collect();
+    let expected = pulmo::metrics::compare(&truth, &labels, &present).unwrap();
+    let ggo = expected
+        .per_label
+        .iter()
+        .find(|c| c.target == Target::Label(3))
+        .unwrap();
+    assert!(ggo.overlap.dice < 1.0, "the brush lowered the GGO Dice");
+    // (The target chooser shows the GGO name too.)
+    assert!(h.get_all_by_label("3 ground-glass opacity").count() >= 2);
+    h.get_by_label("any foreground");
+    for c in expected.per_label.iter().chain([&expected.foreground]) {
+        let text = format!("{:.4}", c.overlap.dice);
+        assert!(
+            h.query_all_by_label(&text).count() >= 1,
+            "Dice {text} of {} is shown",
+            c.target
+        );
+    }
+    assert_eq!(h.get_all_by_label("HD95 mm").count(), 1);
+
+    // The worst slices: the first button moves the cursor to that axial slice.
+    let (k, _) = h.state().compare.result.as_ref().unwrap().detail.worst[0];
+    let n = h
+        .state()
+        .compare
+        .result
+        .as_ref()
+        .unwrap()
+        .detail
+        .slice_numbers[k];
+    let x_before = h.state().cursor_mm.x;
+    h.get_by_label_contains(&format!("Axial {n}/75: Dice"))
+        .click();
+    h.run();
+    assert_eq!(h.state().slice_of(0).unwrap().0, n);
+    assert_eq!(h.state().cursor_mm.x, x_before, "x is kept");
+
+    // Exports: the CSV table and a PNG report, written whole.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cmp.csv");
+    h.state().export_to(ExportKind::CompareCsv, &csv).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("label,dice,iou,"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("any,")));
+    let bad = dir.path().join("missing").join("x.csv");
+    let err = h
+        .state()
+        .export_to(ExportKind::CompareCsv, &bad)
+        .unwrap_err();
+    assert!(err.contains("nothing was lost"), "{err}");
+
+    // Tools > Quantification…: runs on its own and shows the lung volumes.
+    h.get_by_label("Tools").click();
+    h.run();
+    h.get_by_label("Quantification…").click();
+    h.step();
+    run_until(&mut h, "quantification", |a| {
+        a.compare.quantification.is_some()
+    });
+    let q = pulmo::metrics::quantify::quantify(
+        &h.state().study.as_ref().unwrap().ct,
+        &labels,
+        &Default::default(),
+    )
+    .unwrap();
+    // Rows of the involvement and HU band tables.
+    assert_eq!(h.get_all_by_label("left lung").count(), 2);
+    assert_eq!(h.get_all_by_label("both lung").count(), 2);
+    for lung in &q.lungs {
+        let ml = format!("{:.1}", lung.whole.voxels as f64 * q.voxel_volume_ml);
+        assert!(
+            h.query_all_by_label(&ml).count() >= 1,
+            "{} lung volume {ml} mL is shown",
+            lung.name
+        );
+    }
+    let png = dir.path().join("report.png");
+    h.state().export_to(ExportKind::ReportPng, &png).unwrap();
+    let img = image::open(&png).unwrap().to_rgba8();
+    assert!(img.width() >= 512 && img.height() > 512);
+    let json = dir.path().join("q.json");
+    h.state()
+        .export_to(ExportKind::QuantifyJson, &json)
+        .unwrap();
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.contains("\"lungs\": {"), "{text}");
+}
+
+/// A label map file on another grid is an error message in the window, not a panic,
+/// and the previous result stays.
+#[test]
+fn compare_with_a_file_on_another_grid_shows_an_error() {
+    use pulmo::ui::app::MapSource;
+    let mut h = harness(false, egui::vec2(1400.0, 1000.0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other_grid.nii.gz");
+    let g = pulmo::volume::Geometry::axis_aligned([64, 64, 75], [5.6, 5.6, 4.0], [0.0; 3]);
+    let other = pulmo::volume::Volume::filled(g, 1u8).unwrap();
+    pulmo::io::nifti::write_nifti(&path, &other).unwrap();
+    h.state_mut().compare.compare_open = true;
+    h.run();
+    h.get_by_label("Run comparison").click();
+    h.step();
+    run_until(&mut h, "comparison", |a| a.compare.result.is_some());
+    // Truth against itself-as-labels: Dice 1 everywhere.
+    assert!(h.get_all_by_label("1.0000").count() >= 4);
+
+    h.state_mut().compare.test = MapSource::File(path.clone());
+    h.run();
+    h.get_by_label("Run comparison").click();
+    let start = std::time::Instant::now();
+    while h.state().compare.error.is_none() {
+        assert!(start.elapsed().as_secs() < 60, "no error after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    h.run();
+    let err = h.state().compare.error.clone().unwrap();
+    assert!(err.contains("is not on the CT's grid"), "{err}");
+    h.get_by_label_contains("is not on the CT's grid");
+    assert!(
+        h.state().compare.result.is_some(),
+        "the previous result stays"
+    );
+}
+
+/// On lavapipe: the agreement overlay replaces the proposal layer while the Compare
+/// window shows it, and closing the window brings the proposals back unchanged.
+#[test]
+fn agreement_overlay_and_proposals_share_the_layer() {
+    use pulmo::ui::app::MapSource;
+    if std::env::var("CI").is_err() && pulmo::render::headless::Headless::new(true).is_err() {
+        eprintln!("SKIP: no wgpu adapter");
+        return;
+    }
+    let demo = DemoOptions {
+        dims: [128, 128, 75],
+        spacing_mm: [2.8, 2.8, 4.0],
+        ..Default::default()
+    };
+    let truth = pulmo::demo::generate(&demo).truth;
+    // The oracle proposes the truth's lesions, less one slab: FN voxels in the overlay.
+    let proposed = {
+        let mut t = truth.clone();
+        let [nx, ny, _] = t.geometry.dims;
+        for v in &mut t.voxels[nx * ny * 30..nx * ny * 45] {
+            *v = 0;
+        }
+        t
+    };
+    let factory = pulmo::ui::AiFactory(std::sync::Arc::new(move || {
+        let proposed = proposed.clone();
+        Box::new(
+            move |_| Ok(Box::new(Oracle(proposed.clone())) as Box<dyn pulmo::infer::Segmenter>),
+        )
+    }));
+    let options = AppOptions {
+        demo,
+        recent_file: None,
+        ai_factory: factory,
+        ..Default::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1500.0, 800.0))
+        .wgpu()
+        .build_eframe(move |cc| PulmoApp::new(cc, options));
+    let ctx = h.ctx.clone();
+    h.state_mut().wait_for_load(&ctx);
+    h.run();
+    h.get_by_label("Propose lesions").click();
+    let start = std::time::Instant::now();
+    while h.state().ai.review.is_none() {
+        assert!(start.elapsed().as_secs() < 60, "no proposal after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.run();
+    }
+    h.run();
+    let with_proposals = h.render().unwrap();
+
+    {
+        let c = &mut h.state_mut().compare;
+        c.compare_open = true;
+        c.reference = MapSource::DemoTruth;
+        c.test = MapSource::Proposals;
+        c.target = pulmo::metrics::Target::AnyForeground;
+    }
+    h.run();
+    h.get_by_label("Run comparison").click();
+    h.step();
+    run_until(&mut h, "comparison", |a| a.compare.result.is_some());
+    assert!(h.state().compare.overlay_active());
+    let with_overlay = h.render().unwrap();
+    // The inside of the axial view (left, below the menu; the window opens at the
+    // right) changed: the overlay instead of labels and dashed proposals.
+    let view = |img: &image::RgbaImage| -> Vec<u8> {
+        (200..600)
+            .flat_map(|y| (20..300).flat_map(move |x| img.get_pixel(x, y).0))
+            .collect()
+    };
+    assert_ne!(view(&with_proposals), view(&with_overlay));
+
+    // Closing the window gives the layer back to the proposals.
+    h.state_mut().compare.compare_open = false;
+    h.run();
+    h.run();
+    assert!(!h.state().compare.overlay_active());
+    let restored = h.render().unwrap();
+    assert!(
+        view(&restored) == view(&with_proposals),
+        "the proposal layer is back as it was"
+    );
+}

@@ -11,6 +11,7 @@
 
 pub mod editor;
 pub mod history;
+pub mod itksnap;
 mod morph;
 pub mod tools;
 

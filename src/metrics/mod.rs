@@ -14,7 +14,8 @@
 //! | lesion instances (3D components, matching, F1, COCO AP) | [`instances`] | [`match_instances`] |
 //! | case level: % of lung involved | [`case`] | [`lung_involvement`] |
 //! | per-label HU statistics, involvement per lung and third, HU bands | [`quantify`] | [`quantify::quantify`] |
-//! | JSON / CSV writing, summary statistics over cases | [`report`] | [`report::Json`], [`report::summarize`] |
+//! | JSON / CSV writing, summary statistics over cases, comparison tables | [`report`] | [`report::Json`], [`report::summarize`], [`report::compare_csv`] |
+//! | agreement map (TP / FP / FN voxels), worst slices, slice ROC curve | [`agreement`] | [`agreement::agreement_map`] |
 //!
 //! [`compare`] bundles overlap and surface metrics for a list of labels and for "any
 //! foreground".
@@ -38,6 +39,7 @@
 //! [`MetricsError::GridMismatch`] describes both grids. Origin and direction are not
 //! compared: the metrics are computed in voxel space with the given spacing.
 
+pub mod agreement;
 pub mod case;
 pub mod instances;
 pub mod intensity;

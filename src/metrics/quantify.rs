@@ -20,7 +20,8 @@
 //!   (< −1050), emphysema [−1050, −950), inflated [−950, −750), infiltrated [−750, −400),
 //!   collapsed [−400, +∞). Percentages are of the region's voxels; the five add up to 100.
 
-use super::{MetricsError, check_same_grid, voxel_volume_ml};
+use super::report::{Json, csv_field, csv_opt};
+use super::{MetricsError, check_same_grid, fmt_opt, voxel_volume_ml};
 use crate::volume::{CtVolume, LabelVolume};
 
 /// Band edges in HU: band `b` is `[HU_BAND_EDGES[b-1], HU_BAND_EDGES[b])`, with band 0
@@ -331,6 +332,311 @@ pub fn quantify(
     })
 }
 
+/// The name of a label value for reports (e.g. from the study's label table).
+pub type LabelName<'a> = &'a dyn Fn(u8) -> Option<String>;
+
+/// The quantification as short text lines (as `pulmo quantify` prints them, indented by
+/// two spaces): one per label, then one per lung and both.
+pub fn text_lines(q: &Quantification, label_name: LabelName<'_>) -> Vec<String> {
+    let ml = q.voxel_volume_ml;
+    let mut lines = Vec::new();
+    for s in &q.labels {
+        lines.push(format!(
+            "  label {:>3} {:<22} {:>10.3} mL  HU mean {:>8.1} sd {:>7.1} min {:>6} max {:>6}",
+            s.label,
+            label_name(s.label).unwrap_or_default(),
+            s.volume_ml,
+            s.mean_hu,
+            s.std_hu,
+            s.min_hu,
+            s.max_hu
+        ));
+    }
+    for l in &q.lungs {
+        let w = &l.whole;
+        lines.push(format!(
+            "  {:<5} lung {:>10.3} mL  involved {} %  (upper {} %, middle {} %, lower {} %)",
+            l.name,
+            w.voxels as f64 * ml,
+            fmt_opt(w.involvement_pct(), 2),
+            fmt_opt(l.thirds[0].involvement_pct(), 2),
+            fmt_opt(l.thirds[1].involvement_pct(), 2),
+            fmt_opt(l.thirds[2].involvement_pct(), 2),
+        ));
+    }
+    lines
+}
+
+/// The quantification as a JSON document (`pulmo quantify --json`): what was quantified
+/// (`ct`, `labels_file`: paths or descriptions), notes on the definitions, per-label
+/// statistics and per-lung (and third) involvement and HU bands.
+pub fn to_json(
+    q: &Quantification,
+    options: &QuantifyOptions,
+    ct: &str,
+    labels_file: &str,
+    label_name: LabelName<'_>,
+) -> Json {
+    let ml = q.voxel_volume_ml;
+    let region = |r: &RegionCounts| {
+        let mut pairs = vec![
+            ("voxels", Json::Num(r.voxels as f64)),
+            ("volume_ml", Json::Num(r.voxels as f64 * ml)),
+            (
+                "lesion_volume_ml",
+                Json::Num(r.total_lesion_voxels() as f64 * ml),
+            ),
+            ("involvement_pct", Json::opt(r.involvement_pct())),
+        ];
+        let by_label = q
+            .lesion_labels
+            .iter()
+            .enumerate()
+            .map(|(n, l)| {
+                (
+                    l.to_string(),
+                    Json::obj([
+                        ("volume_ml", Json::Num(r.lesion_voxels[n] as f64 * ml)),
+                        ("pct", Json::opt(r.lesion_pct(n))),
+                    ]),
+                )
+            })
+            .collect();
+        pairs.push(("by_lesion_label", Json::Obj(by_label)));
+        pairs.push((
+            "hu_bands_pct",
+            Json::obj(
+                HU_BAND_NAMES
+                    .iter()
+                    .enumerate()
+                    .map(|(b, name)| (*name, Json::opt(r.band_pct(b)))),
+            ),
+        ));
+        pairs
+    };
+    let lungs = q
+        .lungs
+        .iter()
+        .map(|l| {
+            let mut pairs = vec![("label", l.label.map_or(Json::Null, |v| Json::Num(v as f64)))];
+            pairs.extend(region(&l.whole));
+            pairs.push((
+                "thirds",
+                Json::obj(
+                    THIRD_NAMES
+                        .iter()
+                        .zip(&l.thirds)
+                        .map(|(name, t)| (*name, Json::obj(region(t)))),
+                ),
+            ));
+            (l.name, Json::obj(pairs))
+        })
+        .collect::<Vec<_>>();
+    let label_stats = q
+        .labels
+        .iter()
+        .map(|s| {
+            Json::obj([
+                ("label", Json::Num(s.label as f64)),
+                ("name", label_name(s.label).map_or(Json::Null, Json::Str)),
+                ("voxels", Json::Num(s.voxels as f64)),
+                ("volume_ml", Json::Num(s.volume_ml)),
+                ("mean_hu", Json::Num(s.mean_hu)),
+                ("std_hu", Json::Num(s.std_hu)),
+                ("min_hu", Json::Num(s.min_hu as f64)),
+                ("max_hu", Json::Num(s.max_hu as f64)),
+            ])
+        })
+        .collect();
+    Json::obj([
+        ("ct", Json::str(ct)),
+        ("labels_file", Json::str(labels_file)),
+        ("voxel_volume_ml", Json::Num(ml)),
+        (
+            "metadata",
+            Json::obj([
+                (
+                    "tool",
+                    Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
+                ),
+                (
+                    "lung_labels",
+                    Json::nums([options.left_lung as f64, options.right_lung as f64]),
+                ),
+                (
+                    "lesion_labels",
+                    Json::nums(options.lesion_labels.iter().map(|&l| l as f64)),
+                ),
+                (
+                    "hu_bands",
+                    Json::str(
+                        "Lung CT Analyzer bands, half-open [lo, hi) HU: below_range < -1050, emphysema [-1050, -950), inflated [-950, -750), infiltrated [-750, -400), collapsed [-400, +inf); % of the region's voxels",
+                    ),
+                ),
+                (
+                    "lung_region",
+                    Json::str(
+                        "lung-label voxels plus lesion voxels; each lesion voxel goes to the lung whose centroid is nearer along the world left-right axis",
+                    ),
+                ),
+                (
+                    "thirds",
+                    Json::str(
+                        "upper / middle / lower thirds of each lung's own extent along the world superior axis (voxel centres +- half a voxel); 'both' sums each lung's thirds",
+                    ),
+                ),
+                (
+                    "std_hu",
+                    Json::str("population standard deviation (divisor n)"),
+                ),
+                (
+                    "missing",
+                    Json::str("null where a value is undefined (empty region)"),
+                ),
+            ]),
+        ),
+        ("labels", Json::Arr(label_stats)),
+        ("lungs", Json::obj(lungs)),
+    ])
+}
+
+/// The quantification as one CSV table. Rows with `section` = `label` carry per-label
+/// statistics (`label` .. `max_hu`); rows with `section` = `lung` carry a region
+/// (`region` left / right / both, `third` empty for the whole lung or upper / middle /
+/// lower): its volume, lesion volume, involvement, % per lesion label
+/// (`lesion_<value>_pct`) and % per HU band (`<band>_pct`). Cells that do not apply to
+/// a row, and undefined values, are empty.
+pub fn to_csv(q: &Quantification, label_name: LabelName<'_>) -> String {
+    let ml = q.voxel_volume_ml;
+    let mut header: Vec<String> = [
+        "section",
+        "region",
+        "third",
+        "label",
+        "name",
+        "voxels",
+        "volume_ml",
+        "mean_hu",
+        "std_hu",
+        "min_hu",
+        "max_hu",
+        "lesion_volume_ml",
+        "involvement_pct",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(q.lesion_labels.iter().map(|l| format!("lesion_{l}_pct")));
+    header.extend(HU_BAND_NAMES.iter().map(|b| format!("{b}_pct")));
+    let mut out = header.join(",") + "\n";
+    let tail = q.lesion_labels.len() + HU_BAND_NAMES.len() + 2;
+    for s in &q.labels {
+        let mut cells = vec![
+            "label".to_string(),
+            String::new(),
+            String::new(),
+            s.label.to_string(),
+            csv_field(&label_name(s.label).unwrap_or_default()),
+            s.voxels.to_string(),
+            csv_opt(Some(s.volume_ml)),
+            csv_opt(Some(s.mean_hu)),
+            csv_opt(Some(s.std_hu)),
+            s.min_hu.to_string(),
+            s.max_hu.to_string(),
+        ];
+        cells.extend(std::iter::repeat_n(String::new(), tail));
+        out += &(cells.join(",") + "\n");
+    }
+    for l in &q.lungs {
+        let parts =
+            std::iter::once(("", &l.whole)).chain(THIRD_NAMES.iter().copied().zip(l.thirds.iter()));
+        for (third, r) in parts {
+            let mut cells = vec![
+                "lung".to_string(),
+                l.name.to_string(),
+                third.to_string(),
+                l.label.map_or_else(String::new, |v| v.to_string()),
+                String::new(),
+                r.voxels.to_string(),
+                csv_opt(Some(r.voxels as f64 * ml)),
+            ];
+            cells.extend(std::iter::repeat_n(String::new(), 4));
+            cells.push(csv_opt(Some(r.total_lesion_voxels() as f64 * ml)));
+            cells.push(csv_opt(r.involvement_pct()));
+            cells.extend((0..q.lesion_labels.len()).map(|n| csv_opt(r.lesion_pct(n))));
+            cells.extend((0..HU_BAND_NAMES.len()).map(|b| csv_opt(r.band_pct(b))));
+            out += &(cells.join(",") + "\n");
+        }
+    }
+    out
+}
+
+/// HU histograms of some labels: bins of `bin_hu` from `lo_hu` (inclusive) to `hi_hu`
+/// (exclusive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HuHistogram {
+    pub lo_hu: i32,
+    pub bin_hu: i32,
+    /// Per label: (label, count per bin, voxels of the label in all, inside the range
+    /// or not).
+    pub per_label: Vec<(u8, Vec<u64>, u64)>,
+}
+
+impl HuHistogram {
+    /// Number of bins.
+    pub fn bins(&self) -> usize {
+        self.per_label.first().map_or(0, |(_, c, _)| c.len())
+    }
+
+    /// Centre of bin `b` in HU.
+    pub fn bin_center_hu(&self, b: usize) -> f64 {
+        self.lo_hu as f64 + (b as f64 + 0.5) * self.bin_hu as f64
+    }
+}
+
+/// Histograms of the CT's HU inside each of `labels` (labels with no voxels are left
+/// out): `(hi_hu - lo_hu) / bin_hu` bins from `lo_hu`; values outside `[lo_hu, hi_hu)`
+/// are counted in the total only.
+pub fn hu_histogram(
+    ct: &CtVolume,
+    labels: &LabelVolume,
+    wanted: &[u8],
+    lo_hu: i32,
+    hi_hu: i32,
+    bin_hu: i32,
+) -> Result<HuHistogram, MetricsError> {
+    check_same_grid("CT", &ct.geometry, "labels", &labels.geometry)?;
+    let bin_hu = bin_hu.max(1);
+    let bins = ((hi_hu - lo_hu).max(0) / bin_hu) as usize;
+    let mut slot = [None::<usize>; 256];
+    for (n, &l) in wanted.iter().enumerate() {
+        slot[l as usize].get_or_insert(n);
+    }
+    let mut counts = vec![vec![0u64; bins]; wanted.len()];
+    let mut totals = vec![0u64; wanted.len()];
+    for (&v, &hu) in labels.voxels.iter().zip(&ct.voxels) {
+        let Some(n) = slot[v as usize] else { continue };
+        totals[n] += 1;
+        let off = hu as i32 - lo_hu;
+        if off >= 0 && ((off / bin_hu) as usize) < bins {
+            counts[n][(off / bin_hu) as usize] += 1;
+        }
+    }
+    // A label listed twice keeps its first entry only.
+    let per_label = wanted
+        .iter()
+        .enumerate()
+        .zip(counts.into_iter().zip(totals))
+        .filter(|((n, l), (_, total))| *total > 0 && slot[**l as usize] == Some(*n))
+        .map(|((_, &l), (c, total))| (l, c, total))
+        .collect();
+    Ok(HuHistogram {
+        lo_hu,
+        bin_hu,
+        per_label,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +745,101 @@ mod tests {
         let q = quantify(&ct, &labels, &QuantifyOptions::default()).expect("same grid");
         assert_eq!(q.lungs[2].whole.voxels, 0);
         assert_eq!(q.labels.len(), 2);
+    }
+
+    fn name(v: u8) -> Option<String> {
+        match v {
+            1 => Some("left lung".into()),
+            3 => Some("GGO, faint".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn json_csv_and_text_of_the_hand_made_case() {
+        let (ct, labels) = case();
+        let opts = QuantifyOptions::default();
+        let q = quantify(&ct, &labels, &opts).expect("same grid");
+        let doc = to_json(&q, &opts, "ct.nii", "labels.nii", &name);
+        assert_eq!(doc.get("ct"), Some(&Json::str("ct.nii")));
+        assert_eq!(
+            doc.get("voxel_volume_ml"),
+            Some(&Json::Num(q.voxel_volume_ml))
+        );
+        let Some(Json::Arr(stats)) = doc.get("labels") else {
+            panic!("labels");
+        };
+        assert_eq!(stats.len(), 4);
+        assert_eq!(stats[0].get("name"), Some(&Json::str("left lung")));
+        assert_eq!(stats[1].get("name"), Some(&Json::Null));
+        let right = doc
+            .get("lungs")
+            .and_then(|l| l.get("right"))
+            .expect("right");
+        assert_eq!(right.get("label"), Some(&Json::Num(2.0)));
+        assert_eq!(right.get("voxels"), Some(&Json::Num(12.0)));
+        let upper = right
+            .get("thirds")
+            .and_then(|t| t.get("upper"))
+            .expect("upper");
+        assert_eq!(upper.get("involvement_pct"), Some(&Json::Num(50.0)));
+        let both = doc.get("lungs").and_then(|l| l.get("both")).expect("both");
+        assert_eq!(both.get("label"), Some(&Json::Null));
+
+        let csv = to_csv(&q, &name);
+        let lines: Vec<&str> = csv.lines().collect();
+        // Header, 4 labels, 3 lungs x (whole + 3 thirds).
+        assert_eq!(lines.len(), 1 + 4 + 12);
+        let header: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(header[..5], ["section", "region", "third", "label", "name"]);
+        assert!(header.contains(&"lesion_4_pct") && header.contains(&"emphysema_pct"));
+        // The name with a comma is quoted; every row has the header's cell count.
+        assert!(lines[3].contains("\"GGO, faint\""), "{}", lines[3]);
+        let cells = |l: &str| l.replace("\"GGO, faint\"", "GGO").split(',').count();
+        assert!(lines.iter().all(|l| cells(l) == header.len()), "{csv}");
+        let col = |row: &str, key: &str| -> String {
+            let i = header.iter().position(|h| *h == key).expect("column");
+            row.split(',').nth(i).expect("cell").to_string()
+        };
+        let ggo = lines[3].replace("\"GGO, faint\"", "GGO");
+        assert_eq!(col(&ggo, "mean_hu"), "-650");
+        assert_eq!(col(&ggo, "involvement_pct"), "");
+        let right_upper = lines
+            .iter()
+            .find(|l| l.starts_with("lung,right,upper,"))
+            .expect("right upper row");
+        assert_eq!(col(right_upper, "involvement_pct"), "50");
+        assert_eq!(col(right_upper, "mean_hu"), "");
+        assert_eq!(col(right_upper, "label"), "2");
+        let left = lines.iter().find(|l| l.starts_with("lung,left,,")).unwrap();
+        assert_eq!(col(left, "voxels"), "12");
+
+        let text = text_lines(&q, &name);
+        assert_eq!(text.len(), 4 + 3);
+        assert!(text[0].starts_with("  label   1 left lung "), "{}", text[0]);
+        assert!(text[6].starts_with("  both  lung"), "{}", text[6]);
+        assert!(text[6].contains("involved 12.50 %"), "{}", text[6]);
+    }
+
+    #[test]
+    fn histogram_bins() {
+        let (ct, labels) = case();
+        let h = hu_histogram(&ct, &labels, &[1, 3, 9], -1100, 200, 10).expect("same grid");
+        assert_eq!(h.bins(), 130);
+        assert_eq!(h.bin_center_hu(0), -1095.0);
+        // Label 9 is absent.
+        assert_eq!(h.per_label.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 3]);
+        let (_, c1, t1) = &h.per_label[0];
+        assert_eq!(*t1, 11);
+        assert_eq!(c1[10], 9, "-1000 HU is bin 10");
+        assert_eq!(c1[14], 1, "-960 HU");
+        assert_eq!(c1[30], 1, "-800 HU");
+        let (_, c3, t3) = &h.per_label[1];
+        assert_eq!((*t3, c3.iter().sum::<u64>()), (2, 2));
+        // Out of range: counted in the total only.
+        let h = hu_histogram(&ct, &labels, &[4], -1100, 0, 10).expect("same grid");
+        let (_, c4, t4) = &h.per_label[0];
+        assert_eq!((*t4, c4.iter().sum::<u64>()), (1, 0));
     }
 
     #[test]

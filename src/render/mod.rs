@@ -8,6 +8,8 @@
 
 pub mod headless;
 pub mod reference;
+pub mod report;
+pub mod text;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -32,6 +34,21 @@ pub const FLAG_LINEAR: u32 = 1;
 pub const FLAG_OUTLINE: u32 = 2;
 pub const FLAG_SHOW_LABELS: u32 = 4;
 pub const FLAG_SHOW_PROPOSALS: u32 = 8;
+/// With [`FLAG_SHOW_PROPOSALS`]: draw the layer as a solid fill at `label_opacity` in its
+/// values' colours (no outline, no dashes): the Compare window's agreement overlay.
+pub const FLAG_LAYER_FILLED: u32 = 16;
+/// Colour-table entries reserved for the agreement overlay (true positive, false
+/// positive, false negative voxels of the compared label). Label tables should not use
+/// these values.
+pub const AGREEMENT_TP: u8 = 250;
+pub const AGREEMENT_FP: u8 = 251;
+pub const AGREEMENT_FN: u8 = 252;
+/// Their colours (rgb 0..1, a = 1): green, red, blue.
+pub const AGREEMENT_COLORS: [[f32; 4]; 3] = [
+    [0.15, 0.85, 0.25, 1.0],
+    [0.95, 0.2, 0.15, 1.0],
+    [0.2, 0.45, 1.0, 1.0],
+];
 /// Fill opacity and dash period (px) of proposals: `PROPOSAL_FILL` / `DASH_PX` in the shader.
 pub const PROPOSAL_FILL: f32 = 0.2;
 pub const DASH_PX: i32 = 4;
@@ -48,6 +65,20 @@ impl Default for LabelColors {
         Self {
             colors: [[0.0; 4]; 256],
         }
+    }
+}
+
+impl LabelColors {
+    /// A label colour table (see `LabelTable::rgba_table`) with the agreement overlay's
+    /// reserved entries ([`AGREEMENT_TP`], [`AGREEMENT_FP`], [`AGREEMENT_FN`]) set.
+    pub fn with_agreement(mut colors: [[f32; 4]; 256]) -> Self {
+        for (value, c) in [AGREEMENT_TP, AGREEMENT_FP, AGREEMENT_FN]
+            .into_iter()
+            .zip(AGREEMENT_COLORS)
+        {
+            colors[value as usize] = c;
+        }
+        Self { colors }
     }
 }
 

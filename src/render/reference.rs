@@ -3,8 +3,8 @@
 use nalgebra::{Matrix4, Point3};
 
 use super::{
-    DASH_PX, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors,
-    PROPOSAL_FILL, SliceUniforms,
+    DASH_PX, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS,
+    LabelColors, PROPOSAL_FILL, SliceUniforms,
 };
 
 /// DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function, output in 0..1 (the shader's
@@ -137,7 +137,13 @@ pub fn render_slice_with_proposals(
             }
             if u.flags & FLAG_SHOW_PROPOSALS != 0 {
                 let p = proposal_at(v);
-                if p != 0 {
+                if p != 0 && u.flags & FLAG_LAYER_FILLED != 0 {
+                    let c = lut.colors[p as usize];
+                    let a = u.label_opacity as f64;
+                    for ch in 0..3 {
+                        rgb[ch] += (c[ch] as f64 - rgb[ch]) * a;
+                    }
+                } else if p != 0 {
                     let c = lut.colors[p as usize];
                     let (dx, dy) = (u.voxel_per_px_x, u.voxel_per_px_y);
                     let edge = proposal_at(off(v, 1.0, dx)) != p

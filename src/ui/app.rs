@@ -11,8 +11,10 @@ use nalgebra::{Point3, Vector2, Vector3};
 
 mod ai;
 mod compare;
+mod journal;
 pub use ai::{AiFactory, AiState};
-pub use compare::CompareState;
+pub use compare::{CompareResult, CompareState, ExportKind, MapSource, QuantResult, TargetDetail};
+pub use journal::{JournalState, PendingOpen};
 
 use crate::annotate::{
     Brush, BrushExtent, BrushShape, Editor, LabelTable, Stroke as PaintStroke, VoxelBox,
@@ -58,6 +60,8 @@ pub struct Study {
     pub meta: Option<SeriesMeta>,
     pub warnings: Vec<String>,
     pub synthetic: bool,
+    /// Identity of the study for its edit journal (file and series, or demo options).
+    pub key: String,
     uploaded: bool,
 }
 
@@ -87,6 +91,9 @@ pub struct AppOptions {
     pub recent_file: Option<PathBuf>,
     /// The AI worker's models (default: built-in weights).
     pub ai_factory: AiFactory,
+    /// Folder of the edit journals (None: edits are not journaled; the viewer passes
+    /// `session::journal::default_dir()`).
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -100,6 +107,7 @@ impl Default for AppOptions {
             demo: Default::default(),
             recent_file: config.map(|c| c.join("pulmo").join("recent.txt")),
             ai_factory: AiFactory::default(),
+            journal_dir: None,
         }
     }
 }
@@ -162,6 +170,8 @@ pub struct PulmoApp {
     pub ai: AiState,
     /// The Compare and Quantification panels.
     pub compare: CompareState,
+    /// The edit journal and the unsaved-edits questions.
+    pub journal: JournalState,
 }
 
 const MAX_RECENT: usize = 10;
@@ -222,6 +232,10 @@ impl PulmoApp {
             save_error: None,
             ai: AiState::new(options.ai_factory.clone()),
             compare: CompareState::default(),
+            journal: JournalState {
+                dir: options.journal_dir.clone(),
+                ..Default::default()
+            },
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -298,6 +312,7 @@ impl PulmoApp {
                     meta: None,
                     warnings: Vec::new(),
                     synthetic: true,
+                    key: format!("demo:{}:{:?}:{:?}", opts.seed, opts.dims, opts.spacing_mm),
                     uploaded: false,
                 }))
             },
@@ -384,6 +399,8 @@ impl PulmoApp {
         self.study = Some(study);
         self.labels_dirty = true;
         self.ai.reset();
+        self.compare.reset();
+        self.open_journal();
     }
 
     pub fn apply_preset(&mut self, index: usize) {
@@ -457,7 +474,13 @@ impl PulmoApp {
         if let Some(study) = self.study.as_ref()
             && study.uploaded
         {
-            if self.ai.layer_replaced {
+            if let Some(overlay) = self.compare.pending_overlay() {
+                // The Compare window's agreement overlay takes the layer while shown.
+                renderer.set_proposals(&rs.device, &rs.queue, Some(overlay));
+                self.compare.overlay_uploaded();
+            } else if self.compare.overlay_active() {
+                // Proposal changes wait: the layer is re-uploaded whole when it is hidden.
+            } else if self.ai.layer_replaced {
                 let layer = self.ai.review.as_ref().map(|r| r.layer.voxels.as_slice());
                 renderer.set_proposals(&rs.device, &rs.queue, layer);
                 self.ai.layer_replaced = false;
@@ -480,9 +503,7 @@ impl PulmoApp {
         if self.labels_dirty {
             renderer.set_label_colors(
                 &rs.queue,
-                &LabelColors {
-                    colors: self.label_table.rgba_table(),
-                },
+                &LabelColors::with_agreement(self.label_table.rgba_table()),
             );
             self.labels_dirty = false;
         }
@@ -501,7 +522,9 @@ impl PulmoApp {
         if self.outline {
             flags |= FLAG_OUTLINE;
         }
-        if self.ai.show && self.ai.review.is_some() {
+        if let Some(f) = self.compare.overlay_flags(flags) {
+            flags = f;
+        } else if self.ai.show && self.ai.review.is_some() {
             flags |= FLAG_SHOW_PROPOSALS;
         }
         SliceUniforms {
@@ -526,13 +549,13 @@ impl PulmoApp {
                         )
                         .pick_file()
                     {
-                        self.start_load(ui.ctx(), p, None);
+                        self.request_open(ui.ctx(), PendingOpen::Path(p, None));
                     }
                     ui.close();
                 }
                 if ui.button("Open DICOM folder…").clicked() {
                     if let Some(p) = rfd::FileDialog::new().pick_folder() {
-                        self.start_load(ui.ctx(), p, None);
+                        self.request_open(ui.ctx(), PendingOpen::Path(p, None));
                     }
                     ui.close();
                 }
@@ -542,13 +565,13 @@ impl PulmoApp {
                     }
                     for p in self.recent.clone() {
                         if ui.button(p.display().to_string()).clicked() {
-                            self.start_load(ui.ctx(), p, None);
+                            self.request_open(ui.ctx(), PendingOpen::Path(p, None));
                             ui.close();
                         }
                     }
                 });
                 if ui.button("Open synthetic demo").clicked() {
-                    self.start_demo(ui.ctx());
+                    self.request_open(ui.ctx(), PendingOpen::Demo);
                     ui.close();
                 }
                 ui.separator();
@@ -560,6 +583,13 @@ impl PulmoApp {
                     .clicked()
                 {
                     self.save_labels();
+                    ui.close();
+                }
+                if ui
+                    .add_enabled(self.study.is_some(), egui::Button::new("Open labels…"))
+                    .clicked()
+                {
+                    self.open_labels();
                     ui.close();
                 }
             });
@@ -974,8 +1004,79 @@ impl PulmoApp {
         }
     }
 
+    /// Opens a label map (NIfTI or NRRD on the CT's grid, e.g. from ITK-SNAP or Slicer)
+    /// into the editor as one undoable step, with its ITK-SNAP label description if any.
+    fn open_labels(&mut self) {
+        if self.study.is_none() {
+            return;
+        }
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("label map", &["gz", "nii", "nrrd", "nhdr"])
+            .pick_file()
+        else {
+            return;
+        };
+        self.open_labels_from(&path);
+    }
+
+    /// [`Self::open_labels`] without the dialog.
+    pub fn open_labels_from(&mut self, path: &Path) {
+        let Some(study) = self.study.as_mut() else {
+            return;
+        };
+        let read = match crate::io::Format::of_path(path) {
+            crate::io::Format::Nrrd => {
+                crate::io::nrrd::read_nrrd_labels(path).map_err(|e| e.to_string())
+            }
+            _ => crate::io::nifti::read_nifti_labels(path).map_err(|e| e.to_string()),
+        };
+        let labels = match read {
+            Ok(r) => r.volume,
+            Err(e) => {
+                self.save_error = Some(format!("Could not open the label map: {e}"));
+                return;
+            }
+        };
+        if let Err(e) =
+            crate::metrics::check_same_grid("CT", &study.ct.geometry, "label map", &labels.geometry)
+        {
+            self.save_error = Some(format!(
+                "{} does not fit this CT ({e}); nothing was changed.",
+                path.display()
+            ));
+            return;
+        }
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let changed = study
+            .editor
+            .apply_map(&format!("Open labels {name}"), &labels);
+        self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+        let label_file = crate::annotate::itksnap::label_file_for(path);
+        if label_file.is_file() {
+            match std::fs::read_to_string(&label_file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| LabelTable::from_itksnap(&t).map_err(|e| e.to_string()))
+            {
+                Ok(t) => {
+                    self.label_table = t;
+                    self.labels_dirty = true;
+                }
+                Err(e) => {
+                    self.save_error = Some(format!(
+                        "The labels were opened, but their description {} was not: {e}",
+                        label_file.display()
+                    ))
+                }
+            }
+        }
+    }
+
     fn save_labels(&mut self) {
-        let Some(study) = &self.study else { return };
+        if self.study.is_none() {
+            return;
+        }
         let Some(path) = rfd::FileDialog::new()
             .add_filter("NIfTI label map", &["nii.gz", "nii"])
             .set_file_name("labels.nii.gz")
@@ -983,11 +1084,28 @@ impl PulmoApp {
         else {
             return;
         };
+        self.save_labels_to(&path);
+    }
+
+    /// Saves the label map (atomically), its ITK-SNAP label description and, when AI
+    /// proposals were accepted, their provenance. Errors are shown; nothing is lost.
+    pub fn save_labels_to(&mut self, path: &Path) {
+        let path = path.to_path_buf();
+        let Some(study) = &self.study else { return };
         if let Err(e) = crate::io::nifti::write_nifti(&path, study.editor.labels()) {
             self.save_error = Some(format!(
                 "The labels were NOT saved (they are still here): {e}"
             ));
             return;
+        }
+        self.journal_saved();
+        // The ITK-SNAP label description beside it (names and colours for ITK-SNAP/Slicer).
+        let label_file = crate::annotate::itksnap::label_file_for(&path);
+        if let Err(e) = std::fs::write(&label_file, self.label_table.to_itksnap()) {
+            self.save_error = Some(format!(
+                "The labels were saved, but not their label description {}: {e}",
+                label_file.display()
+            ));
         }
         if !self.ai.accepted.is_empty() {
             // Which models contributed (name, version, what was accepted).
@@ -1278,6 +1396,17 @@ fn study_from(path: &Path, loaded: LoadedCt) -> Study {
         .and_then(|m| m.series_description.clone())
         .map(|d| format!("{d} — {}", path.display()))
         .unwrap_or_else(|| path.display().to_string());
+    let key = format!(
+        "{}#{}#{:?}",
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display(),
+        loaded
+            .dicom_meta
+            .as_ref()
+            .map_or("", |m| m.series_uid.as_str()),
+        loaded.volume.geometry.dims
+    );
     let labels: LabelVolume = Volume {
         geometry: loaded.volume.geometry.clone(),
         voxels: vec![0u8; loaded.volume.voxels.len()],
@@ -1290,6 +1419,7 @@ fn study_from(path: &Path, loaded: LoadedCt) -> Study {
         meta: loaded.dicom_meta,
         warnings: loaded.warnings,
         synthetic: false,
+        key,
         uploaded: false,
     }
 }
@@ -1331,6 +1461,7 @@ impl eframe::App for PulmoApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.loading_ui(&ctx);
+        self.handle_close_request(&ctx);
         self.poll_ai();
         // Drag and drop.
         let dropped: Vec<PathBuf> = ctx.input(|i| {
@@ -1341,7 +1472,7 @@ impl eframe::App for PulmoApp {
                 .collect()
         });
         if let Some(p) = dropped.into_iter().next() {
-            self.start_load(&ctx, p, None);
+            self.request_open(&ctx, PendingOpen::Path(p, None));
         }
         self.keys(&ctx);
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
@@ -1372,6 +1503,9 @@ impl eframe::App for PulmoApp {
         }
         self.dialogs_ui(&ctx);
         self.compare_windows_ui(&ctx);
+        self.journal_dialogs_ui(&ctx);
+        // Completed edits reach the journal (synced) before the frame is drawn.
+        self.journal_edits();
         // Last, so edits made while handling this frame's input (strokes, undo) reach
         // the GPU before this frame is rendered.
         self.upload_if_needed(frame);

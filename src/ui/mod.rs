@@ -20,6 +20,7 @@ pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Resu
     let app_options = AppOptions {
         path,
         series,
+        journal_dir: crate::session::journal::default_dir(),
         ..Default::default()
     };
     eframe::run_native(
