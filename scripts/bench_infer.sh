@@ -20,10 +20,11 @@ repeat="${REPEAT:-3}"
 for task in lung lesion; do
   for r in $(seq "$repeat"); do
     /usr/bin/time -f "peak RSS %M KB, wall %e s" "$bin" segment "$task" "$ct" \
-      -o ".bench/demo-$task.nii.gz" --device cpu 2>&1 | grep -E "model|peak" | tr '\n' ' '
+      -o ".bench/demo-$task.nii.gz" --device cpu > ".bench/segment-$task-$r.log" 2>&1
+    grep -E "model|peak" ".bench/segment-$task-$r.log" | tr '\n' ' '
     echo
   done
-  line=$("$bin" segment "$task" "$ct" -o ".bench/demo-$task.nii.gz" --device cpu 2>&1 | grep "model input")
+  line=$(grep "model input" ".bench/segment-$task-1.log")
   hw=$(echo "$line" | sed -E 's/.*\(([0-9]+)x([0-9]+) model input.*/\1 \2/')
   batch=$(echo "$line" | sed -E 's/.*batch ([0-9]+).*/\1/')
   set -- $hw
