@@ -25,7 +25,7 @@ done
 TORCH_VERSION=2.11.0
 CUDA_RUNTIME=nvidia-cuda-runtime==13.0.96
 CUDA_CUPTI=nvidia-cuda-cupti==13.0.85
-TOOLS_PKGS="pydicom==3.0.2 pydicom-data==1.0.0 numpy==2.4.6 SimpleITK==2.5.7 nibabel==5.4.2"
+TOOLS_PKGS="pydicom==3.0.2 pydicom-data==1.0.0 numpy==2.4.6 SimpleITK==2.5.7 nibabel==5.4.2 highdicom==0.28.2"
 
 say() { echo "setup: $*"; }
 

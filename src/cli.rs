@@ -84,6 +84,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a label map on a DICOM CT's grid as a binary DICOM SEG referencing the CT
+    /// series (one segment per label value present).
+    ExportSeg {
+        /// The source CT series (DICOM folder, file or DICOMDIR).
+        #[arg(long)]
+        ct: PathBuf,
+        /// The label map (.nii, .nii.gz, .nrrd) on the CT's grid.
+        #[arg(long)]
+        labels: PathBuf,
+        /// The SEG file to write.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Import a binary DICOM SEG onto a DICOM CT's grid and write it as a NIfTI label map.
+    ImportSeg {
+        /// The CT series the SEG was drawn on.
+        #[arg(long)]
+        ct: PathBuf,
+        /// The DICOM SEG file.
+        seg: PathBuf,
+        /// The label map to write (.nii or .nii.gz).
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
 }
 
 /// Arguments of `pulmo compare`.
@@ -149,6 +173,12 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
         Some(Command::Eval(a)) => ai::eval(&a),
+        Some(Command::ExportSeg { ct, labels, output }) => {
+            export_seg_cmd(&ct, &labels, &output, cli.series.as_deref())
+        }
+        Some(Command::ImportSeg { ct, seg, output }) => {
+            import_seg_cmd(&ct, &seg, &output, cli.series.as_deref())
+        }
         None => crate::ui::run_viewer(cli.path, cli.series),
     }
 }
@@ -636,5 +666,65 @@ fn journal_selftest(dir: &Path) -> Result<()> {
         writeln!(out, "durable {n}")?;
         out.flush()?;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// export-seg / import-seg
+
+/// Loads a DICOM CT for SEG export/import; its warnings go to stderr.
+fn load_dicom_ct(ct_path: &Path, series: Option<&str>) -> Result<io::LoadedCt> {
+    anyhow::ensure!(
+        Format::of_path(ct_path) == Format::Dicom,
+        "{}: a DICOM SEG needs a DICOM CT series (folder, file or DICOMDIR)",
+        ct_path.display()
+    );
+    let loaded = load_ct(ct_path, series, &Default::default())?;
+    for w in &loaded.warnings {
+        eprintln!("pulmo: warning: {}: {w}", ct_path.display());
+    }
+    Ok(loaded)
+}
+
+fn export_seg_cmd(
+    ct_path: &Path,
+    labels_path: &Path,
+    out: &Path,
+    series: Option<&str>,
+) -> Result<()> {
+    use crate::io::dicom::seg;
+    let loaded = load_dicom_ct(ct_path, series)?;
+    let meta = loaded
+        .dicom_meta
+        .as_ref()
+        .with_context(|| format!("{}: no DICOM attributes", ct_path.display()))?;
+    let labels = read_labels(labels_path)?;
+    metrics::check_same_grid("CT", &loaded.volume.geometry, "labels", &labels.geometry)
+        .map_err(|e| anyhow::anyhow!("{} vs {}: {e}", ct_path.display(), labels_path.display()))?;
+    // The SEG is placed on the CT's grid (same dims and spacing, checked above).
+    let labels = crate::volume::Volume::new(loaded.volume.geometry.clone(), labels.voxels)?;
+    let table = crate::annotate::LabelTable::default();
+    seg::write_seg(out, &labels, &table, meta, &seg::SegWriteOptions::default())?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn import_seg_cmd(ct_path: &Path, seg_path: &Path, out: &Path, series: Option<&str>) -> Result<()> {
+    use crate::io::dicom::seg;
+    anyhow::ensure!(
+        Format::of_path(out) == Format::Nifti,
+        "{}: the output label map must be .nii or .nii.gz",
+        out.display()
+    );
+    let loaded = load_dicom_ct(ct_path, series)?;
+    let imported = seg::read_seg(seg_path, &loaded.volume.geometry)?;
+    for w in &imported.warnings {
+        eprintln!("pulmo: warning: {w}");
+    }
+    for l in &imported.table.labels {
+        eprintln!("  label {} \"{}\" rgb {:?}", l.value, l.name, l.color);
+    }
+    io::nifti::write_nifti(out, &imported.labels)?;
+    eprintln!("wrote {}", out.display());
     Ok(())
 }

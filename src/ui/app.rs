@@ -592,6 +592,15 @@ impl PulmoApp {
                     self.open_labels();
                     ui.close();
                 }
+                let dicom = self.study.as_ref().is_some_and(|s| s.meta.is_some());
+                if ui
+                    .add_enabled(dicom, egui::Button::new("Export labels as DICOM SEG…"))
+                    .on_disabled_hover_text("needs a study loaded from DICOM")
+                    .clicked()
+                {
+                    self.export_seg();
+                    ui.close();
+                }
             });
             ui.menu_button("Edit", |ui| {
                 let (can_undo, can_redo) = self.study.as_ref().map_or((false, false), |s| {
@@ -1070,6 +1079,29 @@ impl PulmoApp {
                     ))
                 }
             }
+        }
+    }
+
+    /// Writes the label map as a DICOM Segmentation referencing the open series.
+    fn export_seg(&mut self) {
+        let Some(study) = &self.study else { return };
+        let Some(meta) = &study.meta else { return };
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("DICOM SEG", &["dcm"])
+            .set_file_name("labels-seg.dcm")
+            .save_file()
+        else {
+            return;
+        };
+        let options = crate::io::dicom::seg::SegWriteOptions::default();
+        if let Err(e) = crate::io::dicom::seg::write_seg(
+            &path,
+            study.editor.labels(),
+            &self.label_table,
+            meta,
+            &options,
+        ) {
+            self.save_error = Some(format!("The DICOM SEG was NOT written: {e}"));
         }
     }
 

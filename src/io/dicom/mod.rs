@@ -15,6 +15,7 @@
 
 mod decode;
 mod scan;
+pub mod seg;
 mod stack;
 pub mod write;
 

@@ -1,0 +1,1170 @@
+//! DICOM Segmentation (SEG) export and import of label maps.
+//!
+//! [`write_seg`] writes a label map as one binary Segmentation Storage instance
+//! (SOP Class 1.2.840.10008.5.1.4.1.1.66.4, explicit VR little endian): one segment per
+//! label value present, 1-bit packed frames (only the slices where that segment has at
+//! least one voxel), frames ordered by segment then by slice, as highdicom writes them.
+//!
+//! [`read_seg`] reads a BINARY (or FRACTIONAL, thresholded at 0.5) SEG back onto a CT
+//! grid by matching each frame's ImagePositionPatient to the CT's slices.
+//!
+//! Coding of the segments (SegmentedPropertyCategory/Type, scheme SCT = SNOMED CT):
+//!
+//! | pulmo label             | category                                   | type                                        |
+//! |-------------------------|--------------------------------------------|---------------------------------------------|
+//! | 1 left lung             | 123037004 Anatomical Structure             | 39607008 Lung, modifier 7771000 Left        |
+//! | 2 right lung            | 123037004 Anatomical Structure             | 39607008 Lung, modifier 24028007 Right      |
+//! | 3 ground-glass opacity  | 49755003 Morphologically Altered Structure | GGO (private scheme 99PULMO) Ground-glass opacity |
+//! | 4 consolidation         | 49755003 Morphologically Altered Structure | 95436008 Lung consolidation                 |
+//! | 5 pleural effusion      | 49755003 Morphologically Altered Structure | 60046008 Pleural effusion                   |
+//! | 6 other lesion / others | 49755003 Morphologically Altered Structure | 52988006 Lesion                             |
+//!
+//! Ground-glass opacity uses a private code (scheme "99PULMO", allowed by PS3.3 8.2)
+//! rather than a SNOMED CT concept id we could not verify. Each segment also carries
+//! SegmentDescription "pulmo label value N" so that pulmo's own SEGs round-trip label
+//! values exactly; other tools' segments are matched by name to the default table, else
+//! numbered by segment number.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dicom_core::smallvec::smallvec;
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use nalgebra::{Point3, Vector3};
+
+use super::SeriesMeta;
+use super::write::{CT_IMAGE_STORAGE, EXPLICIT_VR_LE, new_uid, with_meta};
+use crate::annotate::{Label, LabelTable};
+use crate::volume::{Geometry, LabelVolume};
+
+/// Segmentation Storage.
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// Errors of SEG export and import; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SegError {
+    #[error("cannot write {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: cannot build the DICOM SEG: {message}", path.display())]
+    Build { path: PathBuf, message: String },
+    #[error("{}: the label map has no labelled voxel; a SEG needs at least one segment", path.display())]
+    Empty { path: PathBuf },
+    #[error("{}: not a readable DICOM file: {message}", path.display())]
+    NotDicom { path: PathBuf, message: String },
+    #[error("{}: not a DICOM Segmentation (SOP Class {sop_class})", path.display())]
+    NotSeg { path: PathBuf, sop_class: String },
+    #[error("{}: malformed SEG: {message}", path.display())]
+    Malformed { path: PathBuf, message: String },
+    #[error("{}: unsupported SEG: {message}", path.display())]
+    Unsupported { path: PathBuf, message: String },
+    #[error("{}: the SEG does not match the CT grid: {message}", path.display())]
+    GridMismatch { path: PathBuf, message: String },
+}
+
+/// SegmentAlgorithmType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SegAlgorithm {
+    #[default]
+    Manual,
+    Semiautomatic,
+    Automatic,
+}
+
+impl SegAlgorithm {
+    fn code(self) -> &'static str {
+        match self {
+            SegAlgorithm::Manual => "MANUAL",
+            SegAlgorithm::Semiautomatic => "SEMIAUTOMATIC",
+            SegAlgorithm::Automatic => "AUTOMATIC",
+        }
+    }
+}
+
+/// How to write a SEG.
+#[derive(Debug, Clone)]
+pub struct SegWriteOptions {
+    pub algorithm: SegAlgorithm,
+    /// SegmentAlgorithmName (written for SEMIAUTOMATIC/AUTOMATIC).
+    pub algorithm_name: String,
+    /// ContentLabel (CS: upper case, digits, underscore; at most 16 characters).
+    pub content_label: String,
+    pub content_description: String,
+    /// ContentCreatorName (PN), may be empty.
+    pub content_creator: String,
+    pub series_description: String,
+    pub series_number: i64,
+}
+
+impl Default for SegWriteOptions {
+    fn default() -> Self {
+        Self {
+            algorithm: SegAlgorithm::Manual,
+            algorithm_name: "pulmo".into(),
+            content_label: "PULMO_LABELS".into(),
+            content_description: "pulmo label map".into(),
+            content_creator: String::new(),
+            series_description: "pulmo segmentation".into(),
+            series_number: 300,
+        }
+    }
+}
+
+/// What [`read_seg`] produced.
+#[derive(Debug, Clone)]
+pub struct SegImport {
+    pub labels: LabelVolume,
+    pub table: LabelTable,
+    /// Things the user should know (fractional thresholding, overlaps), in plain words.
+    pub warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// colour
+
+/// sRGB (0..255) → DICOM scaled CIELab (PS3.3 C.10.7.1.1: L 0..100 → 0..65535,
+/// a and b -128..127 → 0..65535), D65 white point.
+pub fn srgb_to_dicom_lab(rgb: [u8; 3]) -> [u16; 3] {
+    let lin = |c: u8| {
+        let c = c as f64 / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
+    let x = 0.4124564 * r + 0.3575761 * g + 0.1804375 * b;
+    let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
+    let z = 0.0193339 * r + 0.1191920 * g + 0.9503041 * b;
+    let f = |t: f64| {
+        if t > (6.0f64 / 29.0).powi(3) {
+            t.cbrt()
+        } else {
+            t / (3.0 * (6.0f64 / 29.0).powi(2)) + 4.0 / 29.0
+        }
+    };
+    let (fx, fy, fz) = (f(x / WHITE[0]), f(y / WHITE[1]), f(z / WHITE[2]));
+    let l = 116.0 * fy - 16.0;
+    let a = 500.0 * (fx - fy);
+    let bb = 200.0 * (fy - fz);
+    let scale = |v: f64| v.round().clamp(0.0, 65535.0) as u16;
+    [
+        scale(l * 65535.0 / 100.0),
+        scale((a + 128.0) * 65535.0 / 255.0),
+        scale((bb + 128.0) * 65535.0 / 255.0),
+    ]
+}
+
+const WHITE: [f64; 3] = [0.95047, 1.0, 1.08883];
+
+/// DICOM scaled CIELab → sRGB (0..255), the inverse of [`srgb_to_dicom_lab`].
+pub fn dicom_lab_to_srgb(lab: [u16; 3]) -> [u8; 3] {
+    let l = lab[0] as f64 * 100.0 / 65535.0;
+    let a = lab[1] as f64 * 255.0 / 65535.0 - 128.0;
+    let b = lab[2] as f64 * 255.0 / 65535.0 - 128.0;
+    let fy = (l + 16.0) / 116.0;
+    let fx = fy + a / 500.0;
+    let fz = fy - b / 200.0;
+    let finv = |t: f64| {
+        if t > 6.0 / 29.0 {
+            t * t * t
+        } else {
+            3.0 * (6.0f64 / 29.0).powi(2) * (t - 4.0 / 29.0)
+        }
+    };
+    let (x, y, z) = (
+        finv(fx) * WHITE[0],
+        finv(fy) * WHITE[1],
+        finv(fz) * WHITE[2],
+    );
+    let r = 3.2404542 * x - 1.5371385 * y - 0.4985314 * z;
+    let g = -0.9692660 * x + 1.8760108 * y + 0.0415560 * z;
+    let bl = 0.0556434 * x - 0.2040259 * y + 1.0572252 * z;
+    let enc = |c: f64| {
+        let c = c.clamp(0.0, 1.0);
+        let v = if c <= 0.0031308 {
+            12.92 * c
+        } else {
+            1.055 * c.powf(1.0 / 2.4) - 0.055
+        };
+        (v * 255.0).round().clamp(0.0, 255.0) as u8
+    };
+    [enc(r), enc(g), enc(bl)]
+}
+
+// ---------------------------------------------------------------------------------------
+// writing
+
+fn fmt_ds(v: f64) -> String {
+    let s = format!("{v}");
+    if s.len() <= 16 {
+        return s;
+    }
+    for prec in (0..=10).rev() {
+        let s = format!("{v:.prec$}");
+        if s.len() <= 16 {
+            return s;
+        }
+    }
+    format!("{v:.0}")
+}
+
+fn ds_multi(values: &[f64]) -> PrimitiveValue {
+    PrimitiveValue::from(
+        values
+            .iter()
+            .map(|v| fmt_ds(*v))
+            .collect::<Vec<_>>()
+            .join("\\"),
+    )
+}
+
+fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
+    obj.put(DataElement::new(tag, vr, value.into()));
+}
+
+fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+    put(obj, tag, vr, PrimitiveValue::from(value));
+}
+
+fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
+}
+
+fn item(f: impl FnOnce(&mut InMemDicomObject)) -> InMemDicomObject {
+    let mut o = InMemDicomObject::new_empty();
+    f(&mut o);
+    o
+}
+
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    item(|o| {
+        put_str(o, tags::CODE_VALUE, VR::SH, value);
+        put_str(o, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
+        put_str(o, tags::CODE_MEANING, VR::LO, meaning);
+    })
+}
+
+/// (category, type, type modifier) codes of a pulmo label value; see the module docs.
+fn segment_codes(value: u8) -> (InMemDicomObject, InMemDicomObject, Option<InMemDicomObject>) {
+    let anatomy = || code("123037004", "SCT", "Anatomical Structure");
+    let abnormal = || code("49755003", "SCT", "Morphologically Altered Structure");
+    match value {
+        crate::annotate::LEFT_LUNG => (
+            anatomy(),
+            code("39607008", "SCT", "Lung"),
+            Some(code("7771000", "SCT", "Left")),
+        ),
+        crate::annotate::RIGHT_LUNG => (
+            anatomy(),
+            code("39607008", "SCT", "Lung"),
+            Some(code("24028007", "SCT", "Right")),
+        ),
+        crate::annotate::GGO => (
+            abnormal(),
+            code("GGO", "99PULMO", "Ground-glass opacity"),
+            None,
+        ),
+        crate::annotate::CONSOLIDATION => (
+            abnormal(),
+            code("95436008", "SCT", "Lung consolidation"),
+            None,
+        ),
+        crate::annotate::PLEURAL_EFFUSION => (
+            abnormal(),
+            code("60046008", "SCT", "Pleural effusion"),
+            None,
+        ),
+        _ => (abnormal(), code("52988006", "SCT", "Lesion"), None),
+    }
+}
+
+fn today() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil date from days since 1970-01-01 (UTC).
+    let days = (secs / 86400) as i64;
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let s = secs % 86400;
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", s / 3600, (s / 60) % 60, s % 60),
+    )
+}
+
+/// Writes `labels` as a binary DICOM SEG referencing the source CT series `source`
+/// (its UIDs, patient and study attributes and, when it has one per slice, each slice's
+/// SOP Instance UID). The label map's grid is the CT's grid. The file is written to a
+/// temporary file in the same folder and renamed.
+pub fn write_seg(
+    path: &Path,
+    labels: &LabelVolume,
+    table: &LabelTable,
+    source: &SeriesMeta,
+    options: &SegWriteOptions,
+) -> Result<(), SegError> {
+    let build = |message: String| SegError::Build {
+        path: path.to_path_buf(),
+        message,
+    };
+    let g = &labels.geometry;
+    let [nx, ny, nz] = g.dims;
+    if nx > u16::MAX as usize || ny > u16::MAX as usize {
+        return Err(build(format!("slices of {nx} x {ny} exceed 65535")));
+    }
+    let plane = nx * ny;
+    // Which label values are present on which slices.
+    let mut present = vec![[false; 256]; nz];
+    for (k, slice_present) in present.iter_mut().enumerate() {
+        for &v in &labels.voxels[k * plane..(k + 1) * plane] {
+            slice_present[v as usize] = true;
+        }
+    }
+    let values: Vec<u8> = (1..=255u8)
+        .filter(|&v| present.iter().any(|p| p[v as usize]))
+        .collect();
+    if values.is_empty() {
+        return Err(SegError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let refs: Option<&[String]> =
+        (source.sop_instance_uids.len() == nz).then_some(&source.sop_instance_uids[..]);
+    let ref_class = source
+        .sop_class_uid
+        .clone()
+        .unwrap_or_else(|| CT_IMAGE_STORAGE.to_string());
+    let (date, time) = today();
+    let study_uid = source.study_uid.clone().unwrap_or_else(new_uid);
+    let for_uid = source
+        .frame_of_reference_uid
+        .clone()
+        .unwrap_or_else(new_uid);
+    let series_uid = new_uid();
+    let sop_uid = new_uid();
+    let dim_org_uid = new_uid();
+
+    let mut obj = InMemDicomObject::new_empty();
+    let o = &mut obj;
+    put_str(o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    put_str(o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
+    put_str(o, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
+    put_str(o, tags::SOP_INSTANCE_UID, VR::UI, &sop_uid);
+    put_str(
+        o,
+        tags::STUDY_DATE,
+        VR::DA,
+        source.study_date.as_deref().unwrap_or(""),
+    );
+    put_str(o, tags::SERIES_DATE, VR::DA, &date);
+    put_str(o, tags::CONTENT_DATE, VR::DA, &date);
+    put_str(o, tags::STUDY_TIME, VR::TM, "");
+    put_str(o, tags::CONTENT_TIME, VR::TM, &time);
+    put_str(o, tags::ACCESSION_NUMBER, VR::SH, "");
+    put_str(o, tags::MODALITY, VR::CS, "SEG");
+    put_str(o, tags::MANUFACTURER, VR::LO, "pulmo");
+    put_str(o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+    put_str(
+        o,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        &options.series_description,
+    );
+    put_str(o, tags::MANUFACTURER_MODEL_NAME, VR::LO, "pulmo");
+    put_str(
+        o,
+        tags::PATIENT_NAME,
+        VR::PN,
+        source.patient_name.as_deref().unwrap_or(""),
+    );
+    put_str(
+        o,
+        tags::PATIENT_ID,
+        VR::LO,
+        source.patient_id.as_deref().unwrap_or(""),
+    );
+    put_str(o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
+    put_str(o, tags::PATIENT_SEX, VR::CS, "");
+    put_str(o, tags::DEVICE_SERIAL_NUMBER, VR::LO, "1");
+    put_str(
+        o,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
+    put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid);
+    put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid);
+    put_str(o, tags::STUDY_ID, VR::SH, "");
+    put(
+        o,
+        tags::SERIES_NUMBER,
+        VR::IS,
+        options.series_number.to_string(),
+    );
+    put_str(o, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put_str(o, tags::FRAME_OF_REFERENCE_UID, VR::UI, &for_uid);
+    put_str(o, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+
+    // Dimensions: segment, then position.
+    put_seq(
+        o,
+        tags::DIMENSION_ORGANIZATION_SEQUENCE,
+        vec![item(|i| {
+            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dim_org_uid)
+        })],
+    );
+    put_str(o, tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "3D");
+    let dim = |index: Tag, group: Tag, label: &str| {
+        item(|i| {
+            put(
+                i,
+                tags::DIMENSION_INDEX_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(smallvec![index]),
+            );
+            put(
+                i,
+                tags::FUNCTIONAL_GROUP_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(smallvec![group]),
+            );
+            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dim_org_uid);
+            put_str(i, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
+        })
+    };
+    put_seq(
+        o,
+        tags::DIMENSION_INDEX_SEQUENCE,
+        vec![
+            dim(
+                tags::REFERENCED_SEGMENT_NUMBER,
+                tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                "ReferencedSegmentNumber",
+            ),
+            dim(
+                tags::IMAGE_POSITION_PATIENT,
+                tags::PLANE_POSITION_SEQUENCE,
+                "ImagePositionPatient",
+            ),
+        ],
+    );
+
+    put(
+        o,
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    );
+    put_str(o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    put(o, tags::ROWS, VR::US, PrimitiveValue::from(ny as u16));
+    put(o, tags::COLUMNS, VR::US, PrimitiveValue::from(nx as u16));
+    put(o, tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16));
+    put(o, tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16));
+    put(o, tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16));
+    put(
+        o,
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    put_str(o, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+    put_str(o, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
+    put_str(o, tags::CONTENT_LABEL, VR::CS, &options.content_label);
+    put_str(
+        o,
+        tags::CONTENT_DESCRIPTION,
+        VR::LO,
+        &options.content_description,
+    );
+    put_str(
+        o,
+        tags::CONTENT_CREATOR_NAME,
+        VR::PN,
+        &options.content_creator,
+    );
+
+    // Segments.
+    let segments: Vec<InMemDicomObject> = values
+        .iter()
+        .enumerate()
+        .map(|(n, &v)| {
+            let label = table.get(v);
+            let name = label
+                .map(|l| l.name.clone())
+                .unwrap_or_else(|| format!("label {v}"));
+            let color = label.map(|l| l.color).unwrap_or([200, 200, 200]);
+            let (category, kind, modifier) = segment_codes(v);
+            item(|s| {
+                put(
+                    s,
+                    tags::SEGMENT_NUMBER,
+                    VR::US,
+                    PrimitiveValue::from((n + 1) as u16),
+                );
+                put_str(s, tags::SEGMENT_LABEL, VR::LO, &name);
+                put_str(
+                    s,
+                    tags::SEGMENT_DESCRIPTION,
+                    VR::ST,
+                    &format!("pulmo label value {v}"),
+                );
+                put_str(
+                    s,
+                    tags::SEGMENT_ALGORITHM_TYPE,
+                    VR::CS,
+                    options.algorithm.code(),
+                );
+                if options.algorithm != SegAlgorithm::Manual {
+                    put_str(
+                        s,
+                        tags::SEGMENT_ALGORITHM_NAME,
+                        VR::LO,
+                        &options.algorithm_name,
+                    );
+                }
+                put_seq(
+                    s,
+                    tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+                    vec![category],
+                );
+                let mut kind = kind;
+                if let Some(m) = modifier {
+                    put_seq(
+                        &mut kind,
+                        tags::SEGMENTED_PROPERTY_TYPE_MODIFIER_CODE_SEQUENCE,
+                        vec![m],
+                    );
+                }
+                put_seq(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![kind]);
+                let lab = srgb_to_dicom_lab(color);
+                put(
+                    s,
+                    tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
+                    VR::US,
+                    PrimitiveValue::U16(smallvec![lab[0], lab[1], lab[2]]),
+                );
+            })
+        })
+        .collect();
+    put_seq(o, tags::SEGMENT_SEQUENCE, segments);
+
+    // Shared functional groups: orientation and pixel measures.
+    let row = g.direction.column(0).into_owned();
+    let col = g.direction.column(1).into_owned();
+    let shared = item(|s| {
+        put_seq(
+            s,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![item(|i| {
+                put(
+                    i,
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    VR::DS,
+                    ds_multi(&[row.x, row.y, row.z, col.x, col.y, col.z]),
+                )
+            })],
+        );
+        put_seq(
+            s,
+            tags::PIXEL_MEASURES_SEQUENCE,
+            vec![item(|i| {
+                put(
+                    i,
+                    tags::PIXEL_SPACING,
+                    VR::DS,
+                    ds_multi(&[g.spacing_mm.y, g.spacing_mm.x]),
+                );
+                put(i, tags::SLICE_THICKNESS, VR::DS, fmt_ds(g.spacing_mm.z));
+                put(
+                    i,
+                    tags::SPACING_BETWEEN_SLICES,
+                    VR::DS,
+                    fmt_ds(g.spacing_mm.z),
+                );
+            })],
+        );
+    });
+    put_seq(o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]);
+
+    // Frames: per segment, the slices holding it, in slice order.
+    let mut frames: Vec<(u16, usize, u8)> = Vec::new();
+    for (n, &v) in values.iter().enumerate() {
+        for (k, p) in present.iter().enumerate() {
+            if p[v as usize] {
+                frames.push(((n + 1) as u16, k, v));
+            }
+        }
+    }
+    let per_frame: Vec<InMemDicomObject> = frames
+        .iter()
+        .map(|&(segment, k, _)| {
+            let pos = g.world_at_voxel(Vector3::new(0.0, 0.0, k as f64));
+            item(|f| {
+                if let Some(refs) = refs {
+                    let source_image = item(|s| {
+                        put_str(s, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &ref_class);
+                        put_str(s, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &refs[k]);
+                        put_seq(
+                            s,
+                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                            vec![code(
+                                "121322",
+                                "DCM",
+                                "Source image for image processing operation",
+                            )],
+                        );
+                    });
+                    put_seq(
+                        f,
+                        tags::DERIVATION_IMAGE_SEQUENCE,
+                        vec![item(|d| {
+                            put_seq(
+                                d,
+                                tags::DERIVATION_CODE_SEQUENCE,
+                                vec![code("113076", "DCM", "Segmentation")],
+                            );
+                            put_seq(d, tags::SOURCE_IMAGE_SEQUENCE, vec![source_image]);
+                        })],
+                    );
+                }
+                put_seq(
+                    f,
+                    tags::FRAME_CONTENT_SEQUENCE,
+                    vec![item(|c| {
+                        put(
+                            c,
+                            tags::DIMENSION_INDEX_VALUES,
+                            VR::UL,
+                            PrimitiveValue::U32(smallvec![segment as u32, k as u32 + 1]),
+                        )
+                    })],
+                );
+                put_seq(
+                    f,
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![item(|i| {
+                        put(
+                            i,
+                            tags::IMAGE_POSITION_PATIENT,
+                            VR::DS,
+                            ds_multi(&[pos.x, pos.y, pos.z]),
+                        )
+                    })],
+                );
+                put_seq(
+                    f,
+                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                    vec![item(|i| {
+                        put(
+                            i,
+                            tags::REFERENCED_SEGMENT_NUMBER,
+                            VR::US,
+                            PrimitiveValue::from(segment),
+                        )
+                    })],
+                );
+            })
+        })
+        .collect();
+    put(o, tags::NUMBER_OF_FRAMES, VR::IS, frames.len().to_string());
+    put_seq(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame);
+
+    // Referenced series.
+    put_seq(
+        o,
+        tags::REFERENCED_SERIES_SEQUENCE,
+        vec![item(|s| {
+            if let Some(refs) = refs {
+                put_seq(
+                    s,
+                    tags::REFERENCED_INSTANCE_SEQUENCE,
+                    refs.iter()
+                        .map(|uid| {
+                            item(|i| {
+                                put_str(i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &ref_class);
+                                put_str(i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid);
+                            })
+                        })
+                        .collect(),
+                );
+            }
+            put_str(s, tags::SERIES_INSTANCE_UID, VR::UI, &source.series_uid);
+        })],
+    );
+
+    // Pixel data: 1 bit per pixel, frames packed back to back, LSB first.
+    let total_bits = frames.len() * plane;
+    let mut bytes = vec![0u8; total_bits.div_ceil(8).next_multiple_of(2)];
+    for (f, &(_, k, v)) in frames.iter().enumerate() {
+        let base = f * plane;
+        for (p, &x) in labels.voxels[k * plane..(k + 1) * plane].iter().enumerate() {
+            if x == v {
+                let bit = base + p;
+                bytes[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+    }
+    put(o, tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(bytes));
+
+    let file = with_meta(obj, EXPLICIT_VR_LE).map_err(build)?;
+    write_atomically(path, |w| {
+        file.write_all(w)
+            .map_err(|e| io::Error::other(e.to_string()))
+    })
+    .map_err(|e| SegError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes through `fill` to a temporary file next to `path`, syncs it and renames it
+/// over `path`; on failure the temporary file is removed.
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> io::Result<()> {
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    match result {
+        Ok(()) => {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// reading
+
+struct Reader<'a> {
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn malformed(&self, message: impl Into<String>) -> SegError {
+        SegError::Malformed {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+    fn grid(&self, message: impl Into<String>) -> SegError {
+        SegError::GridMismatch {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+    fn str_opt(&self, o: &InMemDicomObject, tag: Tag) -> Option<String> {
+        o.get(tag).and_then(|e| e.to_str().ok()).map(|s| {
+            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string()
+        })
+    }
+    fn int(&self, o: &InMemDicomObject, tag: Tag, name: &str) -> Result<i64, SegError> {
+        o.get(tag)
+            .ok_or_else(|| self.malformed(format!("missing {name}")))?
+            .to_int::<i64>()
+            .map_err(|e| self.malformed(format!("{name}: {e}")))
+    }
+    fn floats(&self, o: &InMemDicomObject, tag: Tag, name: &str) -> Result<Vec<f64>, SegError> {
+        o.get(tag)
+            .ok_or_else(|| self.malformed(format!("missing {name}")))?
+            .to_multi_float64()
+            .map_err(|e| self.malformed(format!("{name}: {e}")))
+    }
+    fn first_item<'o>(&self, o: &'o InMemDicomObject, tag: Tag) -> Option<&'o InMemDicomObject> {
+        o.get(tag).and_then(|e| e.items()).and_then(|i| i.first())
+    }
+    /// A functional group's first item: from the frame's groups, else the shared ones.
+    fn group<'o>(
+        &self,
+        frame: &'o InMemDicomObject,
+        shared: Option<&'o InMemDicomObject>,
+        tag: Tag,
+    ) -> Option<&'o InMemDicomObject> {
+        self.first_item(frame, tag)
+            .or_else(|| shared.and_then(|s| self.first_item(s, tag)))
+    }
+}
+
+struct SegmentInfo {
+    number: u16,
+    name: String,
+    description: Option<String>,
+    color: Option<[u8; 3]>,
+}
+
+/// Reads a binary (or fractional) DICOM SEG onto the CT grid `ct`: every frame's
+/// ImagePositionPatient must fall on one of the CT's slices (within half a slice), with
+/// the CT's orientation, pixel spacing, rows and columns.
+pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
+    let r = Reader { path };
+    let file = dicom_object::open_file(path).map_err(|e| SegError::NotDicom {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let sop_class = r.str_opt(&file, tags::SOP_CLASS_UID).unwrap_or_else(|| {
+        file.meta()
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string()
+    });
+    if sop_class != SEGMENTATION_STORAGE {
+        return Err(SegError::NotSeg {
+            path: path.to_path_buf(),
+            sop_class,
+        });
+    }
+    let ts = file
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let obj: &InMemDicomObject = &file;
+    let rows = r.int(obj, tags::ROWS, "Rows")? as usize;
+    let columns = r.int(obj, tags::COLUMNS, "Columns")? as usize;
+    let n_frames = r.int(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?;
+    if n_frames < 1 {
+        return Err(r.malformed(format!("NumberOfFrames {n_frames}")));
+    }
+    let n_frames = n_frames as usize;
+    let bits = r.int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+    let seg_type = r
+        .str_opt(obj, tags::SEGMENTATION_TYPE)
+        .unwrap_or_else(|| "BINARY".into());
+    let mut warnings = Vec::new();
+    let fractional = match (seg_type.as_str(), bits) {
+        ("BINARY", 1) => None,
+        ("FRACTIONAL", 8) => {
+            let max = r
+                .int(
+                    obj,
+                    tags::MAXIMUM_FRACTIONAL_VALUE,
+                    "MaximumFractionalValue",
+                )
+                .unwrap_or(255)
+                .max(1);
+            warnings.push(format!(
+                "{}: FRACTIONAL segmentation thresholded at 0.5 (stored value >= {}/2 of {max})",
+                path.display(),
+                max
+            ));
+            Some(max as f64)
+        }
+        (t, b) => {
+            return Err(SegError::Unsupported {
+                path: path.to_path_buf(),
+                message: format!("SegmentationType {t} with BitsAllocated {b}"),
+            });
+        }
+    };
+
+    // Grid checks.
+    let [nx, ny, nz] = ct.dims;
+    if rows != ny || columns != nx {
+        return Err(r.grid(format!(
+            "frames are {columns} x {rows} but CT slices are {nx} x {ny}"
+        )));
+    }
+    let shared = r.first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .ok_or_else(|| r.malformed("missing PerFrameFunctionalGroupsSequence"))?;
+    if per_frame.len() != n_frames {
+        return Err(r.malformed(format!(
+            "{} per-frame functional groups for {n_frames} frames",
+            per_frame.len()
+        )));
+    }
+    let ct_row = ct.direction.column(0).into_owned();
+    let ct_col = ct.direction.column(1).into_owned();
+
+    // Segments.
+    let mut segments: Vec<SegmentInfo> = obj
+        .get(tags::SEGMENT_SEQUENCE)
+        .and_then(|e| e.items())
+        .ok_or_else(|| r.malformed("missing SegmentSequence"))?
+        .iter()
+        .map(|s| {
+            let number = r.int(s, tags::SEGMENT_NUMBER, "SegmentNumber")?;
+            let number = u16::try_from(number)
+                .map_err(|_| r.malformed(format!("SegmentNumber {number}")))?;
+            let color = s
+                .get(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE)
+                .and_then(|e| e.to_multi_int::<u16>().ok())
+                .filter(|v| v.len() == 3)
+                .map(|v| dicom_lab_to_srgb([v[0], v[1], v[2]]));
+            Ok(SegmentInfo {
+                number,
+                name: r
+                    .str_opt(s, tags::SEGMENT_LABEL)
+                    .unwrap_or_else(|| format!("segment {number}")),
+                description: r.str_opt(s, tags::SEGMENT_DESCRIPTION),
+                color,
+            })
+        })
+        .collect::<Result<_, SegError>>()?;
+    segments.sort_by_key(|s| s.number);
+
+    // Label value per segment.
+    let defaults = LabelTable::default();
+    let mut used = [false; 256];
+    let mut value_of = std::collections::BTreeMap::new();
+    let mut table = LabelTable { labels: Vec::new() };
+    let mut pending = Vec::new();
+    for s in &segments {
+        let own = s
+            .description
+            .as_deref()
+            .and_then(|d| d.strip_prefix("pulmo label value "))
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|&v| v != 0 && !used[v as usize]);
+        let by_name = || {
+            defaults
+                .labels
+                .iter()
+                .find(|l| l.name.eq_ignore_ascii_case(&s.name))
+                .map(|l| l.value)
+                .filter(|&v| !used[v as usize])
+        };
+        match own.or_else(by_name) {
+            Some(v) => {
+                used[v as usize] = true;
+                value_of.insert(s.number, v);
+            }
+            None => pending.push(s.number),
+        }
+    }
+    // Other segments keep their number when it is free and not one of pulmo's default
+    // labels, else take the first free value after the defaults (then any free one).
+    let first_custom = defaults.labels.iter().map(|l| l.value).max().unwrap_or(0) as usize + 1;
+    for number in pending {
+        let free = |v: usize| (1..=255).contains(&v) && !used[v];
+        let v = if free(number as usize) && defaults.get(number as u8).is_none() {
+            number as usize
+        } else {
+            (first_custom..=255)
+                .chain(1..first_custom)
+                .find(|&v| free(v))
+                .ok_or_else(|| SegError::Unsupported {
+                    path: path.to_path_buf(),
+                    message: "more than 255 segments".into(),
+                })?
+        };
+        let v = v as u8;
+        used[v as usize] = true;
+        value_of.insert(number, v);
+    }
+    for s in &segments {
+        let v = value_of[&s.number];
+        table.labels.push(Label {
+            value: v,
+            name: s.name.clone(),
+            color: s
+                .color
+                .or_else(|| defaults.get(v).map(|l| l.color))
+                .unwrap_or([200, 200, 200]),
+            visible: true,
+            locked: false,
+        });
+    }
+    table.labels.sort_by_key(|l| l.value);
+
+    // Pixel data.
+    let pixel = obj
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| r.malformed("missing PixelData"))?;
+    if pixel.value().fragments().is_some() {
+        return Err(SegError::Unsupported {
+            path: path.to_path_buf(),
+            message: format!(
+                "compressed pixel data (transfer syntax {ts} {}) is not supported",
+                super::transfer_syntax_name(&ts)
+            ),
+        });
+    }
+    let data = pixel
+        .to_bytes()
+        .map_err(|e| r.malformed(format!("PixelData: {e}")))?;
+    let plane = rows * columns;
+    let needed = match fractional {
+        None => (n_frames * plane).div_ceil(8),
+        Some(_) => n_frames * plane,
+    };
+    if data.len() < needed {
+        return Err(r.malformed(format!(
+            "PixelData holds {} bytes, {n_frames} frames of {columns} x {rows} need {needed}",
+            data.len()
+        )));
+    }
+
+    // Frames, in segment number order (the later segment wins on overlap).
+    let mut frame_info = Vec::with_capacity(n_frames);
+    for (f, frame) in per_frame.iter().enumerate() {
+        let seg_item = r
+            .group(frame, shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
+            .ok_or_else(|| {
+                r.malformed(format!("frame {}: no SegmentIdentificationSequence", f + 1))
+            })?;
+        let number = r.int(
+            seg_item,
+            tags::REFERENCED_SEGMENT_NUMBER,
+            "ReferencedSegmentNumber",
+        )?;
+        let value = u16::try_from(number)
+            .ok()
+            .and_then(|n| value_of.get(&n))
+            .copied()
+            .ok_or_else(|| r.malformed(format!("frame {}: unknown segment {number}", f + 1)))?;
+        let orient_item = r
+            .group(frame, shared, tags::PLANE_ORIENTATION_SEQUENCE)
+            .ok_or_else(|| r.malformed(format!("frame {}: no PlaneOrientationSequence", f + 1)))?;
+        let iop = r.floats(
+            orient_item,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            "ImageOrientationPatient",
+        )?;
+        if iop.len() != 6 {
+            return Err(r.malformed(format!("frame {}: ImageOrientationPatient {iop:?}", f + 1)));
+        }
+        let row = Vector3::new(iop[0], iop[1], iop[2]);
+        let col = Vector3::new(iop[3], iop[4], iop[5]);
+        if (row - ct_row).norm() > 1e-3 || (col - ct_col).norm() > 1e-3 {
+            return Err(r.grid(format!(
+                "frame {}: orientation {iop:?} differs from the CT's [{:.6}, {:.6}, {:.6}, {:.6}, {:.6}, {:.6}]",
+                f + 1,
+                ct_row.x, ct_row.y, ct_row.z, ct_col.x, ct_col.y, ct_col.z
+            )));
+        }
+        let measures = r
+            .group(frame, shared, tags::PIXEL_MEASURES_SEQUENCE)
+            .ok_or_else(|| r.malformed(format!("frame {}: no PixelMeasuresSequence", f + 1)))?;
+        let ps = r.floats(measures, tags::PIXEL_SPACING, "PixelSpacing")?;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1e-3);
+        if ps.len() != 2 || !close(ps[0], ct.spacing_mm.y) || !close(ps[1], ct.spacing_mm.x) {
+            return Err(r.grid(format!(
+                "frame {}: PixelSpacing {ps:?} differs from the CT's [{}, {}]",
+                f + 1,
+                ct.spacing_mm.y,
+                ct.spacing_mm.x
+            )));
+        }
+        let pos_item = r
+            .group(frame, shared, tags::PLANE_POSITION_SEQUENCE)
+            .ok_or_else(|| r.malformed(format!("frame {}: no PlanePositionSequence", f + 1)))?;
+        let ipp = r.floats(
+            pos_item,
+            tags::IMAGE_POSITION_PATIENT,
+            "ImagePositionPatient",
+        )?;
+        if ipp.len() != 3 {
+            return Err(r.malformed(format!("frame {}: ImagePositionPatient {ipp:?}", f + 1)));
+        }
+        let v = ct.voxel_at_world(Point3::new(ipp[0], ipp[1], ipp[2]));
+        let k = v.z.round();
+        if v.x.abs() > 0.1 || v.y.abs() > 0.1 || (v.z - k).abs() > 0.5 || k < 0.0 || k >= nz as f64
+        {
+            return Err(r.grid(format!(
+                "frame {} at ImagePositionPatient {ipp:?} matches no CT slice (voxel {:.3}, {:.3}, {:.3})",
+                f + 1,
+                v.x,
+                v.y,
+                v.z
+            )));
+        }
+        frame_info.push((number, f, k as usize, value));
+    }
+    frame_info.sort_by_key(|&(number, f, _, _)| (number, f));
+
+    let mut voxels = vec![0u8; ct.voxel_count()];
+    let mut overlaps: std::collections::BTreeMap<(u8, u8), usize> = Default::default();
+    for &(_, f, k, value) in &frame_info {
+        let out = &mut voxels[k * plane..(k + 1) * plane];
+        for (p, o) in out.iter_mut().enumerate() {
+            let on = match fractional {
+                None => {
+                    let bit = f * plane + p;
+                    data[bit / 8] >> (bit % 8) & 1 == 1
+                }
+                Some(max) => data[f * plane + p] as f64 / max >= 0.5,
+            };
+            if on {
+                if *o != 0 && *o != value {
+                    *overlaps.entry((*o, value)).or_default() += 1;
+                }
+                *o = value;
+            }
+        }
+    }
+    let name = |v: u8| {
+        table
+            .get(v)
+            .map(|l| format!("\"{}\" ({v})", l.name))
+            .unwrap_or_else(|| v.to_string())
+    };
+    for ((a, b), n) in overlaps {
+        warnings.push(format!(
+            "{}: segments {} and {} overlap on {n} voxel(s); the later segment {} was kept",
+            path.display(),
+            name(a),
+            name(b),
+            name(b)
+        ));
+    }
+    let labels = LabelVolume::new(ct.clone(), voxels).map_err(|e| r.malformed(e.to_string()))?;
+    Ok(SegImport {
+        labels,
+        table,
+        warnings,
+    })
+}
