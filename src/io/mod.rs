@@ -2,6 +2,7 @@
 //! (`.nrrd`, `.nhdr`). Every error names the file and the problem; nothing here panics on
 //! malformed input.
 
+pub mod atomic;
 pub mod dicom;
 pub mod nifti;
 pub mod nrrd;

@@ -16,15 +16,11 @@
 //!
 //! Every error names the file; nothing here panics on malformed input.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use nalgebra::{Matrix3, Matrix4, Vector3};
 
 use self::samples::{InvalidValue, SampleType, Target};
@@ -156,7 +152,7 @@ pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<()
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
         .unwrap_or(false);
-    write_atomically(path, gz, |w| {
+    super::atomic::write_atomically(path, gz.then_some(GZIP_LEVEL), |w| {
         w.write_all(&header_bytes)?;
         w.write_all(&[0u8; 4])?; // extension flag: no extensions
         let mut buf = Vec::with_capacity(1 << 17);
@@ -176,60 +172,6 @@ pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<()
 /// gzip level for written `.nii.gz` files: a little below the default, which costs several
 /// times as long on CT for a few percent of size.
 const GZIP_LEVEL: u32 = 4;
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes through `fill` into a temporary file next to `path`, fsyncs it and renames it
-/// over `path`; removes the temporary file on any failure.
-fn write_atomically(
-    path: &Path,
-    gz: bool,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-    let result = (|| -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        if gz {
-            let mut enc = GzEncoder::new(out, Compression::new(GZIP_LEVEL));
-            fill(&mut enc)?;
-            out = enc.finish()?;
-        } else {
-            fill(&mut out)?;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    match result {
-        Ok(()) => {
-            // Make the rename itself durable; not all platforms allow syncing a folder.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Header
@@ -1318,7 +1260,12 @@ pub(crate) mod samples {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
     use nalgebra::Rotation3;
+    use std::ffi::OsString;
+    use std::fs;
+    use std::io::Write;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

@@ -25,11 +25,8 @@
 //! values exactly; other tools' segments are matched by name to the default table, else
 //! numbered by segment number.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_core::smallvec::smallvec;
 use dicom_core::value::DataSetSequence;
@@ -727,7 +724,7 @@ pub fn write_seg(
     put(o, tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(bytes));
 
     let file = with_meta(obj, EXPLICIT_VR_LE).map_err(build)?;
-    write_atomically(path, |w| {
+    crate::io::atomic::write_atomically(path, None, |w| {
         file.write_all(w)
             .map_err(|e| io::Error::other(e.to_string()))
     })
@@ -735,52 +732,6 @@ pub fn write_seg(
         path: path.to_path_buf(),
         source: e,
     })
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes through `fill` to a temporary file next to `path`, syncs it and renames it
-/// over `path`; on failure the temporary file is removed.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-    let result = (|| -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        fill(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    match result {
-        Ok(()) => {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
