@@ -64,25 +64,12 @@ impl SliceModel for ThresholdLungs {
                 }
             }
             while let Some(p) = stack.pop() {
-                let (x, y) = (p % w, p / w);
-                let mut go = |q: usize| {
+                super::postprocess::for_each_neighbour4(p, w, h, &mut |q: usize| {
                     if !outside[q] && img[q] < t {
                         outside[q] = true;
                         stack.push(q);
                     }
-                };
-                if x > 0 {
-                    go(p - 1);
-                }
-                if x + 1 < w {
-                    go(p + 1);
-                }
-                if y > 0 {
-                    go(p - w);
-                }
-                if y + 1 < h {
-                    go(p + w);
-                }
+                });
             }
             let o = &mut out[s * 2 * h * w..(s + 1) * 2 * h * w];
             for p in 0..h * w {

@@ -86,6 +86,24 @@ pub fn lungs(raw: &LabelVolume) -> LabelVolume {
     out
 }
 
+/// Calls `f` with the 4-connected neighbours of pixel `p` of a `w` x `h` image.
+#[inline]
+pub(crate) fn for_each_neighbour4(p: usize, w: usize, h: usize, f: &mut impl FnMut(usize)) {
+    let (x, y) = (p % w, p / w);
+    if x > 0 {
+        f(p - 1);
+    }
+    if x + 1 < w {
+        f(p + 1);
+    }
+    if y > 0 {
+        f(p - w);
+    }
+    if y + 1 < h {
+        f(p + w);
+    }
+}
+
 /// Fills, in every axial slice and for each of `values`, the background regions that the
 /// label encloses (4-connected background not reaching the slice border and touching
 /// only that label).
@@ -126,18 +144,7 @@ pub fn fill_holes_axial(labels: &mut LabelVolume, values: &[u8]) {
                         }
                     }
                 };
-                if x > 0 {
-                    visit(p - 1);
-                }
-                if x + 1 < nx {
-                    visit(p + 1);
-                }
-                if y > 0 {
-                    visit(p - nx);
-                }
-                if y + 1 < ny {
-                    visit(p + nx);
-                }
+                for_each_neighbour4(p, nx, ny, &mut visit);
             }
             if let (false, false, Some(v)) = (border, mixed, touching)
                 && values.contains(&v)
