@@ -5,49 +5,23 @@
 use egui::Key;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use pulmo::demo::DemoOptions;
 use pulmo::ui::{AppOptions, PulmoApp};
+
+#[path = "common/ui.rs"]
+mod ui;
 
 fn harness(journal_dir: &std::path::Path) -> Harness<'static, PulmoApp> {
     let options = AppOptions {
-        demo: DemoOptions {
-            dims: [128, 128, 75],
-            spacing_mm: [2.8, 2.8, 4.0],
-            ..Default::default()
-        },
-        recent_file: None,
         journal_dir: Some(journal_dir.to_path_buf()),
-        ..Default::default()
+        ..ui::options()
     };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1000.0, 700.0))
-        .build_eframe(move |cc| PulmoApp::new(cc, options));
-    let ctx = h.ctx.clone();
-    h.state_mut().wait_for_load(&ctx);
-    h.run();
-    h
+    ui::harness_with(options, egui::vec2(1000.0, 700.0), false)
 }
 
 fn stroke(h: &mut Harness<'static, PulmoApp>) {
     h.key_press(Key::B);
     h.run();
-    let press = |pressed: bool, pos: egui::Pos2| egui::Event::PointerButton {
-        pos,
-        button: egui::PointerButton::Primary,
-        pressed,
-        modifiers: Default::default(),
-    };
-    let (a, b) = (egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
-    h.event(egui::Event::PointerMoved(a));
-    h.run();
-    h.event(press(true, a));
-    h.run();
-    for t in 1..=5 {
-        h.event(egui::Event::PointerMoved(a + (b - a) * (t as f32 / 5.0)));
-        h.run();
-    }
-    h.event(press(false, b));
-    h.run();
+    ui::drag(h, egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
     h.run();
 }
 

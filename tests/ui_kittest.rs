@@ -7,25 +7,11 @@ use egui_kittest::kittest::Queryable;
 use pulmo::demo::DemoOptions;
 use pulmo::ui::{AppOptions, PulmoApp};
 
+#[path = "common/ui.rs"]
+mod ui;
+
 fn harness(wgpu: bool, size: egui::Vec2) -> Harness<'static, PulmoApp> {
-    let options = AppOptions {
-        demo: DemoOptions {
-            dims: [128, 128, 75],
-            spacing_mm: [2.8, 2.8, 4.0],
-            ..Default::default()
-        },
-        recent_file: None,
-        ..Default::default()
-    };
-    let mut builder = Harness::builder().with_size(size);
-    if wgpu {
-        builder = builder.wgpu();
-    }
-    let mut h = builder.build_eframe(move |cc| PulmoApp::new(cc, options));
-    let ctx = h.ctx.clone();
-    h.state_mut().wait_for_load(&ctx);
-    h.run();
-    h
+    ui::harness_with(ui::options(), size, wgpu)
 }
 
 #[test]
@@ -114,23 +100,7 @@ fn brush_paints_one_undo_step_and_undo_restores() {
     h.run();
     assert_eq!(h.state().tool, pulmo::ui::app::Tool::Brush);
     // Drag across the axial view (left half of the window).
-    let press = |pressed: bool, pos: egui::Pos2| egui::Event::PointerButton {
-        pos,
-        button: egui::PointerButton::Primary,
-        pressed,
-        modifiers: Default::default(),
-    };
-    let (a, b) = (egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
-    h.event(egui::Event::PointerMoved(a));
-    h.run();
-    h.event(press(true, a));
-    h.run();
-    for t in 1..=5 {
-        h.event(egui::Event::PointerMoved(a + (b - a) * (t as f32 / 5.0)));
-        h.run();
-    }
-    h.event(press(false, b));
-    h.run();
+    ui::drag(&mut h, egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
     let study = h.state().study.as_ref().unwrap();
     let after = study.editor.labels().voxels.clone();
     let changed = before.iter().zip(&after).filter(|(x, y)| x != y).count();
@@ -227,12 +197,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
         ai_factory: factory,
         ..Default::default()
     };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1200.0, 1600.0))
-        .build_eframe(move |cc| PulmoApp::new(cc, options));
-    let ctx = h.ctx.clone();
-    h.state_mut().wait_for_load(&ctx);
-    h.run();
+    let mut h = ui::harness_with(options, egui::vec2(1200.0, 1600.0), false);
     // The demo opens with its truth as labels: start from its lungs only, so the
     // lesions are what the annotator would still have to draw.
     {
@@ -525,13 +490,7 @@ fn agreement_overlay_and_proposals_share_the_layer() {
         ai_factory: factory,
         ..Default::default()
     };
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1500.0, 800.0))
-        .wgpu()
-        .build_eframe(move |cc| PulmoApp::new(cc, options));
-    let ctx = h.ctx.clone();
-    h.state_mut().wait_for_load(&ctx);
-    h.run();
+    let mut h = ui::harness_with(options, egui::vec2(1500.0, 800.0), true);
     h.get_by_label("Propose lesions").click();
     let start = std::time::Instant::now();
     while h.state().ai.review.is_none() {
