@@ -12,9 +12,11 @@ use nalgebra::{Point3, Vector2, Vector3};
 mod ai;
 mod compare;
 mod journal;
+mod tools;
 pub use ai::{AiFactory, AiState};
 pub use compare::{CompareResult, CompareState, ExportKind, MapSource, QuantResult, TargetDetail};
 pub use journal::{JournalState, PendingOpen};
+pub use tools::ToolsState;
 
 use crate::annotate::{
     Brush, BrushExtent, BrushShape, Editor, LabelTable, Stroke as PaintStroke, VoxelBox,
@@ -118,6 +120,10 @@ pub enum Tool {
     Navigate,
     Brush,
     Eraser,
+    /// A click grows a region of the active label from the clicked voxel.
+    RegionGrow,
+    /// Clicks add the vertices of a polygon, filled from the panel.
+    Polygon,
 }
 
 /// Hover readout for the status bar.
@@ -172,6 +178,8 @@ pub struct PulmoApp {
     pub compare: CompareState,
     /// The edit journal and the unsaved-edits questions.
     pub journal: JournalState,
+    /// Settings of the annotation tools panel.
+    pub tools: ToolsState,
 }
 
 const MAX_RECENT: usize = 10;
@@ -236,6 +244,7 @@ impl PulmoApp {
                 dir: options.journal_dir.clone(),
                 ..Default::default()
             },
+            tools: ToolsState::default(),
         };
         match options.path {
             Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
@@ -684,6 +693,7 @@ impl PulmoApp {
                 .logarithmic(true),
         );
         ui.checkbox(&mut self.brush_3d, "3D sphere");
+        self.annotation_tools_ui(ui);
         ui.separator();
         ui.heading("Labels");
         let mut changed = false;
@@ -851,6 +861,13 @@ impl PulmoApp {
             let d = response.drag_delta();
             self.window_width_hu = (self.window_width_hu + d.x as f64 * 4.0).max(1.0);
             self.window_center_hu += d.y as f64 * 2.0;
+        } else if self.tool.is_click_tool() {
+            if response.clicked()
+                && let Some(pos) = response.interact_pointer_pos()
+            {
+                self.tool_click(study, index, frame.world_at_px(to_local(pos)));
+                self.active_view = index;
+            }
         } else if self.tool != Tool::Navigate
             && (response.clicked() || response.dragged_by(egui::PointerButton::Primary))
             && let Some(pos) = response.interact_pointer_pos()
@@ -897,6 +914,7 @@ impl PulmoApp {
             [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
             cross,
         );
+        self.polygon_overlay(&painter, &frame, rect, index);
         let [l, r, t, b] = self.views[index].plane.edge_letters();
         let font = egui::FontId::proportional(16.0);
         let yellow = Color32::from_rgb(255, 220, 80);
@@ -974,7 +992,7 @@ impl PulmoApp {
                 shape: BrushShape::Round,
                 extent,
                 value,
-                hu_range: None,
+                hu_range: self.tools.brush_hu_range(),
             };
             if self.ai.edit_proposals && self.ai.review.is_some() {
                 self.paint_proposal_at(study, brush, world);
@@ -1190,6 +1208,12 @@ impl PulmoApp {
             if i.key_pressed(Key::N) {
                 self.tool = Tool::Navigate;
             }
+            if i.key_pressed(Key::G) {
+                self.tool = Tool::RegionGrow;
+            }
+            if i.key_pressed(Key::P) {
+                self.tool = Tool::Polygon;
+            }
             if i.key_pressed(Key::OpenBracket) {
                 self.brush_radius_mm = (self.brush_radius_mm / 1.25).max(0.5);
             }
@@ -1394,6 +1418,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "Brush / eraser / navigate",
         "B / E / N; [ and ] change the radius",
+    ),
+    (
+        "Region grow / polygon",
+        "G: click a seed; P: click vertices, then Fill polygon",
     ),
     ("Undo / redo an edit", "Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y)"),
     ("Open", "File menu, or drop a file/folder on the window"),
