@@ -136,9 +136,8 @@ fn check_case(ct_path: &Path, mask_path: &Path, dims: [usize; 3], spacing: [f64;
     compare_with_nibabel(&ct_out, &ct_back.volume);
 }
 
-/// When python3 with nibabel is available, its view of the file must match ours: shape,
-/// affine, qform and sform (to float32 precision), and its header check must find nothing
-/// to fix. Optional: the tests do not depend on nibabel.
+/// nibabel's view of the file must match ours: shape, affine, qform and sform (to float32
+/// precision), voxel checksums, and its header check must find nothing to fix.
 fn compare_with_nibabel<T: Copy + Into<i64>>(path: &Path, volume: &Volume<T>) {
     let script = r#"
 import sys, nibabel
@@ -152,19 +151,22 @@ import numpy as np
 data = np.asarray(img.dataobj)
 print(int(data.astype(np.int64).sum()), int((data.astype(np.int64) * np.arange(data.size).reshape(data.shape, order='F') % 7).sum()))
 "#;
-    let Ok(out) = std::process::Command::new("python3")
+    // The test venv's Python has nibabel (required in CI; locally skipped when missing).
+    let Some(python) = common::tools_python() else {
+        return;
+    };
+    let out = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(path)
         .output()
-    else {
-        eprintln!("python3 not available: nibabel comparison skipped");
-        return;
-    };
-    if !out.status.success() {
-        eprintln!("nibabel not available: comparison skipped");
-        return;
-    }
+        .expect("the test venv's Python runs");
+    assert!(
+        out.status.success(),
+        "nibabel failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 6, "{text}");
