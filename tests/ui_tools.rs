@@ -405,3 +405,31 @@ fn region_grow_in_3d_inside_the_lungs_stays_in_the_lungs() {
     h.run();
     assert!(labels(&h) == before);
 }
+
+#[test]
+fn labels_can_be_added_renamed_and_locked() {
+    let mut h = tall();
+    h.get_by_label("Edit labels").click();
+    h.run();
+    h.get_by_label("Add label").click();
+    h.run();
+    assert_eq!(h.state().active_label, 7);
+    assert!(h.state().label_table.get(7).is_some());
+    let study = h.state().study.as_ref().unwrap();
+    assert!(
+        study.editor.table().get(7).is_some(),
+        "the editor knows the new label"
+    );
+    h.state_mut().label_table.labels[6].name = "nodule".into();
+    h.run();
+    h.get_by_label("7 nodule");
+    // The new label can be locked like the built-in ones.
+    let locked = h
+        .state_mut()
+        .study
+        .as_mut()
+        .unwrap()
+        .editor
+        .set_locked(7, true);
+    assert!(locked);
+}

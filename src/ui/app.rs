@@ -163,6 +163,8 @@ pub struct PulmoApp {
     pub brush_radius_mm: f64,
     /// Paint a 3D sphere instead of a disc in the view's plane.
     pub brush_3d: bool,
+    /// Square (cube) brush instead of round.
+    pub brush_square: bool,
     /// The label the brush paints.
     pub active_label: u8,
     stroke: Option<PaintStroke>,
@@ -234,6 +236,7 @@ impl PulmoApp {
             tool: Tool::Navigate,
             brush_radius_mm: 5.0,
             brush_3d: false,
+            brush_square: false,
             active_label: crate::annotate::GGO,
             stroke: None,
             dirty_labels: None,
@@ -692,7 +695,10 @@ impl PulmoApp {
                 .text("radius mm")
                 .logarithmic(true),
         );
-        ui.checkbox(&mut self.brush_3d, "3D sphere");
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut self.brush_3d, "3D sphere");
+            ui.checkbox(&mut self.brush_square, "square");
+        });
         self.annotation_tools_ui(ui);
         ui.separator();
         ui.heading("Labels");
@@ -715,6 +721,42 @@ impl PulmoApp {
                 }
             });
         }
+        egui::CollapsingHeader::new("Edit labels")
+            .default_open(false)
+            .show(ui, |ui| {
+                for l in &mut self.label_table.labels {
+                    ui.horizontal(|ui| {
+                        let value = ui.label(format!("Label {} name", l.value));
+                        changed |= ui.color_edit_button_srgb(&mut l.color).changed();
+                        let name = ui
+                            .add(egui::TextEdit::singleline(&mut l.name).desired_width(140.0))
+                            .labelled_by(value.id);
+                        changed |= name.changed();
+                    });
+                }
+                if ui.button("Add label").clicked() {
+                    let next = (1..=255u8)
+                        .find(|v| self.label_table.get(*v).is_none())
+                        .unwrap_or(255);
+                    let label = crate::annotate::Label {
+                        value: next,
+                        name: format!("label {next}"),
+                        color: [200, 200, 200],
+                        visible: true,
+                        locked: false,
+                    };
+                    self.label_table.labels.push(label.clone());
+                    if let Some(study) = self.study.as_mut() {
+                        study.editor.update_table(|t| {
+                            if t.get(next).is_none() {
+                                t.labels.push(label);
+                            }
+                        });
+                    }
+                    self.active_label = next;
+                    changed = true;
+                }
+            });
         self.labels_dirty |= changed;
         ui.separator();
         ui.heading("Window");
@@ -915,6 +957,33 @@ impl PulmoApp {
             cross,
         );
         self.polygon_overlay(&painter, &frame, rect, index);
+        // Brush / eraser cursor preview: the brush's footprint in this view.
+        if matches!(self.tool, Tool::Brush | Tool::Eraser)
+            && let Some(p) = ui.input(|i| i.pointer.hover_pos())
+            && rect.contains(p)
+        {
+            let r = (self.brush_radius_mm / frame.mm_per_px) as f32;
+            let color = if self.tool == Tool::Eraser {
+                Color32::from_rgb(255, 255, 255)
+            } else {
+                self.label_table
+                    .get(self.active_label)
+                    .map_or(Color32::WHITE, |l| {
+                        Color32::from_rgb(l.color[0], l.color[1], l.color[2])
+                    })
+            };
+            let stroke = Stroke::new(1.5, color);
+            if self.brush_square {
+                painter.rect_stroke(
+                    Rect::from_center_size(p, Vec2::splat(2.0 * r)),
+                    0.0,
+                    stroke,
+                    egui::StrokeKind::Middle,
+                );
+            } else {
+                painter.circle_stroke(p, r, stroke);
+            }
+        }
         let [l, r, t, b] = self.views[index].plane.edge_letters();
         let font = egui::FontId::proportional(16.0);
         let yellow = Color32::from_rgb(255, 220, 80);
@@ -989,7 +1058,11 @@ impl PulmoApp {
             };
             let brush = Brush {
                 radius_mm: self.brush_radius_mm,
-                shape: BrushShape::Round,
+                shape: if self.brush_square {
+                    BrushShape::Square
+                } else {
+                    BrushShape::Round
+                },
                 extent,
                 value,
                 hu_range: self.tools.brush_hu_range(),
