@@ -618,19 +618,48 @@ impl PulmoApp {
                 let (can_undo, can_redo) = self.study.as_ref().map_or((false, false), |s| {
                     (s.editor.history().can_undo(), s.editor.history().can_redo())
                 });
+                // The named history entries: what the next undo / redo would change.
+                let (undo_name, redo_name) = self.study.as_ref().map_or((None, None), |s| {
+                    let h = s.editor.history();
+                    (
+                        h.undo_name().map(str::to_string),
+                        h.redo_name().map(str::to_string),
+                    )
+                });
+                let undo_text = match undo_name {
+                    Some(n) => format!("Undo {n} (Ctrl+Z)"),
+                    None => "Undo (Ctrl+Z)".to_string(),
+                };
+                let redo_text = match redo_name {
+                    Some(n) => format!("Redo {n} (Ctrl+Shift+Z)"),
+                    None => "Redo (Ctrl+Shift+Z)".to_string(),
+                };
                 if ui
-                    .add_enabled(can_undo, egui::Button::new("Undo (Ctrl+Z)"))
+                    .add_enabled(can_undo, egui::Button::new(undo_text))
                     .clicked()
                 {
                     self.undo(false);
                     ui.close();
                 }
                 if ui
-                    .add_enabled(can_redo, egui::Button::new("Redo (Ctrl+Shift+Z)"))
+                    .add_enabled(can_redo, egui::Button::new(redo_text))
                     .clicked()
                 {
                     self.undo(true);
                     ui.close();
+                }
+                if let Some(study) = &self.study {
+                    let h = study.editor.history();
+                    ui.separator();
+                    ui.label(format!(
+                        "History: {} steps, {:.1} MB of {:.0} MB",
+                        h.undo_steps().count(),
+                        h.memory_bytes() as f64 / 1e6,
+                        h.memory_cap() as f64 / 1e6
+                    ));
+                    for step in h.undo_steps().take(10) {
+                        ui.label(format!("• {} ({} voxels)", step.name, step.voxels));
+                    }
                 }
             });
             ui.menu_button("Tools", |ui| {
