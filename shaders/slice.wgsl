@@ -95,20 +95,21 @@ fn window_level(hu: f32) -> f32 {
     return clamp((hu - (c - 0.5)) / (w - 1.0) + 0.5, 0.0, 1.0);
 }
 
-fn label_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
+// The value of a u8 volume at the voxel nearest to `voxel`; 0 outside the volume.
+fn nearest_value(tex: texture_3d<u32>, voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
     if (!inside(voxel, vec3<f32>(dims))) {
         return 0u;
     }
     let ijk = clamp(vec3<i32>(floor(voxel + vec3<f32>(0.5))), vec3<i32>(0), dims - vec3<i32>(1));
-    return textureLoad(labels, ijk, 0).x;
+    return textureLoad(tex, ijk, 0).x;
+}
+
+fn label_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
+    return nearest_value(labels, voxel, dims);
 }
 
 fn proposal_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
-    if (!inside(voxel, vec3<f32>(dims))) {
-        return 0u;
-    }
-    let ijk = clamp(vec3<i32>(floor(voxel + vec3<f32>(0.5))), vec3<i32>(0), dims - vec3<i32>(1));
-    return textureLoad(proposals, ijk, 0).x;
+    return nearest_value(proposals, voxel, dims);
 }
 
 // Fill opacity of proposals and the dash period (screen pixels) of their outline.
