@@ -104,6 +104,17 @@ fn nearest_value(tex: texture_3d<u32>, voxel: vec3<f32>, dims: vec3<i32>) -> u32
     return textureLoad(tex, ijk, 0).x;
 }
 
+// Whether a screen neighbour one pixel away (along the view's x or y) holds another value
+// than `value`: the pixel is on the boundary of `value`'s region.
+fn on_edge(tex: texture_3d<u32>, voxel: vec3<f32>, dims: vec3<i32>, value: u32) -> bool {
+    let dx = u.voxel_per_px_x.xyz;
+    let dy = u.voxel_per_px_y.xyz;
+    return nearest_value(tex, voxel + dx, dims) != value
+        || nearest_value(tex, voxel - dx, dims) != value
+        || nearest_value(tex, voxel + dy, dims) != value
+        || nearest_value(tex, voxel - dy, dims) != value;
+}
+
 fn label_at(voxel: vec3<f32>, dims: vec3<i32>) -> u32 {
     return nearest_value(labels, voxel, dims);
 }
@@ -133,12 +144,7 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
             if (color.a > 0.0) {
                 if (outline_mode) {
                     // A boundary pixel: a screen neighbour one pixel away carries another label.
-                    let dx = u.voxel_per_px_x.xyz;
-                    let dy = u.voxel_per_px_y.xyz;
-                    let edge = label_at(voxel + dx, dims) != label
-                        || label_at(voxel - dx, dims) != label
-                        || label_at(voxel + dy, dims) != label
-                        || label_at(voxel - dy, dims) != label;
+                    let edge = on_edge(labels, voxel, dims, label);
                     if (edge) {
                         rgb = color.rgb;
                     }
@@ -154,12 +160,7 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
             rgb = mix(rgb, lut.colors[p].rgb, u.label_opacity);
         } else if (p != 0u) {
             let color = lut.colors[p].rgb;
-            let dx = u.voxel_per_px_x.xyz;
-            let dy = u.voxel_per_px_y.xyz;
-            let edge = proposal_at(voxel + dx, dims) != p
-                || proposal_at(voxel - dx, dims) != p
-                || proposal_at(voxel + dy, dims) != p
-                || proposal_at(voxel - dy, dims) != p;
+            let edge = on_edge(proposals, voxel, dims, p);
             if (edge) {
                 let px = vec2<i32>(floor(in.position.xy));
                 let on = ((px.x + px.y) / DASH_PX) % 2 == 0;

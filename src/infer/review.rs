@@ -125,17 +125,19 @@ impl Review {
         }
     }
 
-    fn set_layer(&mut self, index: usize, value: u8) -> Option<VoxelBox> {
-        let g = self.layer.geometry.clone();
-        let mut b: Option<VoxelBox> = None;
+    fn set_layer(&mut self, index: usize, value: u8) {
         for &i in &self.instances[index].voxels {
             self.layer.voxels[i as usize] = value;
-            let i = i as usize;
-            let p = [
-                i % g.dims[0],
-                (i / g.dims[0]) % g.dims[1],
-                i / (g.dims[0] * g.dims[1]),
-            ];
+        }
+    }
+
+    /// The box of instance `index`'s voxels (what its accept or reject changes in the
+    /// layer).
+    pub fn instance_box(&self, index: usize) -> Option<VoxelBox> {
+        let d = self.layer.geometry.dims;
+        let mut b: Option<VoxelBox> = None;
+        for &i in &self.instances.get(index)?.voxels {
+            let p = voxel_of(i as usize, d);
             match &mut b {
                 Some(b) => b.include(p),
                 None => b = Some(VoxelBox::point(p)),
@@ -250,11 +252,6 @@ impl Review {
         }
         self.rebuild_layer();
     }
-
-    /// The pending proposal as a label map (for comparisons).
-    pub fn pending_labels(&self) -> &LabelVolume {
-        &self.layer
-    }
 }
 
 /// 26-connected components of every non-zero value of `labels`, measured on `ct`.
@@ -291,6 +288,11 @@ fn components(labels: &LabelVolume, ct: &CtVolume, confidence: &Volume<u8>) -> V
     instances
 }
 
+/// Voxel (i, j, k) of linear index `i` on a grid of `dims`.
+fn voxel_of(i: usize, d: [usize; 3]) -> [usize; 3] {
+    [i % d[0], (i / d[0]) % d[1], i / (d[0] * d[1])]
+}
+
 fn label_name(v: u8) -> &'static str {
     match v {
         super::LEFT_LUNG => "left lung",
@@ -316,7 +318,7 @@ fn measure(
         let i = i as usize;
         hu += ct.voxels[i] as f64;
         conf += confidence.voxels[i] as f64 / 255.0;
-        let p = [i % d[0], (i / d[0]) % d[1], i / (d[0] * d[1])];
+        let p = voxel_of(i, d);
         for a in 0..3 {
             c[a] += p[a] as f64;
         }

@@ -82,13 +82,6 @@ impl Rng {
             v.swap(i, j);
         }
     }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-12);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 /// Copies a `crop` x `crop` window of `s` (top-left `(x0, y0)`, may extend past the

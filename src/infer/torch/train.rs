@@ -20,7 +20,6 @@ pub use crate::infer::evaluate::{
 use crate::infer::manifest::{
     Arch, InputSpec, Manifest, PostprocessSpec, WeightFormat, sha256_file,
 };
-use crate::infer::pipeline::SlicePipeline;
 use crate::infer::{DeviceChoice, InferError, Task};
 
 /// What to train.
@@ -645,14 +644,6 @@ pub fn evaluate_lung_model(
         .iter()
         .map(|name| evaluate_lung_case(seg.as_mut(), &read_lung_case(data, name)?))
         .collect()
-}
-
-/// Any [`SlicePipeline`] can be scored the same way (the classic threshold model too).
-pub fn evaluate_pipeline<M: crate::infer::pipeline::SliceModel>(
-    p: &mut SlicePipeline<M>,
-    case: &Case,
-) -> Result<LungCaseMetrics, InferError> {
-    evaluate_lung_case(p, case)
 }
 
 fn class_of_lesion(v: u8) -> u8 {

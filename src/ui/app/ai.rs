@@ -12,7 +12,7 @@ use crate::infer::review::{AcceptRecord, Decision, Review, SortKey};
 use crate::infer::worker::{Factory, Job, JobEvent, JobId, Worker};
 use crate::infer::{DeviceChoice, ModelInfo, Task, default_factory};
 use crate::metrics::Target;
-use crate::metrics::overlap::JointHistogram;
+use crate::metrics::overlap::{JointHistogram, OverlapMetrics};
 
 /// Makes the worker's model factory (tests inject their own segmenters).
 #[derive(Clone)]
@@ -201,7 +201,7 @@ impl PulmoApp {
         let (Some(study), Some(review)) = (self.study.as_mut(), self.ai.review.as_mut()) else {
             return;
         };
-        let layer_box = instance_box(review, index);
+        let layer_box = review.instance_box(index);
         let (changed, record) = review.accept(index, &mut study.editor);
         self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
         self.ai.layer_dirty = VoxelBox::merge(self.ai.layer_dirty, layer_box);
@@ -210,7 +210,7 @@ impl PulmoApp {
 
     fn reject_instance(&mut self, index: usize) {
         if let Some(review) = self.ai.review.as_mut() {
-            let b = instance_box(review, index);
+            let b = review.instance_box(index);
             review.reject(index);
             self.ai.layer_dirty = VoxelBox::merge(self.ai.layer_dirty, b);
         }
@@ -449,21 +449,6 @@ impl PulmoApp {
     }
 }
 
-fn instance_box(review: &Review, index: usize) -> Option<VoxelBox> {
-    let inst = review.instances.get(index)?;
-    let d = review.layer.geometry.dims;
-    let mut b: Option<VoxelBox> = None;
-    for &i in &inst.voxels {
-        let i = i as usize;
-        let p = [i % d[0], (i / d[0]) % d[1], i / (d[0] * d[1])];
-        match &mut b {
-            Some(b) => b.include(p),
-            None => b = Some(VoxelBox::point(p)),
-        }
-    }
-    b
-}
-
 /// Dice of the proposal against the demo's truth for each label of the task.
 fn truth_dice(
     truth: &crate::volume::LabelVolume,
@@ -480,13 +465,8 @@ fn truth_dice(
     labels
         .iter()
         .map(|&l| {
-            let c = hist.confusion(Target::Label(l));
-            let (tp, fp, fn_) = (c.true_positive, c.false_positive, c.false_negative);
-            let d = if tp + fp + fn_ == 0 {
-                1.0
-            } else {
-                2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
-            };
+            let ml = crate::metrics::voxel_volume_ml(&truth.geometry);
+            let d = OverlapMetrics::from_counts(hist.confusion(Target::Label(l)), ml).dice;
             (l, d)
         })
         .collect()

@@ -24,6 +24,10 @@ pub struct JournalState {
     /// Where journals live (None: no journal, as in tests).
     pub dir: Option<PathBuf>,
     pub(super) journal: Option<Journal>,
+    /// The new journal being written off the UI thread (its first record is the whole
+    /// label map, which should not delay the first image).
+    pub(super) creating:
+        Option<crossbeam_channel::Receiver<Result<Journal, crate::session::JournalError>>>,
     /// Label changes not yet journaled (flushed when no stroke is in progress).
     pub(super) dirty: Option<VoxelBox>,
     /// Completed edits since the study was opened or saved (also without a journal).
@@ -42,6 +46,7 @@ impl PulmoApp {
     pub(super) fn open_journal(&mut self) {
         let j = &mut self.journal;
         j.journal = None;
+        j.creating = None;
         j.dirty = None;
         j.edits_since_save = 0;
         j.offer = None;
@@ -69,12 +74,34 @@ impl PulmoApp {
                 }
             }
         }
-        match Journal::create(&path, &study.key, study.editor.labels()) {
-            Ok(new) => j.journal = Some(new),
-            Err(e) => {
-                j.error = Some(format!(
-                    "Edits cannot be journaled (they are kept in memory; save often): {e}"
-                ))
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (key, labels) = (study.key.clone(), study.editor.labels().clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(Journal::create(&path, &key, &labels));
+        });
+        j.creating = Some(rx);
+    }
+
+    /// Takes the journal once its background creation is done (waiting for it only when
+    /// an edit has to be recorded).
+    fn finish_journal_creation(&mut self) {
+        let Some(rx) = &self.journal.creating else {
+            return;
+        };
+        let done = if self.journal.dirty.is_some() {
+            rx.recv().ok()
+        } else {
+            rx.try_recv().ok()
+        };
+        if let Some(result) = done {
+            self.journal.creating = None;
+            match result {
+                Ok(j) => self.journal.journal = Some(j),
+                Err(e) => {
+                    self.journal.error = Some(format!(
+                        "Edits cannot be journaled (they are kept in memory; save often): {e}"
+                    ))
+                }
             }
         }
     }
@@ -116,6 +143,7 @@ impl PulmoApp {
         if self.stroke.is_some() {
             return;
         }
+        self.finish_journal_creation();
         let Some(b) = self.journal.dirty.take() else {
             return;
         };
