@@ -76,6 +76,54 @@ fn training_smoke_loss_falls_checkpoint_reloads_and_resume_continues() {
 }
 
 #[test]
+fn time_budget_cuts_the_epochs_and_keep_best_ends_on_the_best_validation_epoch() {
+    let Some(data) = common::data_dir("lctsc256") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = smoke_options(data, dir.path().to_path_buf());
+    o.epochs = 50;
+    o.steps_per_epoch = Some(2);
+    // Far less than one epoch takes: the run stops after its first epoch.
+    o.time_budget_s = Some(1e-3);
+    o.keep_best = true;
+    let mut lines = Vec::new();
+    let r = train(&o, &mut |l| lines.push(l.to_string())).unwrap();
+    assert_eq!(r.state.epochs_done, 1, "{lines:?}");
+    assert_eq!(r.state.planned_epochs, Some(1));
+    assert!(
+        lines.iter().any(|l| l.contains("1 of 50 epochs")),
+        "{lines:?}"
+    );
+    let m = Manifest::read(&r.manifest_path).unwrap();
+    assert_eq!(m.training["epochs"], 1);
+    assert_eq!(m.training["epochs_requested"], 50);
+
+    // Without a budget: three epochs, and the final weights are those of the epoch
+    // with the best validation Dice (bit for bit the best checkpoint).
+    let dir = tempfile::tempdir().unwrap();
+    o.out = dir.path().to_path_buf();
+    o.time_budget_s = None;
+    o.epochs = 3;
+    let r = train(&o, &mut |_| {}).unwrap();
+    let (best, dice) = r.state.best_epoch.expect("a best epoch");
+    let v = &r.state.epoch_val_dice;
+    assert_eq!(dice, v.iter().cloned().fold(f64::MIN, f64::max), "{v:?}");
+    assert_eq!(v[best - 1], dice);
+    let m = Manifest::read(&r.manifest_path).unwrap();
+    assert_eq!(m.training["kept_epoch"], best);
+    let w = tch::Tensor::read_safetensors(dir.path().join("lung.safetensors")).unwrap();
+    let b: std::collections::HashMap<_, _> =
+        tch::Tensor::read_safetensors(dir.path().join("lung.best.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (n, t) in &w {
+        assert!(t.equal(&b[n]), "{n} differs from the best checkpoint");
+    }
+}
+
+#[test]
 fn broken_weights_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let arch = Arch {

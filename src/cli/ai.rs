@@ -29,6 +29,10 @@ pub struct SegmentArgs {
     /// Lung model manifest for lesion runs (they restrict lesions to the lungs).
     #[arg(long)]
     pub lung_model: Option<PathBuf>,
+    /// Benchmarking: run the study N times in the same worker (models stay loaded, as in
+    /// the viewer after its first job) and print each run's timings.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 /// Arguments of `pulmo train`.
@@ -86,6 +90,13 @@ pub struct TrainArgs {
     /// Skip the final evaluation.
     #[arg(long)]
     pub no_eval: bool,
+    /// Wall-time budget in minutes: after the first epoch, the epochs (and the
+    /// learning-rate schedule) are cut to what fits.
+    #[arg(long)]
+    pub time_budget_min: Option<f64>,
+    /// End with the weights of the epoch with the best validation slice Dice.
+    #[arg(long)]
+    pub keep_best: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }
@@ -132,51 +143,44 @@ pub fn segment(a: &SegmentArgs) -> Result<()> {
         Task::Lesion => (a.lung_model.clone(), a.model.clone()),
     };
     let mut worker = Worker::spawn(default_factory(a.device, lung, lesion), Arc::new(|| {}), 1);
-    let id = worker
-        .submit(Job {
-            task: a.task,
-            ct: Arc::new(loaded.volume),
-            lungs: None,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut last_pct = usize::MAX;
-    let proposal = loop {
-        let Some((got, ev)) = worker.wait(Duration::from_secs(3600)) else {
-            bail!("no answer from the inference worker within an hour");
-        };
-        if got != id {
-            continue;
+    let ct = Arc::new(loaded.volume);
+    let mut proposal = None;
+    for run in 1..=a.repeat.max(1) {
+        let t_run = Instant::now();
+        let p = run_job(&mut worker, a.task, &ct, run == 1)?;
+        if a.repeat > 1 {
+            eprintln!(
+                "run {run}/{}: {:.2} s ({}; model {:.2} s, segmentation {:.2} s)",
+                a.repeat,
+                t_run.elapsed().as_secs_f64(),
+                p.detail,
+                p.model_seconds,
+                p.total_seconds
+            );
         }
-        match ev {
-            JobEvent::Started { model } => eprintln!("running {model}"),
-            JobEvent::Progress { done, total } => {
-                let pct = done * 100 / total.max(1);
-                if pct / 10 != last_pct / 10 {
-                    eprintln!("  {done}/{total} slices");
-                    last_pct = pct;
-                }
-            }
-            JobEvent::Done(p) => break p,
-            JobEvent::Failed(m) => bail!("{m}"),
-            JobEvent::Cancelled => bail!("cancelled"),
-        }
-    };
+        proposal = Some(p);
+    }
+    let proposal = proposal.expect("at least one run");
+    let t_write = Instant::now();
     crate::io::nifti::write_nifti(&a.output, &proposal.labels)
         .with_context(|| format!("writing {}", a.output.display()))?;
+    let write_s = t_write.elapsed().as_secs_f64();
     let ml = crate::metrics::voxel_volume_ml(&proposal.labels.geometry);
     let mut counts = [0u64; 256];
     for &v in &proposal.labels.voxels {
         counts[v as usize] += 1;
     }
     eprintln!(
-        "{} {} on {} ({}): load {:.2} s, model {:.2} s, total {:.2} s",
+        "{} {} on {} ({}): load {:.2} s, model {:.2} s, total {:.2} s \
+         (segmentation {:.2} s, writing {write_s:.2} s)",
         proposal.model.name,
         proposal.model.version,
         proposal.model.device,
         proposal.detail,
         load_s,
         proposal.model_seconds,
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        proposal.total_seconds,
     );
     for (v, &n) in counts.iter().enumerate().skip(1) {
         if n > 0 {
@@ -244,6 +248,8 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     o.skip_eval = a.no_eval;
     o.device = a.device;
     o.real_per_batch = a.real_per_batch;
+    o.time_budget_s = a.time_budget_min.map(|m| m * 60.0);
+    o.keep_best = a.keep_best;
     o.augment = a.augment.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     o.command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = train(&o, &mut |line| eprintln!("{line}"))?;
@@ -342,4 +348,44 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
 #[cfg(not(feature = "torch"))]
 fn eval_lesion(_: &EvalArgs) -> Result<()> {
     bail!("this build has no libtorch (feature `torch` off); lesion models need it")
+}
+
+/// Submits one job and waits for its proposal, printing progress when `verbose`.
+fn run_job(
+    worker: &mut Worker,
+    task: Task,
+    ct: &Arc<crate::volume::CtVolume>,
+    verbose: bool,
+) -> Result<crate::infer::Proposal> {
+    let id = worker
+        .submit(Job {
+            task,
+            ct: ct.clone(),
+            lungs: None,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut last_pct = usize::MAX;
+    let proposal = loop {
+        let Some((got, ev)) = worker.wait(Duration::from_secs(3600)) else {
+            bail!("no answer from the inference worker within an hour");
+        };
+        if got != id {
+            continue;
+        }
+        match ev {
+            JobEvent::Started { model } if verbose => eprintln!("running {model}"),
+            JobEvent::Progress { done, total } if verbose => {
+                let pct = done * 100 / total.max(1);
+                if pct / 10 != last_pct / 10 {
+                    eprintln!("  {done}/{total} slices");
+                    last_pct = pct;
+                }
+            }
+            JobEvent::Done(p) => break p,
+            JobEvent::Started { .. } | JobEvent::Progress { .. } => {}
+            JobEvent::Failed(m) => bail!("{m}"),
+            JobEvent::Cancelled => bail!("cancelled"),
+        }
+    };
+    Ok(*proposal)
 }

@@ -54,6 +54,13 @@ pub struct TrainOptions {
     /// Lesion training: real COVID-SemiSeg slices per batch (the rest synthetic);
     /// default half.
     pub real_per_batch: Option<usize>,
+    /// Wall-time budget (seconds): after the first epoch of a run the number of epochs
+    /// is cut to what fits (never raised above `epochs`) and the learning-rate schedule
+    /// is fitted to that number.
+    pub time_budget_s: Option<f64>,
+    /// Finish with the weights of the epoch with the best validation slice Dice
+    /// instead of the last epoch's.
+    pub keep_best: bool,
 }
 
 impl TrainOptions {
@@ -84,6 +91,8 @@ impl TrainOptions {
             command: String::new(),
             augment: Augment::Standard,
             real_per_batch: None,
+            time_budget_s: None,
+            keep_best: false,
         }
     }
 
@@ -136,6 +145,12 @@ pub struct CheckpointState {
     pub epoch_losses: Vec<f64>,
     pub epoch_val_dice: Vec<f64>,
     pub seconds: f64,
+    /// Epochs this run plans (`epochs`, or fewer under a time budget).
+    #[serde(default)]
+    pub planned_epochs: Option<usize>,
+    /// Epoch (1-based) whose weights are in the best checkpoint, and its Dice.
+    #[serde(default)]
+    pub best_epoch: Option<(usize, f64)>,
 }
 
 /// What a training run produced.
@@ -402,6 +417,7 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     let weights_path = opts.out.join(format!("{name}.safetensors"));
     let manifest_path = opts.out.join(format!("{name}.json"));
     let ckpt_path = opts.out.join(format!("{name}.ckpt.safetensors"));
+    let best_path = opts.out.join(format!("{name}.best.safetensors"));
     let state_path = opts.out.join(format!("{name}.ckpt.json"));
 
     let mut manifest = Manifest {
@@ -455,6 +471,8 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         epoch_losses: Vec::new(),
         epoch_val_dice: Vec::new(),
         seconds: 0.0,
+        planned_epochs: None,
+        best_epoch: None,
     };
     if opts.resume && state_path.is_file() && ckpt_path.is_file() {
         let text = std::fs::read_to_string(&state_path).map_err(|e| InferError::Io {
@@ -466,6 +484,9 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
             message: e.to_string(),
         })?;
         load_weights(&mut vs, &ckpt_path)?;
+        if opts.time_budget_s.is_none() {
+            state.planned_epochs = None;
+        }
         log(&format!("resumed after epoch {}", state.epochs_done));
     }
     let mut opt = nn::Adam::default()
@@ -482,12 +503,15 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         .iter()
         .map(|(p, _)| ((0..p.len()).collect(), usize::MAX))
         .collect();
-    for epoch in state.epochs_done..opts.epochs {
+    let run_start = state.epochs_done;
+    let mut epoch = state.epochs_done;
+    while epoch < state.planned_epochs.unwrap_or(opts.epochs) {
+        let planned = state.planned_epochs.unwrap_or(opts.epochs);
         let te = Instant::now();
         // Cosine decay of the learning rate over the run.
         let lr = opts.lr
             * 0.5
-            * (1.0 + (std::f64::consts::PI * epoch as f64 / opts.epochs.max(1) as f64).cos());
+            * (1.0 + (std::f64::consts::PI * epoch as f64 / planned.max(1) as f64).cos());
         opt.set_lr(lr.max(opts.lr * 0.02));
         let mut sum = 0.0;
         for _ in 0..steps {
@@ -531,6 +555,28 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
             path: ckpt_path.clone(),
             message: e.to_string(),
         })?;
+        if opts.keep_best && vd.is_finite() && state.best_epoch.is_none_or(|(_, b)| vd > b) {
+            vs.save(&best_path).map_err(|e| InferError::Weights {
+                path: best_path.clone(),
+                message: e.to_string(),
+            })?;
+            state.best_epoch = Some((epoch + 1, vd));
+        }
+        let epoch_s = te.elapsed().as_secs_f64();
+        if epoch == run_start
+            && let Some(budget) = opts.time_budget_s
+        {
+            // Epochs that fit in the budget, counting the one just done.
+            let fit = run_start + (budget / epoch_s.max(1e-3)).floor().max(1.0) as usize;
+            let planned = fit.min(opts.epochs).max(epoch + 1);
+            if planned < opts.epochs {
+                log(&format!(
+                    "time budget {budget:.0} s at {epoch_s:.1} s per epoch: {planned} of {} epochs",
+                    opts.epochs
+                ));
+            }
+            state.planned_epochs = Some(planned);
+        }
         std::fs::write(
             &state_path,
             serde_json::to_string_pretty(&state).expect("state serialises"),
@@ -540,11 +586,17 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
             source: e,
         })?;
         log(&format!(
-            "epoch {}/{}: loss {mean:.4}, validation slice Dice {vd:.4}, lr {lr:.2e}, {:.0} s",
+            "epoch {}/{}: loss {mean:.4}, validation slice Dice {vd:.4}, lr {lr:.2e}, {epoch_s:.0} s",
             epoch + 1,
-            opts.epochs,
-            te.elapsed().as_secs_f64()
+            state.planned_epochs.unwrap_or(opts.epochs),
         ));
+        epoch += 1;
+    }
+    if let Some((best, dice)) = state.best_epoch {
+        log(&format!(
+            "keeping epoch {best}'s weights (validation slice Dice {dice:.4})"
+        ));
+        load_weights(&mut vs, &best_path)?;
     }
 
     vs.save(&weights_path).map_err(|e| InferError::Weights {
@@ -558,7 +610,10 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         "train_cases": opts.train_cases,
         "validation_cases": opts.val_cases,
         "seed": opts.seed,
-        "epochs": opts.epochs,
+        "epochs": state.epochs_done,
+        "epochs_requested": opts.epochs,
+        "time_budget_s": opts.time_budget_s,
+        "kept_epoch": state.best_epoch.map(|(e, _)| e).unwrap_or(state.epochs_done),
         "batch": opts.batch,
         "steps_per_epoch": steps,
         "crop_px": opts.crop,
