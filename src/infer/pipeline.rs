@@ -230,22 +230,20 @@ impl<M: SliceModel> SlicePipeline<M> {
         let mut conf_vol = crate::volume::zeroed_buffer::<u8>(nx * ny * nz);
         let inv = grid.model_from_ct();
         let mut model_seconds = 0.0;
+        let (mut sample_seconds, mut stitch_seconds) = (0.0, 0.0);
         let mut input = vec![0f32; batch * channels * w * h];
         let mut k0 = 0;
         ctx.report(0, nz);
         while k0 < nz {
             ctx.check()?;
             let n = batch.min(nz - k0);
-            for s in 0..n {
-                let plane = channels * w * h;
-                slice_input(
-                    &grid,
-                    ct,
-                    k0 + s,
-                    &self.spec,
-                    &mut input[s * plane..(s + 1) * plane],
-                );
-            }
+            let t = Instant::now();
+            let plane = channels * w * h;
+            input[..n * plane]
+                .par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(s, out)| slice_input(&grid, ct, k0 + s, &self.spec, out));
+            sample_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let probs = self
                 .model
@@ -265,6 +263,7 @@ impl<M: SliceModel> SlicePipeline<M> {
                     ),
                 });
             }
+            let t = Instant::now();
             let slab = nx * ny;
             let cls_chunks = class_vol[k0 * slab..(k0 + n) * slab].par_chunks_mut(nx);
             let conf_chunks = conf_vol[k0 * slab..(k0 + n) * slab].par_chunks_mut(nx);
@@ -299,13 +298,16 @@ impl<M: SliceModel> SlicePipeline<M> {
                         *p_out = (best_p.clamp(0.0, 1.0) * 255.0).round() as u8;
                     }
                 });
+            stitch_seconds += t.elapsed().as_secs_f64();
             k0 += n;
             ctx.report(k0, nz);
         }
         let class_map = Volume::new(g.clone(), class_vol).expect("same grid");
         let conf = Volume::new(g.clone(), conf_vol).expect("same grid");
         let detail = format!(
-            "{h}x{w} model input at {} mm, batch {batch}, {nz} slices",
+            "{h}x{w} model input at {} mm, batch {batch}, {nz} slices; \
+             sampling {sample_seconds:.2} s, model {model_seconds:.2} s, \
+             back to the CT grid {stitch_seconds:.2} s",
             self.spec.spacing_mm
         );
         Ok((class_map, conf, model_seconds, detail))
@@ -328,8 +330,9 @@ impl<M: SliceModel> Segmenter for SlicePipeline<M> {
         ctx: &mut RunContext<'_>,
     ) -> Result<Proposal, InferError> {
         let t = Instant::now();
-        let (classes, mut confidence, model_seconds, detail) = self.predict_volume(ct, ctx)?;
+        let (classes, mut confidence, model_seconds, mut detail) = self.predict_volume(ct, ctx)?;
         ctx.check()?;
+        let t_post = Instant::now();
         let table = self.class_labels.clone();
         let mut labels = classes.map(|c| table.get(c as usize).copied().unwrap_or(0));
         match self.task {
@@ -351,6 +354,7 @@ impl<M: SliceModel> Segmenter for SlicePipeline<M> {
                     *c = 0
                 }
             });
+        detail += &format!(", post-processing {:.2} s", t_post.elapsed().as_secs_f64());
         Ok(Proposal {
             task: self.task,
             labels,

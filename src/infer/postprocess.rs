@@ -34,9 +34,15 @@ pub fn lungs(raw: &LabelVolume) -> LabelVolume {
         .map(|&c| c as u32 + 1);
     // Centroid world x of each kept component (and of the first, for a split plane).
     let [sx, sy, sz] = inst.size;
-    let world_x = |i: usize, j: usize, k: usize| -> f64 {
-        g.world_at_voxel(nalgebra::Vector3::new(i as f64, j as f64, k as f64))[0]
-    };
+    // World x is affine in the voxel index: x0 + a·(i, j, k).
+    let x0 = g.world_at_voxel(nalgebra::Vector3::zeros())[0];
+    let a = [0, 1, 2].map(|axis| {
+        let mut e = nalgebra::Vector3::zeros();
+        e[axis] = 1.0;
+        g.world_at_voxel(e)[0] - x0
+    });
+    let world_x =
+        |i: usize, j: usize, k: usize| x0 + a[0] * i as f64 + a[1] * j as f64 + a[2] * k as f64;
     let mut sum_x = [0.0f64; 2];
     let mut n = [0u64; 2];
     for z in 0..sz {
@@ -157,35 +163,39 @@ pub fn fill_holes_axial(labels: &mut LabelVolume, values: &[u8]) {
     });
 }
 
-/// In-plane squared distance (mm²) of every voxel to the nearest non-zero voxel of
-/// `mask`'s slice (infinite in slices without any).
-fn squared_distance_axial(mask: &LabelVolume) -> Vec<f64> {
-    let [nx, ny, _] = mask.geometry.dims;
-    let s = mask.geometry.spacing_mm;
-    let mut d: Vec<f64> = mask
-        .voxels
+/// Zeroes the labels of one axial slice farther than `margin_mm` (in-plane) from the
+/// non-zero pixels of `lung` (all of them when the lung slice is empty).
+fn restrict_slice_to_margin(
+    labels: &mut [u8],
+    lung: &[u8],
+    nx: usize,
+    spacing_mm: [f64; 2],
+    margin_mm: f64,
+) {
+    let ny = labels.len() / nx;
+    let mut d: Vec<f64> = lung
         .iter()
         .map(|&v| if v != 0 { 0.0 } else { f64::INFINITY })
         .collect();
-    d.par_chunks_mut(nx * ny).for_each(|slice| {
-        let (mut v, mut z) = (Vec::new(), Vec::new());
-        let mut out = vec![0.0; nx.max(ny)];
-        for row in slice.chunks_mut(nx) {
-            squared_distance_1d(row, s[0], &mut out[..nx], &mut v, &mut z);
-            row.copy_from_slice(&out[..nx]);
+    let (mut v, mut z) = (Vec::new(), Vec::new());
+    let mut out = vec![0.0; nx.max(ny)];
+    for row in d.chunks_mut(nx) {
+        squared_distance_1d(row, spacing_mm[0], &mut out[..nx], &mut v, &mut z);
+        row.copy_from_slice(&out[..nx]);
+    }
+    let mut col = vec![0.0; ny];
+    let m2 = margin_mm * margin_mm;
+    for x in 0..nx {
+        for y in 0..ny {
+            col[y] = d[x + nx * y];
         }
-        let mut col = vec![0.0; ny];
-        for x in 0..nx {
-            for y in 0..ny {
-                col[y] = slice[x + nx * y];
-            }
-            squared_distance_1d(&col, s[1], &mut out[..ny], &mut v, &mut z);
-            for y in 0..ny {
-                slice[x + nx * y] = out[y];
+        squared_distance_1d(&col, spacing_mm[1], &mut out[..ny], &mut v, &mut z);
+        for y in 0..ny {
+            if out[y] > m2 {
+                labels[x + nx * y] = 0;
             }
         }
-    });
-    d
+    }
 }
 
 /// Restricts lesion labels to within `margin_mm` of `lungs` (when given) and removes
@@ -199,16 +209,16 @@ pub fn lesions(
     if let Some(lungs) = lungs
         && lungs.geometry.dims == labels.geometry.dims
     {
-        let d2 = squared_distance_axial(lungs);
-        let m2 = margin_mm * margin_mm;
+        // Only slices holding lesion labels need the distance to the lungs.
+        let [nx, ny, _] = labels.geometry.dims;
+        let s = labels.geometry.spacing_mm;
         labels
             .voxels
-            .par_iter_mut()
-            .zip(d2.par_iter())
-            .for_each(|(l, &d)| {
-                if d > m2 {
-                    *l = 0
-                }
+            .par_chunks_mut(nx * ny)
+            .zip(lungs.voxels.par_chunks(nx * ny))
+            .filter(|(slice, _)| slice.iter().any(|&v| v != 0))
+            .for_each(|(slice, lung)| {
+                restrict_slice_to_margin(slice, lung, nx, [s[0], s[1]], margin_mm)
             });
     }
     let voxel_mm3 = voxel_volume_ml(&labels.geometry) * 1000.0;

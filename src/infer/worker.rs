@@ -238,6 +238,7 @@ fn run_job(
     let nz = job.ct.geometry.dims[2];
     // Lesion jobs without lungs run the lung model first (the first half of progress).
     let mut own_lungs = None;
+    let mut first_step = String::new();
     let steps = if job.task == Task::Lesion && job.lungs.is_none() {
         2
     } else {
@@ -275,8 +276,17 @@ fn run_job(
             model.segment(&job.ct, SegmentInput { lungs }, &mut ctx)
         }));
         match result {
-            Ok(Ok(p)) if step + 1 < steps => own_lungs = Some(p.labels),
-            Ok(Ok(p)) => return Ok(p),
+            Ok(Ok(p)) if step + 1 < steps => {
+                first_step = format!(
+                    "{} first: {:.2} s ({}); ",
+                    p.model.name, p.total_seconds, p.detail
+                );
+                own_lungs = Some(p.labels)
+            }
+            Ok(Ok(mut p)) => {
+                p.detail.insert_str(0, &first_step);
+                return Ok(p);
+            }
             Ok(Err(e)) => return Err(e),
             Err(p) => {
                 let name = model.info().name;
