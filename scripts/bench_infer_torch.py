@@ -3,6 +3,8 @@ in PyTorch, on the same input size and batch, same number of CPU threads.
 
 Prints seconds per slice of the model alone (the figure pulmo reports as "model").
 Usage: bench_infer_torch.py MANIFEST.json --slices 300 --height H --width W --batch B
+       [--device cuda --half]   (as pulmo on CUDA: input copied to the GPU per batch,
+                                 half precision, softmax copied back to the CPU)
 """
 import argparse
 import json
@@ -66,6 +68,11 @@ def main():
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--half", action="store_true")
+    ap.add_argument("--cold", action="store_true",
+                    help="no warm-up: one run that includes the first batch's kernel and "
+                         "cuDNN set-up (as pulmo's first job after loading the model)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = json.load(open(a.manifest))
@@ -76,21 +83,39 @@ def main():
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     assert not missing and not unexpected, (missing, unexpected)
     net.eval()
+    dev = torch.device(a.device)
+    net.to(dev)
+    if a.half:
+        net.half()
     x = torch.rand(a.batch, 1, a.height, a.width)
+
+    def run(xb):
+        # Same work as pulmo's TorchModel::predict: to the device, (half), forward,
+        # softmax in f32, back to the CPU.
+        xb = xb.to(dev)
+        if a.half:
+            xb = xb.half()
+        return net(xb).softmax(1, dtype=torch.float32).cpu()
+
     times = []
     with torch.no_grad():
-        net(x).softmax(1)  # warm-up
+        if a.cold:
+            a.repeat = 1
+        else:
+            run(x)  # warm-up
         for _ in range(a.repeat):
             t = time.perf_counter()
             done = 0
             while done < a.slices:
                 n = min(a.batch, a.slices - done)
-                net(x[:n]).softmax(1)
+                run(x[:n])
                 done += n
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
     times.sort()
     med = times[len(times) // 2]
-    print(json.dumps({"peer": f"PyTorch {torch.__version__}", "threads": a.threads,
+    print(json.dumps({"peer": f"PyTorch {torch.__version__}", "threads": a.threads, "device": a.device, "half": a.half, "cold": a.cold,
                       "slices": a.slices, "input": [a.height, a.width], "batch": a.batch,
                       "seconds_median": med, "ms_per_slice": 1000 * med / a.slices,
                       "runs": times}))
