@@ -24,8 +24,9 @@ for task in lung lesion; do
     grep -E "model|peak" ".bench/segment-$task-$r.log" | tr '\n' ' '
     echo
   done
-  line=$(grep "model input" ".bench/segment-$task-1.log")
-  hw=$(echo "$line" | sed -E 's/.*\(([0-9]+)x([0-9]+) model input.*/\1 \2/')
+  line=$(grep "model input" ".bench/segment-$task-1.log" | tail -1)
+  # The last "HxW model input" (lesion runs report the lung model's first).
+  hw=$(echo "$line" | sed -E 's/.*[(; ]([0-9]+)x([0-9]+) model input.*/\1 \2/')
   batch=$(echo "$line" | sed -E 's/.*batch ([0-9]+).*/\1/')
   set -- $hw
   echo "PyTorch peer ($task, ${1}x${2}, batch $batch):"

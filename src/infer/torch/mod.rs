@@ -184,28 +184,57 @@ impl SliceModel for TorchModel {
             message,
         };
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let out = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
-            let mut x = Tensor::f_from_slice(input)?
-                .f_view(dims.as_slice())?
-                .f_to_device(self.device)?;
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(err(format!(
+                "{} input values for shape {shape:?}",
+                input.len()
+            )));
+        }
+        // The input is read in place (no copy into a new tensor) and the probabilities
+        // are copied once, from the device straight into the returned buffer: the same
+        // transfers as a plain PyTorch `net(x.to(dev)).softmax(1).cpu()`.
+        let mut out: Vec<f32> = Vec::new();
+        tch::no_grad(|| -> Result<(), tch::TchError> {
+            // SAFETY: `input` outlives `x` (both end in this closure), the shape matches
+            // its length (checked above), and f32 is the tensor's kind.
+            let x = unsafe {
+                Tensor::f_from_blob(
+                    input.as_ptr().cast(),
+                    &dims,
+                    &contiguous_strides(&dims),
+                    Kind::Float,
+                    Device::Cpu,
+                )?
+            };
+            let mut x = x.f_to_device(self.device)?;
             if self.half {
                 x = x.f_to_kind(Kind::Half)?;
             }
-            let logits = self.forward(&x)?;
-            logits
-                .f_softmax(1, Kind::Float)?
-                .f_to_device(Device::Cpu)?
-                .f_contiguous()
+            let probs = self.forward(&x)?.f_softmax(1, Kind::Float)?;
+            let size = probs.size();
+            if size.len() != 4 || size[0] != dims[0] || size[2] != dims[2] || size[3] != dims[3]
+            {
+                return Err(tch::TchError::Shape(format!(
+                    "output shape {size:?} does not match input {dims:?} (expected [N, classes, H, W])"
+                )));
+            }
+            out = vec![0f32; size.iter().product::<i64>() as usize];
+            // SAFETY: `out` holds exactly the elements of `size`, outlives `dst`, and
+            // nothing else touches it while `dst` exists.
+            let mut dst = unsafe {
+                Tensor::f_from_blob(
+                    out.as_mut_ptr().cast_const().cast(),
+                    &size,
+                    &contiguous_strides(&size),
+                    Kind::Float,
+                    Device::Cpu,
+                )?
+            };
+            dst.f_copy_(&probs)?;
+            Ok(())
         })
         .map_err(|e| err(e.to_string()))?;
-        let size = out.size();
-        if size.len() != 4 || size[0] != dims[0] || size[2] != dims[2] || size[3] != dims[3] {
-            return Err(err(format!(
-                "output shape {size:?} does not match input {dims:?} (expected [N, classes, H, W])"
-            )));
-        }
-        let flat = out.f_view([-1]).map_err(|e| err(e.to_string()))?;
-        Vec::<f32>::try_from(&flat).map_err(|e| err(e.to_string()))
+        Ok(out)
     }
 
     fn batch_size(&self, h: usize, w: usize) -> usize {
@@ -215,6 +244,15 @@ impl SliceModel for TorchModel {
             _ => ((1 << 19) / pixels).clamp(1, 16),
         }
     }
+}
+
+/// Row-major strides of `dims`.
+fn contiguous_strides(dims: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    strides
 }
 
 /// Builds the U-Net of `manifest` in a fresh var store on `device`.
