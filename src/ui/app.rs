@@ -1,8 +1,8 @@
 //! The viewer application: three linked slice views, window/level, loading, help.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use eframe::egui_wgpu;
@@ -74,6 +74,7 @@ enum LoadOutcome {
     Failed(String),
 }
 
+#[derive(Clone)]
 struct LoadJob {
     what: String,
     rx: Receiver<LoadOutcome>,
@@ -96,6 +97,8 @@ pub struct AppOptions {
     /// Folder of the edit journals (None: edits are not journaled; the viewer passes
     /// `session::journal::default_dir()`).
     pub journal_dir: Option<PathBuf>,
+    /// A load of `path` already started (takes the place of `path`).
+    pub preload: Option<PreparedLoad>,
 }
 
 impl Default for AppOptions {
@@ -110,6 +113,7 @@ impl Default for AppOptions {
             recent_file: config.map(|c| c.join("pulmo").join("recent.txt")),
             ai_factory: AiFactory::default(),
             journal_dir: None,
+            preload: None,
         }
     }
 }
@@ -249,9 +253,15 @@ impl PulmoApp {
             },
             tools: ToolsState::default(),
         };
-        match options.path {
-            Some(p) => app.start_load(&cc.egui_ctx, p, options.series),
-            None => app.start_demo(&cc.egui_ctx),
+        match (options.preload, options.path) {
+            (Some(pre), _) => {
+                app.remember(&pre.path);
+                let _ = pre.waker.set(cc.egui_ctx.clone());
+                app.loading = Some(pre.job);
+                cc.egui_ctx.request_repaint();
+            }
+            (None, Some(p)) => app.start_load(&cc.egui_ctx, p, options.series),
+            (None, None) => app.start_demo(&cc.egui_ctx),
         }
         app
     }
@@ -279,34 +289,11 @@ impl PulmoApp {
         if let Some(job) = self.loading.take() {
             job.cancel.store(true, Ordering::Relaxed);
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let ctl = LoadCtl {
-            cancel: Arc::new(AtomicBool::new(false)),
-            done: Arc::new(AtomicUsize::new(0)),
-            total: Arc::new(AtomicUsize::new(0)),
-            stage: Arc::new(AtomicUsize::new(0)),
-            ctx: ctx.clone(),
-        };
-        self.loading = Some(LoadJob {
+        self.loading = Some(spawn_load_job(
+            Arc::new(OnceLock::from(ctx.clone())),
             what,
-            rx,
-            cancel: ctl.cancel.clone(),
-            done: ctl.done.clone(),
-            total: ctl.total.clone(),
-            stage: ctl.stage.clone(),
-        });
-        std::thread::Builder::new()
-            .name("pulmo-load".into())
-            .spawn(move || {
-                // A panic in a loader must not take the UI down.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&ctl)))
-                    .unwrap_or_else(|_| {
-                        LoadOutcome::Failed("the loader crashed (internal error)".into())
-                    });
-                let _ = tx.send(outcome);
-                ctl.ctx.request_repaint();
-            })
-            .ok();
+            work,
+        ));
     }
 
     pub fn start_demo(&mut self, ctx: &egui::Context) {
@@ -334,28 +321,7 @@ impl PulmoApp {
     pub fn start_load(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<String>) {
         self.remember(&path);
         let what = format!("loading {}", path.display());
-        self.spawn(ctx, what, move |ctl| {
-            let progress = |stage: LoadStage, done: usize, total: usize| {
-                ctl.stage.store(stage as usize, Ordering::Relaxed);
-                ctl.done.store(done, Ordering::Relaxed);
-                ctl.total.store(total, Ordering::Relaxed);
-                ctl.ctx.request_repaint();
-            };
-            let options = dicom::LoadOptions {
-                progress: Some(&progress),
-                cancel: Some(&ctl.cancel),
-            };
-            match load_ct(&path, series.as_deref(), &options) {
-                Ok(loaded) => LoadOutcome::Loaded(Box::new(study_from(&path, loaded))),
-                Err(IoError::Dicom(DicomError::MultipleSeries { series, .. })) => {
-                    LoadOutcome::ChooseSeries(path.clone(), series)
-                }
-                Err(IoError::Dicom(DicomError::Cancelled)) => {
-                    LoadOutcome::Failed("loading was cancelled".into())
-                }
-                Err(e) => LoadOutcome::Failed(error_chain(&e)),
-            }
-        });
+        self.spawn(ctx, what, load_work(path, series));
     }
 
     fn remember(&mut self, path: &Path) {
@@ -1536,7 +1502,110 @@ struct LoadCtl {
     done: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
     stage: Arc<AtomicUsize>,
-    ctx: egui::Context,
+    /// The UI to wake; empty while a load started before the window exists.
+    waker: Arc<OnceLock<egui::Context>>,
+}
+
+impl LoadCtl {
+    fn repaint(&self) {
+        if let Some(ctx) = self.waker.get() {
+            ctx.request_repaint();
+        }
+    }
+}
+
+/// Runs `work` on a loader thread; its outcome arrives on the job's channel.
+fn spawn_load_job(
+    waker: Arc<OnceLock<egui::Context>>,
+    what: String,
+    work: impl FnOnce(&LoadCtl) -> LoadOutcome + Send + 'static,
+) -> LoadJob {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let ctl = LoadCtl {
+        cancel: Arc::new(AtomicBool::new(false)),
+        done: Arc::new(AtomicUsize::new(0)),
+        total: Arc::new(AtomicUsize::new(0)),
+        stage: Arc::new(AtomicUsize::new(0)),
+        waker,
+    };
+    let job = LoadJob {
+        what,
+        rx,
+        cancel: ctl.cancel.clone(),
+        done: ctl.done.clone(),
+        total: ctl.total.clone(),
+        stage: ctl.stage.clone(),
+    };
+    std::thread::Builder::new()
+        .name("pulmo-load".into())
+        .spawn(move || {
+            // A panic in a loader must not take the UI down.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&ctl)))
+                .unwrap_or_else(|_| {
+                    LoadOutcome::Failed("the loader crashed (internal error)".into())
+                });
+            let _ = tx.send(outcome);
+            ctl.repaint();
+        })
+        .ok();
+    job
+}
+
+/// Loading `path` (a file or folder; `series` picks one of several).
+fn load_work(
+    path: PathBuf,
+    series: Option<String>,
+) -> impl FnOnce(&LoadCtl) -> LoadOutcome + Send + 'static {
+    move |ctl| {
+        let progress = |stage: LoadStage, done: usize, total: usize| {
+            ctl.stage.store(stage as usize, Ordering::Relaxed);
+            ctl.done.store(done, Ordering::Relaxed);
+            ctl.total.store(total, Ordering::Relaxed);
+            ctl.repaint();
+        };
+        let options = dicom::LoadOptions {
+            progress: Some(&progress),
+            cancel: Some(&ctl.cancel),
+        };
+        match load_ct(&path, series.as_deref(), &options) {
+            Ok(loaded) => LoadOutcome::Loaded(Box::new(study_from(&path, loaded))),
+            Err(IoError::Dicom(DicomError::MultipleSeries { series, .. })) => {
+                LoadOutcome::ChooseSeries(path.clone(), series)
+            }
+            Err(IoError::Dicom(DicomError::Cancelled)) => {
+                LoadOutcome::Failed("loading was cancelled".into())
+            }
+            Err(e) => LoadOutcome::Failed(error_chain(&e)),
+        }
+    }
+}
+
+/// A load started before the window opens (`pulmo PATH`), so decoding overlaps the
+/// window's creation; the app adopts it in [`PulmoApp::new`].
+#[derive(Clone)]
+pub struct PreparedLoad {
+    path: PathBuf,
+    job: LoadJob,
+    waker: Arc<OnceLock<egui::Context>>,
+}
+
+impl std::fmt::Debug for PreparedLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedLoad({})", self.path.display())
+    }
+}
+
+impl PreparedLoad {
+    /// Starts loading `path` now, on a loader thread.
+    pub fn start(path: PathBuf, series: Option<String>) -> Self {
+        let waker = Arc::new(OnceLock::new());
+        let job = spawn_load_job(
+            waker.clone(),
+            format!("loading {}", path.display()),
+            load_work(path.clone(), series),
+        );
+        PreparedLoad { path, job, waker }
+    }
 }
 
 /// An error and its causes on one line, as the user should read it.

@@ -5,10 +5,14 @@ pub mod app;
 
 use std::path::PathBuf;
 
-pub use app::{AiFactory, AppOptions, PulmoApp};
+pub use app::{AiFactory, AppOptions, PreparedLoad, PulmoApp};
 
 /// Opens the viewer window (demo study when `path` is None).
 pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Result<()> {
+    // Decoding starts now, while the window and the GPU device are being created.
+    let preload = path
+        .clone()
+        .map(|p| app::PreparedLoad::start(p, series.clone()));
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: egui::ViewportBuilder::default()
@@ -21,6 +25,7 @@ pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Resu
         path,
         series,
         journal_dir: crate::session::journal::default_dir(),
+        preload,
         ..Default::default()
     };
     eframe::run_native(
