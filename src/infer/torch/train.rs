@@ -505,8 +505,11 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
         .collect();
     let run_start = state.epochs_done;
     let mut epoch = state.epochs_done;
-    while epoch < state.planned_epochs.unwrap_or(opts.epochs) {
+    loop {
         let planned = state.planned_epochs.unwrap_or(opts.epochs);
+        if epoch >= planned {
+            break;
+        }
         let te = Instant::now();
         // Cosine decay of the learning rate over the run.
         let lr = opts.lr
