@@ -14,7 +14,8 @@ setup:
 
 # Opens the viewer on the bundled synthetic demo (pass ARGS=PATH to open a study).
 run: setup
-	$(CARGO) run --release -- $(ARGS)
+	$(CARGO) build --release --bins
+	$(CARGO) run --release --bin pulmo -- $(ARGS)
 
 release: setup
 	$(CARGO) build --release

@@ -23,6 +23,10 @@ for i in 1 2 3 4 5; do
   PULMO_BENCH_FIRST_IMAGE=1 timeout 60 target/release/pulmo "$dir" 2>/dev/null | grep "first image"
 done
 target/release/pulmo load "$dir" --repeat 3 | grep -E "scan|loaded"
-/usr/bin/time -f "pulmo --version (process start with libtorch linked): %e s" target/release/pulmo --version >/dev/null
+# Process start-up: the viewer's executable (no libtorch) and the AI helper's (libtorch).
+for i in 1 2 3; do
+  /usr/bin/time -f "pulmo --version (viewer process start): %e s" target/release/pulmo --version >/dev/null
+  /usr/bin/time -f "pulmo-ai --version (AI helper start, libtorch loaded): %e s" target/release/pulmo-ai --version >/dev/null
+done
 [ -n "$started_xvfb" ] && kill "$started_xvfb"
 exit 0

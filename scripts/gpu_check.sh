@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check on a CUDA machine (issue: AI proposals, viewer). Run there with binaries
-# built here (`cargo build --release --features cuda --bin pulmo --example bench_views`),
-# since nothing can be built or fetched there:
+# built here (`cargo build --release --features cuda --bins --example bench_views`; the
+# AI helper `pulmo-ai` must lie next to PULMO_BIN), since nothing can be built or fetched
+# there:
 #
 #   PULMO_BIN=... BENCH_VIEWS_BIN=... PULMO_DATA=... OUT=... scripts/gpu_check.sh
 #
@@ -148,7 +149,7 @@ timeout 150 bash -c stage_inference
 rc=$?
 if [ $rc -eq 2 ]; then
   log "CUDA inference failed: stopping (nothing else would work)"
-  ldd "$PULMO_BIN" | grep -E "torch|c10|not found"
+  ldd "$(dirname "$PULMO_BIN")/pulmo-ai" | grep -E "torch|c10|not found"
   exit 3
 fi
 log "stage 2: viewer"

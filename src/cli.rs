@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-mod ai;
+pub mod ai;
 
 use crate::io::{self, Format, dicom, load_ct};
 use crate::metrics;
@@ -163,10 +163,7 @@ fn run(cli: Cli) -> Result<()> {
             dims,
         }) => write_series(&input, &out_dir, dims),
         Some(Command::Load { path, repeat }) => load_timed(&path, cli.series.as_deref(), repeat),
-        Some(Command::Doctor) => {
-            doctor();
-            Ok(())
-        }
+        Some(Command::Doctor) => doctor(),
         Some(Command::Compare(args)) => compare_cmd(&args),
         Some(Command::Quantify { ct, labels, json }) => quantify_cmd(&ct, &labels, json),
         Some(Command::Segment(a)) => ai::segment(&a),
@@ -365,21 +362,19 @@ fn load_timed(path: &Path, series: Option<&str>, repeat: usize) -> Result<()> {
     Ok(())
 }
 
-fn doctor() {
+fn doctor() -> Result<()> {
     println!("pulmo {}", env!("CARGO_PKG_VERSION"));
-    #[cfg(feature = "torch")]
-    {
-        println!("libtorch: linked (tch 0.24, libtorch 2.11.0)");
-        println!("CUDA available: {}", tch::Cuda::is_available());
-        println!("CUDA devices: {}", tch::Cuda::device_count());
-        let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-        println!(
-            "tensor check: sum(1,2,3) = {}",
-            t.sum(tch::Kind::Float).double_value(&[])
-        );
+    println!("viewer process: libtorch not loaded (models run in the AI helper)");
+    match crate::infer::remote::program() {
+        Ok(p) => {
+            println!("AI helper: {}", p.display());
+            ai::forward_to_ai("doctor")
+        }
+        Err(e) => {
+            println!("AI helper: missing ({e})");
+            Ok(())
+        }
     }
-    #[cfg(not(feature = "torch"))]
-    println!("libtorch: not built in (feature `torch` off)");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //!        ▼                          ▼            ▼
 //!   ┌──────────────────────── domain (no egui / eframe / wgpu) ─────────────────────────┐
 //!   │ session   – an open study: CT + labels + history + proposals, journal, saving      │
-//!   │ infer     – the worker thread and segmenters (libtorch behind the `torch` feature) │
+//!   │ infer     – the worker thread, segmenters, the AI process protocol (no libtorch)   │
 //!   │ annotate  – label table, editing tools, compact undo deltas                        │
 //!   │ metrics   – overlap, surface distances, quantification                             │
 //!   │ view      – the three slice views' geometry: screen px ↔ world mm ↔ voxels       │
@@ -19,16 +19,24 @@
 //!   └───────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! Two executables: `pulmo` (viewer and CLI, this library) and `pulmo-ai`
+//! (`src/bin/pulmo-ai/`, the only code that links libtorch: the U-Net, TorchScript
+//! models, training). The viewer starts `pulmo-ai serve` when a model first runs and
+//! exchanges CT and proposals with it over pipes (`infer::remote`), so the viewer's
+//! process never pays libtorch's start-up and a libtorch crash cannot take it down.
+//!
 //! Rules, enforced by `tests/architecture.rs`:
 //! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `infer`, `session`,
 //!   `demo`, `view`) never mention egui, eframe or wgpu: they are usable from the CLI, from
 //!   tests and from scripts without a display.
 //! - `render/` uses wgpu (and bytemuck mirrors of the WGSL uniform structs) but not egui.
 //! - `ui/` may use everything; functions that draw into an `egui::Ui` end in `_ui`.
+//! - Only `src/bin/pulmo-ai/` mentions libtorch (`tch`), and the `pulmo` executable has
+//!   no libtorch among its shared libraries.
 //! - Lower modules never call upwards: `volume` knows nothing of files, `io` nothing of
 //!   sessions. Progress and wake-ups cross layers as plain callbacks.
 //! - Each module has its own `thiserror` error enum carrying the file or series in
-//!   context; `anyhow` appears only at the top (`cli`, `main`, and `ui::run_viewer`).
+//!   context; `anyhow` appears only at the top (`cli`, the two `main`s, and `ui::run_viewer`).
 //!
 //! Frames and units are in names: `world_from_voxel` maps voxel indices to patient
 //! millimetres (DICOM LPS), `spacing_mm`, `window_hu`.

@@ -88,3 +88,62 @@ fn the_checker_finds_mentions() {
         vec![1, 2, 4]
     );
 }
+
+/// libtorch stays in the AI helper: no library module mentions `tch`/`torch_sys`, so the
+/// viewer's process never loads libtorch (see `infer::remote`).
+#[test]
+fn only_the_ai_helper_mentions_libtorch() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    let mut seen = 0;
+    for file in rust_files(&src) {
+        if file.starts_with(src.join("bin/pulmo-ai")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            seen += mentions(&text, &["tch::", "torch_sys"]).len();
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, content) in mentions(&text, &["tch::", "torch_sys", "use tch"]) {
+            violations.push(format!("{}:{line}: {content}", file.display()));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "libtorch outside src/bin/pulmo-ai:\n{}",
+        violations.join("\n")
+    );
+    assert!(seen > 0, "the checker sees the helper's uses of tch");
+}
+
+/// The `pulmo` executable has no libtorch among its shared libraries (and `pulmo-ai`,
+/// built alongside, has).
+#[cfg(feature = "torch")]
+#[test]
+fn the_viewer_binary_does_not_link_libtorch() {
+    let needed = |exe: &str| -> Vec<String> {
+        let out = std::process::Command::new("readelf")
+            .args(["-d", exe])
+            .output()
+            .expect("readelf (binutils) is installed");
+        assert!(out.status.success(), "readelf -d {exe} failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .map(str::to_string)
+            .collect()
+    };
+    let viewer = needed(env!("CARGO_BIN_EXE_pulmo"));
+    assert!(!viewer.is_empty(), "readelf lists pulmo's libraries");
+    assert!(
+        !viewer
+            .iter()
+            .any(|l| l.contains("torch") || l.contains("c10")),
+        "pulmo links libtorch:\n{}",
+        viewer.join("\n")
+    );
+    let helper = needed(env!("CARGO_BIN_EXE_pulmo-ai"));
+    assert!(
+        helper.iter().any(|l| l.contains("libtorch_cpu")),
+        "{helper:?}"
+    );
+}

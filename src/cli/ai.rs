@@ -195,71 +195,30 @@ fn default_cases(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("Case_{i:03}")).collect()
 }
 
-#[cfg(feature = "torch")]
-pub fn train(a: &TrainArgs) -> Result<()> {
-    use crate::infer::torch::train::{TrainOptions, train};
-    let data = a.data.clone().unwrap_or_else(|| match a.task {
-        Task::Lung => data_root().join("lctsc256"),
-        Task::Lesion => data_root(),
-    });
-    if !data.is_dir() {
-        bail!(
-            "{}: training data folder not found (set PULMO_DATA or --data)",
-            data.display()
-        );
-    }
-    let mut o = match a.task {
-        Task::Lung => TrainOptions::lung_defaults(data, a.out.clone()),
-        Task::Lesion => TrainOptions::lesion_defaults(data, a.out.clone()),
-    };
-    if let Some(v) = a.epochs {
-        o.epochs = v;
-    }
-    if let Some(v) = a.batch {
-        o.batch = v;
-    }
-    if let Some(v) = a.lr {
-        o.lr = v;
-    }
-    if let Some(v) = a.seed {
-        o.seed = v;
-    }
-    if let Some(v) = a.base {
-        o.arch.base_channels = v;
-    }
-    if let Some(v) = a.depth {
-        o.arch.depth = v;
-    }
-    if let Some(v) = a.crop {
-        o.crop = v;
-    }
-    if let Some(v) = a.spacing {
-        o.spacing_mm = v;
-    }
-    if let Some(v) = &a.train_cases {
-        o.train_cases = v.clone();
-    }
-    if let Some(v) = &a.val_cases {
-        o.val_cases = v.clone();
-    }
-    o.steps_per_epoch = a.steps;
-    o.max_slices_per_case = a.max_slices;
-    o.resume = a.resume;
-    o.skip_eval = a.no_eval;
-    o.device = a.device;
-    o.real_per_batch = a.real_per_batch;
-    o.time_budget_s = a.time_budget_min.map(|m| m * 60.0);
-    o.keep_best = a.keep_best;
-    o.augment = a.augment.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    o.command = std::env::args().collect::<Vec<_>>().join(" ");
-    let report = train(&o, &mut |line| eprintln!("{line}"))?;
-    println!("{}", report.manifest_path.display());
-    Ok(())
+/// `pulmo train ...` runs as `pulmo-ai train ...` (training needs libtorch, which only
+/// the AI helper links).
+pub fn train(_: &TrainArgs) -> Result<()> {
+    forward_to_ai("train")
 }
 
-#[cfg(not(feature = "torch"))]
-pub fn train(_: &TrainArgs) -> Result<()> {
-    bail!("this build has no libtorch (feature `torch` off); training needs it")
+/// Runs `pulmo-ai SUBCOMMAND ARGS...` with this process's arguments from SUBCOMMAND on,
+/// passing its exit status through.
+pub fn forward_to_ai(subcommand: &str) -> Result<()> {
+    let program = crate::infer::remote::program()?;
+    let args: Vec<_> = std::env::args_os()
+        .skip(1)
+        .skip_while(|a| a != subcommand)
+        .collect();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let status = std::process::Command::new(&program)
+        .args(&args)
+        .env("PULMO_COMMAND", command)
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !status.success() {
+        bail!("{} {subcommand} failed ({status})", program.display());
+    }
+    Ok(())
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
@@ -313,9 +272,8 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "torch")]
 fn eval_lesion(a: &EvalArgs) -> Result<()> {
-    use crate::infer::torch::train::{evaluate_semiseg, semiseg_means};
+    use crate::infer::evaluate::{evaluate_semiseg, semiseg_means};
     let data = a
         .data
         .clone()
@@ -343,11 +301,6 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
         None => print!("{text}"),
     }
     Ok(())
-}
-
-#[cfg(not(feature = "torch"))]
-fn eval_lesion(_: &EvalArgs) -> Result<()> {
-    bail!("this build has no libtorch (feature `torch` off); lesion models need it")
 }
 
 /// Submits one job and waits for its proposal, printing progress when `verbose`.

@@ -107,3 +107,44 @@ pub fn score_lungs(
         seconds,
     })
 }
+
+/// Per-slice results on COVID-SemiSeg test slices (the Inf-Net protocol: Dice per
+/// slice, averaged over slices; 1 when reference and prediction are both empty).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LesionSliceMetrics {
+    pub slice: String,
+    pub dice_infection: f64,
+    pub dice_ggo: f64,
+    pub dice_consolidation: f64,
+}
+
+/// Runs a lesion segmenter on every slice of a COVID-SemiSeg split folder.
+pub fn evaluate_semiseg(
+    seg: &mut dyn super::Segmenter,
+    dir: &Path,
+) -> Result<Vec<LesionSliceMetrics>, InferError> {
+    use super::lesion_data::{read_semiseg, slice_dice};
+    use super::{CONSOLIDATION, GGO, RunContext, SegmentInput};
+    let mut rows = Vec::new();
+    for s in read_semiseg(dir)? {
+        let p = RunContext::detached(|ctx| seg.segment(&s.ct, SegmentInput::default(), ctx))?;
+        let (r, q) = (&s.labels.voxels, &p.labels.voxels);
+        rows.push(LesionSliceMetrics {
+            slice: s.name,
+            dice_infection: slice_dice(r, q, None),
+            dice_ggo: slice_dice(r, q, Some(GGO)),
+            dice_consolidation: slice_dice(r, q, Some(CONSOLIDATION)),
+        });
+    }
+    Ok(rows)
+}
+
+/// Means of [`evaluate_semiseg`] rows: (infection, GGO, consolidation).
+pub fn semiseg_means(rows: &[LesionSliceMetrics]) -> (f64, f64, f64) {
+    let n = rows.len().max(1) as f64;
+    (
+        rows.iter().map(|r| r.dice_infection).sum::<f64>() / n,
+        rows.iter().map(|r| r.dice_ggo).sum::<f64>() / n,
+        rows.iter().map(|r| r.dice_consolidation).sum::<f64>() / n,
+    )
+}

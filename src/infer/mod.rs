@@ -15,8 +15,9 @@
 //!   the UI through a callback; a failing or panicking model becomes an error event.
 //! - [`classic`]: a threshold lung segmenter with no libtorch (the test segmenter, and a
 //!   fallback when no weights are present).
-//! - `torch` (feature `torch`): the U-Net in `tch::nn`, TorchScript models, training and
-//!   evaluation.
+//! - [`remote`]: models run in a child process (`pulmo-ai serve`, the only binary that
+//!   links libtorch); its U-Net (in tch), TorchScript loading and training live in
+//!   `src/bin/pulmo-ai/`.
 
 pub mod classic;
 pub mod evaluate;
@@ -24,9 +25,8 @@ pub mod lesion_data;
 pub mod manifest;
 pub mod pipeline;
 pub mod postprocess;
+pub mod remote;
 pub mod review;
-#[cfg(feature = "torch")]
-pub mod torch;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -71,7 +71,8 @@ impl std::str::FromStr for Task {
 }
 
 /// The device a model runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA when available, else CPU.
     #[default]
@@ -128,6 +129,9 @@ pub enum InferError {
     Weights { path: PathBuf, message: String },
     #[error("model '{model}' failed: {message}")]
     Model { model: String, message: String },
+    /// An error reported by the AI process, or about it (already in words).
+    #[error("{0}")]
+    Remote(String),
     #[error("no {task} model available: {message}")]
     NoModel { task: &'static str, message: String },
     #[error("the CT cannot be segmented: {0}")]
@@ -194,63 +198,60 @@ pub trait Segmenter: Send {
 }
 
 /// The segmenter for `task`: the model of `manifest` (or the built-in
-/// `weights/<task>.json`), on `device`. Without libtorch, or when no lung weights are
-/// installed, lungs fall back to the classic threshold segmenter; lesions need a model.
+/// `weights/<task>.json`) on `device`, run in its own AI process ([`remote`]). When no
+/// lung weights are installed, lungs fall back to the classic threshold segmenter (in
+/// process); lesions need a model.
 pub fn segmenter_for(
     task: Task,
     manifest: Option<&std::path::Path>,
     device: DeviceChoice,
 ) -> Result<Box<dyn Segmenter>, InferError> {
+    segmenter_in(task, manifest, device, &remote::AiProcess::shared())
+}
+
+/// [`segmenter_for`] with models in a given (shared) AI process.
+pub fn segmenter_in(
+    task: Task,
+    manifest: Option<&std::path::Path>,
+    device: DeviceChoice,
+    process: &std::sync::Arc<std::sync::Mutex<remote::AiProcess>>,
+) -> Result<Box<dyn Segmenter>, InferError> {
     let path = manifest
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| manifest::default_manifest_path(task));
-    #[cfg(feature = "torch")]
-    {
-        if manifest.is_some() || path.is_file() {
-            return torch::load_segmenter(&path, device);
-        }
-    }
-    #[cfg(not(feature = "torch"))]
-    {
-        let _ = device;
-        if manifest.is_some() {
-            return Err(InferError::NoModel {
-                task: task.name(),
-                message: format!(
-                    "{}: this build has no libtorch (feature `torch` off)",
-                    path.display()
-                ),
-            });
-        }
+    if manifest.is_some() || path.is_file() {
+        return Ok(Box::new(remote::ChildSegmenter::new(
+            task,
+            &path,
+            device,
+            process.clone(),
+        )?));
     }
     match task {
         Task::Lung => Ok(Box::new(classic::ThresholdLungs::pipeline())),
         Task::Lesion => Err(InferError::NoModel {
             task: task.name(),
             message: format!(
-                "{} not found{}",
-                path.display(),
-                if cfg!(feature = "torch") {
-                    " (train one with `pulmo train lesion`)"
-                } else {
-                    "; this build has no libtorch"
-                }
+                "{} not found (train one with `pulmo train lesion`)",
+                path.display()
             ),
         }),
     }
 }
 
-/// A worker factory for the built-in (or given) models.
+/// A worker factory for the built-in (or given) models; both tasks share one AI
+/// process, which keeps their models loaded between jobs.
 pub fn default_factory(
     device: DeviceChoice,
     lung_model: Option<PathBuf>,
     lesion_model: Option<PathBuf>,
 ) -> worker::Factory {
+    let process = remote::AiProcess::shared();
     Box::new(move |task| {
         let m = match task {
             Task::Lung => lung_model.as_deref(),
             Task::Lesion => lesion_model.as_deref(),
         };
-        segmenter_for(task, m, device)
+        segmenter_in(task, m, device, &process)
     })
 }

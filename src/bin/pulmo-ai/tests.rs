@@ -1,13 +1,15 @@
-//! The libtorch side on real data: a seconds-long training smoke test (loss goes down,
-//! checkpoints reload bit-exactly, resume continues), the committed lung weights on the
-//! two validation cases, and clear errors for broken weights.
-#![cfg(feature = "torch")]
+//! The libtorch side in process: a seconds-long training smoke test on real data (loss
+//! goes down, checkpoints reload bit-exactly, resume continues), time budget and
+//! keep-best, clear errors for broken weights, and TorchScript drop-ins. The committed
+//! weights are checked through the AI process, as users run them
+//! (`tests/ai_process.rs`).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
+use crate::torch::train::{TrainOptions, train};
+use crate::torch::{UNet, builtin_net, load_segmenter, load_weights};
 use pulmo::infer::manifest::{Arch, Manifest};
-use pulmo::infer::torch::train::{TrainOptions, evaluate_lung_model, train};
-use pulmo::infer::torch::{UNet, builtin_net, load_segmenter, load_weights};
 use pulmo::infer::{DeviceChoice, Task};
 use tch::nn::ModuleT;
 
@@ -197,26 +199,6 @@ fn broken_weights_are_clear_errors() {
     load_segmenter(&mp, DeviceChoice::Cpu).unwrap();
 }
 
-/// The committed lung model keeps Dice >= 0.97 on both validation cases (full CT grid,
-/// post-processed): catches any pipeline change that breaks preprocessing.
-#[test]
-fn committed_lung_weights_reach_target_on_validation_cases() {
-    let Some(data) = common::data_dir("lctsc256") else {
-        return;
-    };
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/lung.json");
-    assert!(manifest.is_file(), "weights/lung.json is committed");
-    let cases = vec!["Case_007".to_string(), "Case_008".to_string()];
-    let rows = evaluate_lung_model(&manifest, &data, &cases, DeviceChoice::Cpu).unwrap();
-    for r in &rows {
-        eprintln!(
-            "{}: Dice {:.4} Jaccard {:.4} MAE {:.1} HU",
-            r.case, r.dice, r.jaccard, r.mean_absolute_error_hu
-        );
-        assert!(r.dice >= 0.97, "{}: Dice {:.4} < 0.97", r.case, r.dice);
-    }
-}
-
 /// A lab's own TorchScript model, described by a manifest, runs through the same
 /// pipeline: the built-in lung model traced to TorchScript gives the built-in's answer.
 #[test]
@@ -274,36 +256,4 @@ fn torchscript_drop_in_runs_through_the_same_pipeline() {
         differ * 1000 <= lung,
         "{differ} of {lung} lung voxels differ"
     );
-}
-
-/// The committed lesion model still reaches the Dice its manifest reports on the 48 real
-/// COVID-SemiSeg test slices (Inf-Net protocol), so a preprocessing change is caught.
-#[test]
-fn committed_lesion_weights_reach_their_reported_dice() {
-    let Some(data) = common::data_dir("covid-semiseg/test") else {
-        return;
-    };
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/lesion.json");
-    assert!(manifest.is_file(), "weights/lesion.json is committed");
-    let m = Manifest::read(&manifest).unwrap();
-    let reported = |k: &str| {
-        m.metrics[k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("metrics.{k} in the manifest"))
-    };
-    let mut seg = load_segmenter(&manifest, DeviceChoice::Cpu).unwrap();
-    let rows = pulmo::infer::torch::train::evaluate_semiseg(seg.as_mut(), &data).unwrap();
-    assert_eq!(rows.len(), 48);
-    let (inf, ggo, con) = pulmo::infer::torch::train::semiseg_means(&rows);
-    eprintln!("infection {inf:.4} GGO {ggo:.4} consolidation {con:.4}");
-    for (name, got, want) in [
-        ("infection", inf, reported("dice_infection")),
-        ("GGO", ggo, reported("dice_ggo")),
-        ("consolidation", con, reported("dice_consolidation")),
-    ] {
-        assert!(
-            (got - want).abs() < 0.005,
-            "{name}: Dice {got:.4}, manifest says {want:.4}"
-        );
-    }
 }

@@ -5,7 +5,7 @@
 //! Checkpoints hold the weights (safetensors) and a JSON state (epoch, generator state,
 //! losses); Adam's moment estimates are not saved, so a resumed run restarts them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,13 +14,13 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use super::data::{Rng, Sample, case_samples, crop_into};
 use super::{builtin_net, device_name, load_weights};
-pub use crate::infer::evaluate::{
-    Case, LungCaseMetrics, evaluate_lung_case, read_lung_case, score_lungs,
+use pulmo::infer::evaluate::{
+    Case, evaluate_lung_case, evaluate_semiseg, read_lung_case, semiseg_means,
 };
-use crate::infer::manifest::{
+use pulmo::infer::manifest::{
     Arch, InputSpec, Manifest, PostprocessSpec, WeightFormat, sha256_file,
 };
-use crate::infer::{DeviceChoice, InferError, Task};
+use pulmo::infer::{DeviceChoice, InferError, Task};
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ impl TrainOptions {
         let (hu_min, hu_max) = match self.task {
             Task::Lung => (-1000.0, 400.0),
             // The lung window the COVID-SemiSeg images were published in.
-            Task::Lesion => crate::infer::lesion_data::SEMISEG_WINDOW_HU,
+            Task::Lesion => pulmo::infer::lesion_data::SEMISEG_WINDOW_HU,
         };
         InputSpec {
             spacing_mm: self.spacing_mm,
@@ -158,7 +158,6 @@ pub struct CheckpointState {
 pub struct TrainReport {
     pub manifest_path: PathBuf,
     pub state: CheckpointState,
-    pub eval: Vec<LungCaseMetrics>,
 }
 
 fn class_of_lung(v: u8) -> u8 {
@@ -686,28 +685,13 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     Ok(TrainReport {
         manifest_path,
         state,
-        eval,
     })
-}
-
-/// Loads the lung model of `manifest` and scores it on `cases` of `data`.
-pub fn evaluate_lung_model(
-    manifest: &Path,
-    data: &Path,
-    cases: &[String],
-    device: DeviceChoice,
-) -> Result<Vec<LungCaseMetrics>, InferError> {
-    let mut seg = super::load_segmenter(manifest, device)?;
-    cases
-        .iter()
-        .map(|name| evaluate_lung_case(seg.as_mut(), &read_lung_case(data, name)?))
-        .collect()
 }
 
 fn class_of_lesion(v: u8) -> u8 {
     match v {
-        crate::infer::GGO => 1,
-        crate::infer::CONSOLIDATION => 2,
+        pulmo::infer::GGO => 1,
+        pulmo::infer::CONSOLIDATION => 2,
         _ => 0,
     }
 }
@@ -721,7 +705,7 @@ fn lesion_pools(
     spec: &InputSpec,
     log: &mut dyn FnMut(&str),
 ) -> Result<(Vec<(Vec<Sample>, usize)>, Vec<Sample>, serde_json::Value), InferError> {
-    use crate::infer::lesion_data::{insert_lesions, read_semiseg};
+    use pulmo::infer::lesion_data::{insert_lesions, read_semiseg};
     let semiseg = read_semiseg(&opts.data.join("covid-semiseg/train"))?;
     let (mut real, mut val) = (Vec::new(), Vec::new());
     let (mut real_names, mut val_names) = (Vec::new(), Vec::new());
@@ -797,45 +781,4 @@ fn lesion_pools(
         val,
         note,
     ))
-}
-
-/// Per-slice results on COVID-SemiSeg test slices (the Inf-Net protocol: Dice per
-/// slice, averaged over slices; 1 when reference and prediction are both empty).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LesionSliceMetrics {
-    pub slice: String,
-    pub dice_infection: f64,
-    pub dice_ggo: f64,
-    pub dice_consolidation: f64,
-}
-
-/// Runs a lesion segmenter on every slice of a COVID-SemiSeg split folder.
-pub fn evaluate_semiseg(
-    seg: &mut dyn crate::infer::Segmenter,
-    dir: &Path,
-) -> Result<Vec<LesionSliceMetrics>, InferError> {
-    use crate::infer::lesion_data::{read_semiseg, slice_dice};
-    use crate::infer::{CONSOLIDATION, GGO, RunContext, SegmentInput};
-    let mut rows = Vec::new();
-    for s in read_semiseg(dir)? {
-        let p = RunContext::detached(|ctx| seg.segment(&s.ct, SegmentInput::default(), ctx))?;
-        let (r, q) = (&s.labels.voxels, &p.labels.voxels);
-        rows.push(LesionSliceMetrics {
-            slice: s.name,
-            dice_infection: slice_dice(r, q, None),
-            dice_ggo: slice_dice(r, q, Some(GGO)),
-            dice_consolidation: slice_dice(r, q, Some(CONSOLIDATION)),
-        });
-    }
-    Ok(rows)
-}
-
-/// Means of [`evaluate_semiseg`] rows: (infection, GGO, consolidation).
-pub fn semiseg_means(rows: &[LesionSliceMetrics]) -> (f64, f64, f64) {
-    let n = rows.len().max(1) as f64;
-    (
-        rows.iter().map(|r| r.dice_infection).sum::<f64>() / n,
-        rows.iter().map(|r| r.dice_ggo).sum::<f64>() / n,
-        rows.iter().map(|r| r.dice_consolidation).sum::<f64>() / n,
-    )
 }

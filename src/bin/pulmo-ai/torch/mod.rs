@@ -9,9 +9,9 @@ use std::path::Path;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::manifest::{Arch, Manifest, WeightFormat, check_sha256};
-use super::pipeline::{SliceModel, SlicePipeline};
-use super::{DeviceChoice, InferError, ModelInfo, Segmenter};
+use pulmo::infer::manifest::{Arch, Manifest, WeightFormat, check_sha256};
+use pulmo::infer::pipeline::{SliceModel, SlicePipeline};
+use pulmo::infer::{DeviceChoice, InferError, ModelInfo, Segmenter};
 
 /// The device for `choice`: CUDA when asked for (an error if absent) or when `Auto` finds
 /// it, else CPU.
@@ -146,7 +146,11 @@ impl ModuleT for UNet {
 
 /// A network ready to run.
 pub enum Net {
-    Builtin { vs: nn::VarStore, net: Box<UNet> },
+    /// The variable store owns the weights the network uses.
+    Builtin {
+        _vs: nn::VarStore,
+        net: Box<UNet>,
+    },
     Script(tch::CModule),
 }
 
@@ -334,7 +338,7 @@ pub fn load_segmenter(
                 vs.half();
             }
             Net::Builtin {
-                vs,
+                _vs: vs,
                 net: Box::new(net),
             }
         }

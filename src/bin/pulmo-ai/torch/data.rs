@@ -1,10 +1,10 @@
 //! Training data: real CT volumes with lung masks (LCTSC layout), sliced onto the same
 //! model grid the inference pipeline uses.
 
-use crate::infer::InferError;
-pub use crate::infer::evaluate::{Case, read_lung_case};
-use crate::infer::manifest::InputSpec;
-use crate::infer::pipeline::{SliceGrid, slice_input};
+use pulmo::infer::InferError;
+use pulmo::infer::evaluate::Case;
+use pulmo::infer::manifest::InputSpec;
+use pulmo::infer::pipeline::{SliceGrid, slice_input};
 
 /// One training slice: `[c, h, w]` input and `[h, w]` class targets.
 #[derive(Clone)]
