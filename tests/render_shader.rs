@@ -337,3 +337,46 @@ fn filled_layer_matches_cpu_reference() {
     }
     assert_eq!(checked, 8);
 }
+
+/// An empty label map is not uploaded (wgpu zero-initialises the texture): a study
+/// opened after one with labels draws no labels, exactly as the CPU reference.
+#[test]
+fn empty_labels_draw_nothing_after_a_labelled_study() {
+    let Some(h) = device() else { return };
+    let g = Geometry::axis_aligned([24, 20, 6], [1.0, 1.0, 2.0], [0.0, 0.0, 0.0]);
+    let n = g.voxel_count();
+    let hu: Vec<i16> = (0..n).map(|i| (i % 700) as i16 - 900).collect();
+    let mut renderer = SliceRenderer::new(&h.device, OFFSCREEN_FORMAT);
+    let mut lut = LabelColors::default();
+    lut.colors[3] = [1.0, 0.8, 0.0, 1.0];
+    let (w, hgt) = (48u32, 40u32);
+    let frame = ViewFrame::new(
+        &g,
+        &ViewState::new(Plane::Axial),
+        Vector2::new(w as f64, hgt as f64),
+        Point3::new(12.0, 10.0, 6.0),
+    );
+    let [dx, dy] = frame.voxel_per_px(&g);
+    let u = SliceUniforms {
+        voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
+        voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
+        voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
+        window_center_hu: -600.0,
+        window_width_hu: 1500.0,
+        label_opacity: 0.8,
+        flags: FLAG_SHOW_LABELS,
+    };
+    let full = vec![3u8; n];
+    let empty = vec![0u8; n];
+    renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &full);
+    let labelled = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+    renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &empty);
+    let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+    let cpu = render_slice(&u, &lut, g.dims, &hu, &empty, w as usize, hgt as usize);
+    let differ = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x.abs_diff(**y) > 1).count();
+    assert!(
+        differ(&labelled, &cpu) > 0,
+        "the labelled study shows its labels"
+    );
+    assert_eq!(differ(&gpu, &cpu), 0, "an empty label map draws nothing");
+}

@@ -280,7 +280,14 @@ impl SliceRenderer {
         let ct = texture_3d(device, "ct hu", d, wgpu::TextureFormat::R16Sint);
         write_box(queue, &ct, [0; 3], d, 2, bytemuck::cast_slice(hu));
         let lab = texture_3d(device, "labels", d, wgpu::TextureFormat::R8Uint);
-        write_box(queue, &lab, [0; 3], d, 1, labels);
+        // wgpu zero-initialises textures, so an empty label map (a study just opened)
+        // needs no upload: a third fewer bytes before the first image.
+        if labels
+            .chunks(1 << 16)
+            .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0)
+        {
+            write_box(queue, &lab, [0; 3], d, 1, labels);
+        }
         self.ct = Some(ct);
         self.labels = Some(lab);
         self.dims = d;

@@ -190,8 +190,21 @@ pub struct PulmoApp {
 
 const MAX_RECENT: usize = 10;
 
+/// With `PULMO_TRACE_STARTUP=1`, prints a start-up milestone to stderr (seconds since
+/// `main`), for the time-to-first-image breakdown.
+pub(crate) fn startup_mark(what: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var("PULMO_TRACE_STARTUP").is_ok_and(|v| v == "1")) {
+        let t = crate::cli::PROCESS_START
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        eprintln!("startup {t:.3} s: {what}");
+    }
+}
+
 impl PulmoApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        startup_mark("window and GPU device created (app starts)");
         let has_gpu = if let Some(rs) = cc.wgpu_render_state.as_ref() {
             let renderer = SliceRenderer::new(&rs.device, rs.target_format);
             rs.renderer.write().callback_resources.insert(renderer);
@@ -342,6 +355,7 @@ impl PulmoApp {
     }
 
     fn finish_load(&mut self, ctx: &egui::Context, outcome: LoadOutcome) {
+        startup_mark("study received by the UI");
         match outcome {
             LoadOutcome::Loaded(study) => self.set_study(ctx, *study),
             LoadOutcome::ChooseSeries(path, series) => self.series_choice = Some((path, series)),
@@ -434,6 +448,7 @@ impl PulmoApp {
                 &study.editor.labels().voxels,
             );
             study.uploaded = true;
+            startup_mark("volume textures uploaded");
         }
         if let (Some(study), Some(b)) = (self.study.as_ref(), self.dirty_labels.take())
             && study.uploaded
@@ -1544,6 +1559,7 @@ fn spawn_load_job(
                 .unwrap_or_else(|_| {
                     LoadOutcome::Failed("the loader crashed (internal error)".into())
                 });
+            startup_mark("study read and decoded (loader thread)");
             let _ = tx.send(outcome);
             ctl.repaint();
         })
@@ -1723,10 +1739,14 @@ impl eframe::App for PulmoApp {
         if self.bench_first_image && self.study.as_ref().is_some_and(|s| s.uploaded) {
             // The frame after the first one with the study: its image has been presented.
             self.painted_frames += 1;
+            if self.painted_frames == 1 {
+                startup_mark("the frame after the first image starts");
+            }
             if self.painted_frames == 2 {
                 let since = crate::cli::PROCESS_START
                     .get()
                     .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                startup_mark("first image presented");
                 println!("first image after {since:.3} s from process start");
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             }
