@@ -135,3 +135,35 @@ fn pulmo_forwards_train_and_doctor_to_the_helper() {
     assert!(text.contains("libtorch: not loaded") || text.contains("libtorch not loaded"));
     assert!(text.contains("tensor check: sum(1,2,3) = 6"), "{text}");
 }
+
+/// The AI process keeps the last CT: a second job on the same CT sends only the request
+/// and gives the same proposal; another CT is sent again.
+#[test]
+fn the_ai_process_keeps_the_ct_between_jobs() {
+    use_built_helper();
+    let mut seg =
+        segmenter_for(Task::Lung, Some(&weights("lung.json")), DeviceChoice::Cpu).unwrap();
+    let demo = |seed| {
+        pulmo::demo::generate(&pulmo::demo::DemoOptions {
+            dims: [64, 64, 12],
+            spacing_mm: [5.5, 5.5, 25.0],
+            seed,
+        })
+        .ct
+    };
+    let (a, b) = (demo(1), demo(2));
+    let run = |seg: &mut Box<dyn pulmo::infer::Segmenter>, ct| {
+        pulmo::infer::RunContext::detached(|ctx| {
+            seg.segment(ct, pulmo::infer::SegmentInput::default(), ctx)
+        })
+        .unwrap()
+    };
+    let first = run(&mut seg, &a);
+    let again = run(&mut seg, &a);
+    let other = run(&mut seg, &b);
+    assert!(first.detail.contains("sending the CT"), "{}", first.detail);
+    assert!(again.detail.contains("CT kept there"), "{}", again.detail);
+    assert!(other.detail.contains("sending the CT"), "{}", other.detail);
+    assert_eq!(first.labels.voxels, again.labels.voxels);
+    assert_eq!(first.confidence.voxels, again.confidence.voxels);
+}

@@ -188,6 +188,23 @@ pub fn segment(a: &SegmentArgs) -> Result<()> {
         }
     }
     println!("wrote {}", a.output.display());
+    // The AI process ends (and is reaped) with the worker; then report both peaks.
+    drop(worker);
+    let peak_mb = |who: libc::c_int| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::getrusage(who, &mut u) } == 0;
+        if ok {
+            u.ru_maxrss as f64 / 1024.0
+        } else {
+            f64::NAN
+        }
+    };
+    eprintln!(
+        "peak RSS: pulmo {:.0} MB, AI process {:.0} MB",
+        peak_mb(libc::RUSAGE_SELF),
+        peak_mb(libc::RUSAGE_CHILDREN)
+    );
     Ok(())
 }
 
