@@ -492,6 +492,14 @@ impl AiProcess {
     }
 
     fn start(&mut self) -> Result<&mut Running, InferError> {
+        // A child that ended between jobs (crash, OOM kill) is replaced, not reported:
+        // no job was lost with it.
+        if let Some(r) = self.running.as_mut()
+            && !matches!(r.child.try_wait(), Ok(None))
+        {
+            let how = self.stop(false);
+            eprintln!("pulmo: the AI process {how} between jobs; starting a new one");
+        }
         if self.running.is_none() {
             let t = Instant::now();
             let program = self.program.clone().map_err(|m| InferError::NoModel {
@@ -1063,6 +1071,37 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("no helper here"), "{e}");
+    }
+
+    /// A child that ended while idle is replaced at the next job, which then runs.
+    #[test]
+    fn a_child_that_died_between_jobs_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-ai");
+        // Answers nothing: the job fails when its input ends, so each job sees how the
+        // child ended. The first child is killed while idle.
+        std::fs::write(&script, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut p = AiProcess::with_program(Ok(script));
+        let ct = ct();
+        p.start().unwrap();
+        let first = p.running.as_ref().unwrap().child.id();
+        unsafe { libc::kill(first as i32, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(100));
+        p.start().unwrap();
+        let second = p.running.as_ref().unwrap().child.id();
+        assert_ne!(first, second, "a new child replaces the dead one");
+        // The new child is alive and takes a request (it ends when stdin closes).
+        let running = p.running.as_mut().unwrap();
+        write_frame(
+            &mut running.stdin,
+            KIND_REQUEST,
+            &request(&ct, false),
+            &[bytemuck::cast_slice(&ct.voxels)],
+        )
+        .unwrap();
+        assert!(p.stop(false).contains("exited with status 0"));
     }
 
     /// Cancelling kills a child that is still working and reports `Cancelled` promptly.
