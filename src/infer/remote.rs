@@ -506,7 +506,18 @@ impl AiProcess {
                 task: "AI",
                 message: m,
             })?;
-            let mut child = Command::new(&program)
+            let mut command = Command::new(&program);
+            // SAFETY: prctl is async-signal-safe; it only marks the child so the kernel
+            // ends it when the thread that started it ends (the viewer killed, say),
+            // instead of leaving an orphan holding GPU memory.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = command
                 .arg("serve")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
