@@ -73,13 +73,21 @@ if [ ! -x .venv/bin/python ]; then
 fi
 have_variant=$(cat .venv/.torch-variant 2>/dev/null || true)
 if [ ! -f .venv/libtorch/lib/libtorch_cpu.so ] || { [ "$TORCH_VARIANT" = full ] && [ "$have_variant" != full ]; }; then
+  # The wheel unpacks to ~1.3 GB (4.6 GB full) and the first build needs ~10 GB more:
+  # say so plainly instead of failing half-way with "No space left on device".
+  free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "${free_gb:-0}" -lt 4 ]; then
+    echo "setup: only ${free_gb} GB free on the disk holding $PWD; libtorch needs ~1.3 GB" \
+      "(4.6 GB full) and the first build ~10 GB: free some space first" >&2
+    exit 1
+  fi
   case "$TORCH_VARIANT" in
     lean)
       say "installing libtorch $TORCH_VERSION (lean CPU install, ~1.3 GB)"
-      .venv/bin/pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION" "$CUDA_RUNTIME" "$CUDA_CUPTI" ;;
+      .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps "torch==$TORCH_VERSION" "$CUDA_RUNTIME" "$CUDA_CUPTI" ;;
     full)
       say "installing torch $TORCH_VERSION with all CUDA dependencies (~4.6 GB)"
-      .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" ;;
+      .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "torch==$TORCH_VERSION" ;;
     *) echo "setup: --torch takes lean or full, not $TORCH_VARIANT" >&2; exit 2 ;;
   esac
   echo "$TORCH_VARIANT" > .venv/.torch-variant
