@@ -66,7 +66,7 @@ pub enum Command {
     Segment(ai::SegmentArgs),
     /// Train a built-in model (lung: on LCTSC-layout data) and write its weights and
     /// manifest.
-    Train(ai::TrainArgs),
+    Train(Box<ai::TrainArgs>),
     /// Measure a lung model on cases with reference masks (JSON report).
     Eval(ai::EvalArgs),
     /// Test support: journals an endless deterministic edit sequence into DIR, printing

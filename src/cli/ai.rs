@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// End with the weights of the epoch with the best validation slice Dice.
     #[arg(long)]
     pub keep_best: bool,
+    /// Version written into the manifest (name + version are recorded with accepted
+    /// labels, so a retrained model needs a new one).
+    #[arg(long, default_value = "1")]
+    pub model_version: String,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }

@@ -653,8 +653,10 @@ impl AiProcess {
         let sent = write_frame(&mut running.stdin, KIND_REQUEST, &*req, &payloads);
         running.ct_kept = Some((req.ct_key, ct.geometry.clone()));
         let send_s = t.elapsed().as_secs_f64();
+        // A child whose pipes closed has ended (or is ending): killing it cannot change
+        // how it ended, and never leaves `wait` hanging on one that lingers.
         if let Err(e) = sent {
-            let how = self.stop(false);
+            let how = self.stop(true);
             return Err(self.died(format!("could not take the job ({e}); it {how}")));
         }
         loop {
@@ -667,7 +669,7 @@ impl AiProcess {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let how = self.stop(false);
+                    let how = self.stop(true);
                     return Err(self.died(format!("ended during the job: it {how}")));
                 }
                 Ok(Err(e)) => {

@@ -150,6 +150,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     o.real_per_batch = a.real_per_batch;
     o.time_budget_s = a.time_budget_min.map(|m| m * 60.0);
     o.keep_best = a.keep_best;
+    o.model_version = a.model_version.clone();
     o.augment = a.augment.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     // `pulmo train ...` passes its own command line (recorded in the manifest).
     o.command = std::env::var("PULMO_COMMAND")

@@ -61,6 +61,8 @@ pub struct TrainOptions {
     /// Finish with the weights of the epoch with the best validation slice Dice
     /// instead of the last epoch's.
     pub keep_best: bool,
+    /// The version written into the manifest (recorded with accepted labels).
+    pub model_version: String,
 }
 
 impl TrainOptions {
@@ -93,6 +95,7 @@ impl TrainOptions {
             real_per_batch: None,
             time_budget_s: None,
             keep_best: false,
+            model_version: "1".into(),
         }
     }
 
@@ -421,7 +424,7 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
 
     let mut manifest = Manifest {
         name: format!("pulmo-{name}-unet"),
-        version: "1".into(),
+        version: opts.model_version.clone(),
         task: opts.task,
         format: WeightFormat::Safetensors,
         weights: format!("{name}.safetensors"),
