@@ -509,7 +509,8 @@ impl AiProcess {
             let mut command = Command::new(&program);
             // SAFETY: prctl is async-signal-safe; it only marks the child so the kernel
             // ends it when the thread that started it ends (the viewer killed, say),
-            // instead of leaving an orphan holding GPU memory.
+            // instead of leaving an orphan holding GPU memory. (Linux only.)
+            #[cfg(target_os = "linux")]
             unsafe {
                 use std::os::unix::process::CommandExt;
                 command.pre_exec(|| {
@@ -531,6 +532,7 @@ impl AiProcess {
             let mut stdout = child.stdout.take().expect("piped");
             // 1 MiB pipes (Linux's default ceiling) instead of 64 KiB: 16x fewer
             // hand-overs between the processes for a 157 MB CT.
+            #[cfg(target_os = "linux")]
             for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
                 // SAFETY: fcntl on descriptors this process owns; failure is harmless.
                 unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
