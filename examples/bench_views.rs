@@ -10,9 +10,7 @@ use std::time::Instant;
 use nalgebra::{Point3, Vector2};
 use pulmo::demo::{DemoOptions, generate};
 use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
-use pulmo::render::{
-    FLAG_LINEAR, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols,
-};
+use pulmo::render::{FLAG_LINEAR, FLAG_SHOW_LABELS, LabelColors, SliceRenderer, SliceUniforms};
 use pulmo::view::{Plane, ViewFrame, ViewState, world_bounds};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -76,16 +74,14 @@ fn main() {
                 let c = Instant::now();
                 let (w, hgt) = sizes[v];
                 let frame = ViewFrame::new(g, state, Vector2::new(w as f64, hgt as f64), cursor);
-                let [dx, dy] = frame.voxel_per_px(g);
-                let u = SliceUniforms {
-                    voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(g)),
-                    voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-                    voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-                    window_center_hu: window.0,
-                    window_width_hu: window.1,
-                    label_opacity: 0.35,
-                    flags: FLAG_LINEAR | FLAG_SHOW_LABELS,
-                };
+                let u = SliceUniforms::for_view(
+                    &frame,
+                    g,
+                    window.0,
+                    window.1,
+                    0.35,
+                    FLAG_LINEAR | FLAG_SHOW_LABELS,
+                );
                 cpu += c.elapsed().as_secs_f64();
                 // Render and wait (the readback includes the copy; it is the same for all).
                 let _ = h.render_view(&mut renderer, v, &u, &lut, w, hgt);

@@ -6,7 +6,7 @@ use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
 use pulmo::render::reference::{render_slice, render_slice_with_proposals};
 use pulmo::render::{
     AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE,
-    FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer, SliceUniforms, mat4_cols,
+    FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer, SliceUniforms,
 };
 use pulmo::view::{Plane, ViewFrame, ViewState};
 use pulmo::volume::{Geometry, Volume};
@@ -67,7 +67,6 @@ fn shader_matches_cpu_reference() {
     for plane in [Plane::Axial, Plane::Coronal] {
         let state = ViewState::new(plane);
         let frame = ViewFrame::new(&g, &state, Vector2::new(w as f64, hgt as f64), cursor);
-        let [dx, dy] = frame.voxel_per_px(&g);
         for (c, width) in windows {
             for flags in [
                 0,
@@ -75,15 +74,7 @@ fn shader_matches_cpu_reference() {
                 FLAG_SHOW_LABELS,
                 FLAG_SHOW_LABELS | FLAG_OUTLINE,
             ] {
-                let u = SliceUniforms {
-                    voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
-                    voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-                    voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-                    window_center_hu: c as f32,
-                    window_width_hu: width as f32,
-                    label_opacity: 0.4,
-                    flags,
-                };
+                let u = SliceUniforms::for_view(&frame, &g, c as f32, width as f32, 0.4, flags);
                 let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
                 let cpu = render_slice(
                     &u,
@@ -161,16 +152,14 @@ fn proposal_layer_matches_cpu_reference() {
         Vector2::new(w as f64, hgt as f64),
         Point3::new(0.0, 0.0, 4.0),
     );
-    let [dx, dy] = frame.voxel_per_px(&g);
-    let u = SliceUniforms {
-        voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
-        voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-        voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-        window_center_hu: -600.0,
-        window_width_hu: 1500.0,
-        label_opacity: 0.4,
-        flags: FLAG_SHOW_LABELS | FLAG_SHOW_PROPOSALS,
-    };
+    let u = SliceUniforms::for_view(
+        &frame,
+        &g,
+        -600.0,
+        1500.0,
+        0.4,
+        FLAG_SHOW_LABELS | FLAG_SHOW_PROPOSALS,
+    );
     let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
     let cpu = render_slice_with_proposals(
         &u,
@@ -261,7 +250,6 @@ fn filled_layer_matches_cpu_reference() {
             Vector2::new(w as f64, hgt as f64),
             Point3::new(0.0, -3.0, 6.0),
         );
-        let [dx, dy] = frame.voxel_per_px(&g);
         for (flags, opacity) in [
             (FLAG_SHOW_PROPOSALS | FLAG_LAYER_FILLED, 0.35),
             (
@@ -277,15 +265,7 @@ fn filled_layer_matches_cpu_reference() {
                 0.2,
             ),
         ] {
-            let u = SliceUniforms {
-                voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
-                voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-                voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-                window_center_hu: -600.0,
-                window_width_hu: 1500.0,
-                label_opacity: opacity,
-                flags,
-            };
+            let u = SliceUniforms::for_view(&frame, &g, -600.0, 1500.0, opacity, flags);
             let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
             let cpu = render_slice_with_proposals(
                 &u,
@@ -356,16 +336,7 @@ fn empty_labels_draw_nothing_after_a_labelled_study() {
         Vector2::new(w as f64, hgt as f64),
         Point3::new(12.0, 10.0, 6.0),
     );
-    let [dx, dy] = frame.voxel_per_px(&g);
-    let u = SliceUniforms {
-        voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(&g)),
-        voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-        voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-        window_center_hu: -600.0,
-        window_width_hu: 1500.0,
-        label_opacity: 0.8,
-        flags: FLAG_SHOW_LABELS,
-    };
+    let u = SliceUniforms::for_view(&frame, &g, -600.0, 1500.0, 0.8, FLAG_SHOW_LABELS);
     let full = vec![3u8; n];
     let empty = vec![0u8; n];
     renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &full);

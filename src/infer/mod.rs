@@ -71,7 +71,9 @@ impl std::str::FromStr for Task {
 }
 
 /// The device a model runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA when available, else CPU.

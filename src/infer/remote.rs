@@ -310,7 +310,7 @@ pub fn serve(
         let mut w = output.lock().unwrap_or_else(|p| p.into_inner());
         write_frame(&mut *w, KIND_REPLY, r, payloads)
     };
-    let mut models: HashMap<(Task, PathBuf, String), Box<dyn Segmenter>> = HashMap::new();
+    let mut models: HashMap<(Task, PathBuf, DeviceChoice), Box<dyn Segmenter>> = HashMap::new();
     let mut kept: Option<(u32, CtVolume)> = None;
     while let Some(frame) = read_frame(input, KIND_REQUEST)? {
         let req: Request =
@@ -349,7 +349,7 @@ pub fn serve(
 
 fn serve_one(
     factory: &mut ServeFactory<'_>,
-    models: &mut HashMap<(Task, PathBuf, String), Box<dyn Segmenter>>,
+    models: &mut HashMap<(Task, PathBuf, DeviceChoice), Box<dyn Segmenter>>,
     kept: &mut Option<(u32, CtVolume)>,
     req: &Request,
     frame: Frame,
@@ -381,12 +381,17 @@ fn serve_one(
         ),
         None => None,
     };
-    let key = (req.task, req.manifest.clone(), format!("{:?}", req.device));
+    let key = (req.task, req.manifest.clone(), req.device);
     if !models.contains_key(&key) {
         let built = catch_unwind(AssertUnwindSafe(|| {
             factory(req.task, &req.manifest, req.device)
         }))
-        .map_err(|p| format!("loading the model panicked: {}", panic_text(&*p)))?
+        .map_err(|p| {
+            format!(
+                "loading the model panicked: {}",
+                super::worker::panic_message(&*p)
+            )
+        })?
         .map_err(|e| e.to_string())?;
         models.insert(key.clone(), built);
     }
@@ -410,18 +415,11 @@ fn serve_one(
         Err(p) => {
             let name = model.info().name;
             models.remove(&key);
-            Err(format!("model '{name}' panicked: {}", panic_text(&*p)))
+            Err(format!(
+                "model '{name}' panicked: {}",
+                super::worker::panic_message(&*p)
+            ))
         }
-    }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
     }
 }
 

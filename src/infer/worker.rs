@@ -169,7 +169,8 @@ impl Drop for Worker {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The message a panic carried (for error reports).
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -30,6 +30,30 @@ pub struct SliceUniforms {
     pub flags: u32,
 }
 
+impl SliceUniforms {
+    /// The uniforms of one view: its voxel mapping from `frame` on `geometry`, the window
+    /// (HU), label opacity and `FLAG_*` bits.
+    pub fn for_view(
+        frame: &crate::view::ViewFrame,
+        geometry: &crate::volume::Geometry,
+        window_center_hu: f32,
+        window_width_hu: f32,
+        label_opacity: f32,
+        flags: u32,
+    ) -> Self {
+        let [dx, dy] = frame.voxel_per_px(geometry);
+        SliceUniforms {
+            voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(geometry)),
+            voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
+            voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
+            window_center_hu,
+            window_width_hu,
+            label_opacity,
+            flags,
+        }
+    }
+}
+
 pub const FLAG_LINEAR: u32 = 1;
 pub const FLAG_OUTLINE: u32 = 2;
 pub const FLAG_SHOW_LABELS: u32 = 4;

@@ -25,7 +25,7 @@ use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
 use crate::io::{IoError, LoadedCt, load_ct};
 use crate::render::{
     FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
-    SliceUniforms, mat4_cols,
+    SliceUniforms,
 };
 use crate::view::{Plane, ViewFrame, ViewState, slice_index, slice_step_mm, world_bounds};
 use crate::volume::{CtVolume, LabelVolume, Volume};
@@ -195,11 +195,15 @@ const MAX_RECENT: usize = 10;
 pub(crate) fn startup_mark(what: &str) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *ON.get_or_init(|| std::env::var("PULMO_TRACE_STARTUP").is_ok_and(|v| v == "1")) {
-        let t = crate::cli::PROCESS_START
-            .get()
-            .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        eprintln!("startup {t:.3} s: {what}");
+        eprintln!("startup {:.3} s: {what}", seconds_since_start());
     }
+}
+
+/// Seconds since `main` started (0 when it was not recorded, as in tests).
+fn seconds_since_start() -> f64 {
+    crate::cli::PROCESS_START
+        .get()
+        .map_or(0.0, |t| t.elapsed().as_secs_f64())
 }
 
 impl PulmoApp {
@@ -504,7 +508,6 @@ impl PulmoApp {
 
     fn uniforms(&self, frame: &ViewFrame, study: &Study) -> SliceUniforms {
         let g = &study.ct.geometry;
-        let [dx, dy] = frame.voxel_per_px(g);
         let mut flags = 0;
         if self.linear {
             flags |= FLAG_LINEAR;
@@ -520,15 +523,14 @@ impl PulmoApp {
         } else if self.ai.show && self.ai.review.is_some() {
             flags |= FLAG_SHOW_PROPOSALS;
         }
-        SliceUniforms {
-            voxel_from_ndc: mat4_cols(&frame.voxel_from_ndc(g)),
-            voxel_per_px_x: [dx.x as f32, dx.y as f32, dx.z as f32, 0.0],
-            voxel_per_px_y: [dy.x as f32, dy.y as f32, dy.z as f32, 0.0],
-            window_center_hu: self.window_center_hu as f32,
-            window_width_hu: self.window_width_hu as f32,
-            label_opacity: self.label_opacity,
+        SliceUniforms::for_view(
+            frame,
+            g,
+            self.window_center_hu as f32,
+            self.window_width_hu as f32,
+            self.label_opacity,
             flags,
-        }
+        )
     }
 
     fn menu_ui(&mut self, ui: &mut egui::Ui) {
@@ -1747,9 +1749,7 @@ impl eframe::App for PulmoApp {
                 startup_mark("the frame after the first image starts");
             }
             if self.painted_frames == 2 {
-                let since = crate::cli::PROCESS_START
-                    .get()
-                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                let since = seconds_since_start();
                 startup_mark("first image presented");
                 println!("first image after {since:.3} s from process start");
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
