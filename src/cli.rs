@@ -137,12 +137,9 @@ pub struct CompareArgs {
     pub output: Option<PathBuf>,
 }
 
-/// When `main` started (for the time-to-first-image measurement).
-pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
 /// Entry point: runs the CLI and turns errors into a one-line message and exit code 1.
 pub fn main() -> ExitCode {
-    let _ = PROCESS_START.set(std::time::Instant::now());
+    crate::session::startup::record_process_start();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,5 +2,6 @@
 //! makes every completed edit survive a crash or `kill -9` ([`journal`]).
 
 pub mod journal;
+pub mod startup;
 
 pub use journal::{Journal, JournalError, Recovered};

@@ -23,6 +23,7 @@ use crate::annotate::{
 };
 use crate::io::dicom::{self, DicomError, LoadStage, SeriesMeta, SeriesSummary};
 use crate::io::{IoError, LoadedCt, load_ct};
+use crate::session::startup;
 use crate::render::{
     FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
     SliceUniforms,
@@ -190,25 +191,9 @@ pub struct PulmoApp {
 
 const MAX_RECENT: usize = 10;
 
-/// With `PULMO_TRACE_STARTUP=1`, prints a start-up milestone to stderr (seconds since
-/// `main`), for the time-to-first-image breakdown.
-pub(crate) fn startup_mark(what: &str) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var("PULMO_TRACE_STARTUP").is_ok_and(|v| v == "1")) {
-        eprintln!("startup {:.3} s: {what}", seconds_since_start());
-    }
-}
-
-/// Seconds since `main` started (0 when it was not recorded, as in tests).
-fn seconds_since_start() -> f64 {
-    crate::cli::PROCESS_START
-        .get()
-        .map_or(0.0, |t| t.elapsed().as_secs_f64())
-}
-
 impl PulmoApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
-        startup_mark("window and GPU device created (app starts)");
+        startup::mark("window and GPU device created (app starts)");
         let has_gpu = if let Some(rs) = cc.wgpu_render_state.as_ref() {
             let renderer = SliceRenderer::new(&rs.device, rs.target_format);
             rs.renderer.write().callback_resources.insert(renderer);
@@ -359,7 +344,7 @@ impl PulmoApp {
     }
 
     fn finish_load(&mut self, ctx: &egui::Context, outcome: LoadOutcome) {
-        startup_mark("study received by the UI");
+        startup::mark("study received by the UI");
         match outcome {
             LoadOutcome::Loaded(study) => self.set_study(ctx, *study),
             LoadOutcome::ChooseSeries(path, series) => self.series_choice = Some((path, series)),
@@ -452,7 +437,7 @@ impl PulmoApp {
                 &study.editor.labels().voxels,
             );
             study.uploaded = true;
-            startup_mark("volume textures uploaded");
+            startup::mark("volume textures uploaded");
         }
         if let (Some(study), Some(b)) = (self.study.as_ref(), self.dirty_labels.take())
             && study.uploaded
@@ -1563,7 +1548,7 @@ fn spawn_load_job(
                 .unwrap_or_else(|_| {
                     LoadOutcome::Failed("the loader crashed (internal error)".into())
                 });
-            startup_mark("study read and decoded (loader thread)");
+            startup::mark("study read and decoded (loader thread)");
             let _ = tx.send(outcome);
             ctl.repaint();
         })
@@ -1746,11 +1731,11 @@ impl eframe::App for PulmoApp {
             // The frame after the first one with the study: its image has been presented.
             self.painted_frames += 1;
             if self.painted_frames == 1 {
-                startup_mark("the frame after the first image starts");
+                startup::mark("the frame after the first image starts");
             }
             if self.painted_frames == 2 {
-                let since = seconds_since_start();
-                startup_mark("first image presented");
+                let since = startup::seconds_since_start();
+                startup::mark("first image presented");
                 println!("first image after {since:.3} s from process start");
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             }

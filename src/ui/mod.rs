@@ -9,7 +9,7 @@ pub use app::{AiFactory, AppOptions, PreparedLoad, PulmoApp};
 
 /// Opens the viewer window (demo study when `path` is None).
 pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Result<()> {
-    app::startup_mark("viewer starts (main)");
+    crate::session::startup::mark("viewer starts (main)");
     // Decoding starts now, while the window and the GPU device are being created.
     let preload = path
         .clone()
