@@ -57,16 +57,8 @@ fn main() {
             paint_ms.push(t.elapsed().as_secs_f64() * 1e3);
             if let Some(b) = changed {
                 let t = Instant::now();
-                let size = b.size();
-                let l = ed.labels();
-                let mut data = Vec::with_capacity(size[0] * size[1] * size[2]);
-                for kk in b.min[2]..=b.max[2] {
-                    for j in b.min[1]..=b.max[1] {
-                        let row = l.geometry.index(b.min[0], j, kk);
-                        data.extend_from_slice(&l.voxels[row..row + size[0]]);
-                    }
-                }
-                r.update_labels(&h.queue, b.min, size, &data);
+                let data = ed.labels().box_voxels(b);
+                r.update_labels(&h.queue, b.min, b.size(), &data);
                 h.queue.submit([]);
                 let _ = h.device.poll(wgpu::PollType::Wait {
                     submission_index: None,

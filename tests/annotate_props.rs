@@ -7,9 +7,10 @@ use nalgebra::Point3;
 use proptest::prelude::*;
 use pulmo::annotate::{
     Brush, BrushExtent, BrushShape, Editor, LabelTable, Morphology, OverwritePolicy, RegionGrow,
-    Scope, VoxelBox, flood_fill, interpolate_slices, morphology, paint_stroke, polygon_fill,
+    Scope, flood_fill, interpolate_slices, morphology, paint_stroke, polygon_fill,
 };
 use pulmo::view::Plane;
+use pulmo::volume::VoxelBox;
 use pulmo::volume::{CtVolume, Geometry, LabelVolume, Volume};
 
 const DIMS: [usize; 3] = [10, 8, 5];

@@ -69,7 +69,7 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
     let mut h = harness(dir.path());
     h.run();
     assert!(
-        h.state().journal.offer.is_some(),
+        h.state().journal.edits.offer.is_some(),
         "the earlier session's edit is offered"
     );
     h.get_by_label("Restore edits").click();

@@ -1,9 +1,12 @@
 //! The [`Editor`]: a label map, its label table and its history, with every write routed
-//! through the history and checked against the locks and the overwrite policy.
+//! through the history and checked against the locks and the overwrite policy. The
+//! editor also keeps the boxes of changed voxels for the two readers of changes (the
+//! display and the crash journal), so no caller merges boxes by hand.
 
 use super::LabelTable;
-use super::history::{History, VoxelBox};
+use super::history::History;
 use crate::volume::LabelVolume;
+use crate::volume::VoxelBox;
 
 /// Which existing voxels painting (a non-zero value) may overwrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +34,16 @@ pub struct Editor {
     history: History,
     pub policy: OverwritePolicy,
     locked: [bool; 256],
+    changes: Changes,
+}
+
+/// Changed voxels not yet taken by their readers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Changes {
+    /// Every change, completed or in an open transaction (for the display).
+    display: Option<VoxelBox>,
+    /// Changes of completed steps: commits, cancels, undo and redo (for the journal).
+    completed: Option<VoxelBox>,
 }
 
 fn locked_mask(table: &LabelTable) -> [bool; 256] {
@@ -56,6 +69,7 @@ impl Editor {
             history,
             policy: OverwritePolicy::Everything,
             locked,
+            changes: Changes::default(),
         }
     }
 
@@ -154,6 +168,32 @@ impl Editor {
         self.commit()
     }
 
+    /// The box of every voxel changed since the last call (completed steps and writes of
+    /// an open transaction alike): what the display must refresh.
+    pub fn take_display_changes(&mut self) -> Option<VoxelBox> {
+        self.changes.display.take()
+    }
+
+    /// The box of every voxel changed by steps completed since the last call (commits,
+    /// cancels, undo, redo, [`Self::apply_map`]): what the edit journal must record.
+    pub fn take_completed_changes(&mut self) -> Option<VoxelBox> {
+        self.changes.completed.take()
+    }
+
+    /// Tells the editor that writes of the open transaction changed the voxels in `b`
+    /// (a brush dab), so the display can show them before the transaction completes.
+    /// The completed step's box covers them again for the journal.
+    pub fn note_open_changes(&mut self, b: Option<VoxelBox>) {
+        self.changes.display = VoxelBox::merge(self.changes.display, b);
+    }
+
+    /// Records a completed step's box for both readers and hands it back.
+    fn completed(&mut self, b: Option<VoxelBox>) -> Option<VoxelBox> {
+        self.changes.display = VoxelBox::merge(self.changes.display, b);
+        self.changes.completed = VoxelBox::merge(self.changes.completed, b);
+        b
+    }
+
     /// Opens (or joins, when one is open) a transaction.
     pub fn begin(&mut self, name: impl Into<String>) {
         self.history.begin(name);
@@ -161,12 +201,14 @@ impl Editor {
 
     /// Closes the innermost [`Self::begin`]; see [`History::commit`].
     pub fn commit(&mut self) -> Option<VoxelBox> {
-        self.history.commit(&self.labels)
+        let b = self.history.commit(&self.labels);
+        self.completed(b)
     }
 
     /// Abandons the open transaction and restores what it wrote.
     pub fn cancel(&mut self) -> Option<VoxelBox> {
-        self.history.cancel(&mut self.labels)
+        let b = self.history.cancel(&mut self.labels);
+        self.completed(b)
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -174,11 +216,13 @@ impl Editor {
     }
 
     pub fn undo(&mut self) -> Option<VoxelBox> {
-        self.history.undo(&mut self.labels)
+        let b = self.history.undo(&mut self.labels);
+        self.completed(b)
     }
 
     pub fn redo(&mut self) -> Option<VoxelBox> {
-        self.history.redo(&mut self.labels)
+        let b = self.history.redo(&mut self.labels);
+        self.completed(b)
     }
 }
 
@@ -216,5 +260,38 @@ mod tests {
         assert_eq!((b.min, b.max), ([0, 0, 0], [3, 0, 0]));
         assert_eq!(ed.labels().voxels, vec![2, LEFT_LUNG, 2, 2]);
         assert_eq!(ed.history().undo_name(), Some("accept proposal"));
+    }
+
+    /// The display sees every change at once; the journal only completed steps, and each
+    /// reader takes a box once.
+    #[test]
+    fn changes_reach_display_and_journal() {
+        let g = Geometry::axis_aligned([4, 4, 1], [1.0; 3], [0.0; 3]);
+        let mut ed = Editor::new(Volume::filled(g, 0).unwrap(), LabelTable::default());
+        assert_eq!(ed.take_display_changes(), None);
+        ed.begin("stroke");
+        ed.set([1, 1, 0], GGO);
+        ed.note_open_changes(Some(VoxelBox::point([1, 1, 0])));
+        assert_eq!(ed.take_display_changes(), Some(VoxelBox::point([1, 1, 0])));
+        assert_eq!(ed.take_completed_changes(), None, "the step is still open");
+        ed.set([3, 2, 0], GGO);
+        ed.commit();
+        let whole = VoxelBox {
+            min: [1, 1, 0],
+            max: [3, 2, 0],
+        };
+        assert_eq!(ed.take_completed_changes(), Some(whole));
+        assert_eq!(ed.take_completed_changes(), None);
+        assert_eq!(ed.take_display_changes(), Some(whole));
+        ed.undo();
+        ed.redo();
+        assert_eq!(ed.take_completed_changes(), Some(whole));
+        assert_eq!(ed.take_display_changes(), Some(whole));
+        // A write outside the rules changes nothing and reports nothing.
+        ed.set_locked(GGO, true);
+        ed.begin("locked");
+        assert!(!ed.set([1, 1, 0], 0));
+        assert_eq!(ed.commit(), None);
+        assert_eq!(ed.take_completed_changes(), None);
     }
 }

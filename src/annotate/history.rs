@@ -28,58 +28,10 @@
 
 use std::collections::VecDeque;
 
-use crate::volume::LabelVolume;
+use crate::volume::{LabelVolume, VoxelBox};
 
 /// The default memory cap of the stored steps: 512 MiB.
 pub const DEFAULT_MEMORY_CAP_BYTES: usize = 512 * 1024 * 1024;
-
-/// An inclusive box of voxel indices (`min[a] <= max[a]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VoxelBox {
-    pub min: [usize; 3],
-    pub max: [usize; 3],
-}
-
-impl VoxelBox {
-    /// The box of a single voxel.
-    pub fn point(p: [usize; 3]) -> Self {
-        Self { min: p, max: p }
-    }
-
-    /// Grows the box to contain `p`.
-    pub fn include(&mut self, p: [usize; 3]) {
-        for (a, &pa) in p.iter().enumerate() {
-            self.min[a] = self.min[a].min(pa);
-            self.max[a] = self.max[a].max(pa);
-        }
-    }
-
-    /// The smallest box containing both.
-    pub fn union(self, other: VoxelBox) -> VoxelBox {
-        let mut b = self;
-        b.include(other.min);
-        b.include(other.max);
-        b
-    }
-
-    /// `Some(a ∪ b)`, or whichever is present.
-    pub fn merge(a: Option<VoxelBox>, b: Option<VoxelBox>) -> Option<VoxelBox> {
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.union(b)),
-            (a, None) => a,
-            (None, b) => b,
-        }
-    }
-
-    /// Voxels along each axis.
-    pub fn size(&self) -> [usize; 3] {
-        [0, 1, 2].map(|a| self.max[a] - self.min[a] + 1)
-    }
-
-    pub fn contains(&self, p: [usize; 3]) -> bool {
-        (0..3).all(|a| self.min[a] <= p[a] && p[a] <= self.max[a])
-    }
-}
 
 /// What the history knows about one stored step.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! tools and compact undo.
 //!
 //! - [`history`]: the undo/redo store; every edit is a transaction stored as a
-//!   run-length encoded delta of the changed voxels ([`History`], [`VoxelBox`]).
+//!   run-length encoded delta of the changed voxels ([`History`]; boxes are [`crate::volume::VoxelBox`]).
 //! - [`editor`]: [`Editor`] owns a label map, its [`LabelTable`] and its [`History`], and
 //!   routes every write through the history, enforcing locks and the
 //!   [`OverwritePolicy`].
@@ -16,7 +16,7 @@ mod morph;
 pub mod tools;
 
 pub use editor::{Editor, OverwritePolicy};
-pub use history::{DEFAULT_MEMORY_CAP_BYTES, History, StepInfo, VoxelBox};
+pub use history::{DEFAULT_MEMORY_CAP_BYTES, History, StepInfo};
 pub use morph::label_bbox;
 pub use tools::{
     Brush, BrushExtent, BrushShape, Morphology, RegionGrow, Scope, Stroke, ToolError, flood_fill,

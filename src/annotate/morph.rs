@@ -16,10 +16,10 @@ use crate::volume::distance::squared_distance_1d;
 use rayon::prelude::*;
 
 use super::editor::Editor;
-use super::history::VoxelBox;
 use super::tools::{Scope, ToolError, in_transaction, normal_axis};
 use crate::view::Plane;
 use crate::volume::LabelVolume;
+use crate::volume::VoxelBox;
 
 /// A morphological operation on one label.
 #[derive(Debug, Clone, Copy, PartialEq)]

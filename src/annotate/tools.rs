@@ -19,8 +19,8 @@
 use nalgebra::{Matrix3, Point3, Vector3};
 
 use super::editor::Editor;
-use super::history::VoxelBox;
 use crate::view::Plane;
+use crate::volume::VoxelBox;
 use crate::volume::{CtVolume, Geometry};
 
 pub use super::morph::{Morphology, interpolate_slices, morphology};
@@ -176,6 +176,12 @@ pub(crate) fn in_transaction(
     ed.begin(name);
     let r = f(ed);
     let committed = ed.commit();
+    if committed.is_none()
+        && let Ok(b) = &r
+    {
+        // Joined an outer transaction: the display still shows the change now.
+        ed.note_open_changes(*b);
+    }
     r.map(|b| committed.or(b))
 }
 
@@ -228,7 +234,9 @@ impl Stroke {
         let hu = check_ct(ed, self.brush.hu_range, ct)?;
         let a = self.last.unwrap_or(p);
         self.last = Some(p);
-        Ok(paint_segment(ed, &self.brush, hu, a, p))
+        let changed = paint_segment(ed, &self.brush, hu, a, p);
+        ed.note_open_changes(changed);
+        Ok(changed)
     }
 }
 

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ModelInfo, Proposal, Task};
 use crate::annotate::editor::Editor;
-use crate::annotate::history::VoxelBox;
 use crate::metrics::Target;
 use crate::metrics::instances::{Connectivity, connected_components};
+use crate::volume::VoxelBox;
 use crate::volume::{CtVolume, LabelVolume, Volume};
 
 /// The reviewer's decision on an instance.

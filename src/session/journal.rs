@@ -19,8 +19,8 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::annotate::VoxelBox;
 use crate::volume::LabelVolume;
+use crate::volume::VoxelBox;
 
 const MAGIC: &[u8; 8] = b"PULMOJ1\n";
 const KIND_DELTA: u8 = 1;

@@ -10,8 +10,12 @@
 
 pub mod distance;
 mod resample;
+mod voxel_box;
+pub mod window;
 
 pub use resample::{resample_labels_nearest, resample_trilinear};
+pub use voxel_box::VoxelBox;
+pub use window::WindowPreset;
 
 use nalgebra::{Matrix3, Matrix4, Point3, Vector3};
 
@@ -326,13 +330,8 @@ impl<T: Copy + Send + Sync> Volume<T> {
     /// every voxel keeps its world position.
     pub fn subvolume(&self, start: [usize; 3], size: [usize; 3]) -> Result<Volume<T>, VolumeError> {
         let geometry = self.geometry.sub_grid(start, size)?;
-        let mut voxels = Vec::with_capacity(geometry.voxel_count());
-        for k in start[2]..start[2] + size[2] {
-            for j in start[1]..start[1] + size[1] {
-                let row = self.geometry.index(start[0], j, k);
-                voxels.extend_from_slice(&self.voxels[row..row + size[0]]);
-            }
-        }
+        let max = [0, 1, 2].map(|a| start[a] + size[a] - 1);
+        let voxels = self.box_voxels(VoxelBox { min: start, max });
         Ok(Volume { geometry, voxels })
     }
 

@@ -178,13 +178,8 @@ impl LoadReport {
     }
 }
 
-/// A stored window (VOI) preset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowPreset {
-    pub center_hu: f64,
-    pub width_hu: f64,
-    pub explanation: Option<String>,
-}
+/// A stored window (VOI) preset (the one type for window presets, in `volume`).
+pub use crate::volume::WindowPreset;
 
 /// The DICOM attributes kept with a loaded series.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -70,7 +70,10 @@ impl Default for SeriesWriteOptions {
             series_description: "pulmo synthetic series".into(),
             series_number: 1,
             modality: "CT".into(),
-            window: Some((-600.0, 1500.0)),
+            window: Some({
+                let lung = crate::volume::WindowPreset::lung();
+                (lung.center_hu, lung.width_hu)
+            }),
         }
     }
 }

@@ -7,12 +7,12 @@ use egui::{Color32, RichText};
 use nalgebra::Vector3;
 
 use super::PulmoApp;
-use crate::annotate::VoxelBox;
 use crate::infer::review::{AcceptRecord, Decision, Review, SortKey};
 use crate::infer::worker::{Factory, Job, JobEvent, JobId, Worker};
 use crate::infer::{DeviceChoice, ModelInfo, Task, default_factory};
 use crate::metrics::Target;
 use crate::metrics::overlap::{JointHistogram, OverlapMetrics};
+use crate::volume::VoxelBox;
 
 /// Makes the worker's model factory (tests inject their own segmenters).
 #[derive(Clone)]
@@ -202,8 +202,7 @@ impl PulmoApp {
             return;
         };
         let layer_box = review.instance_box(index);
-        let (changed, record) = review.accept(index, &mut study.editor);
-        self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+        let (_, record) = review.accept(index, &mut study.editor);
         self.ai.layer_dirty = VoxelBox::merge(self.ai.layer_dirty, layer_box);
         self.ai.accepted.extend(record);
     }
@@ -379,9 +378,7 @@ impl PulmoApp {
         if bulk == 1
             && let (Some(study), Some(review)) = (self.study.as_mut(), self.ai.review.as_mut())
         {
-            let (changed, records) =
-                review.accept_above(self.ai.accept_threshold, &mut study.editor);
-            self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
+            let (_, records) = review.accept_above(self.ai.accept_threshold, &mut study.editor);
             self.ai.accepted.extend(records);
             self.ai.layer_replaced = true;
         }

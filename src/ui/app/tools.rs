@@ -1,7 +1,7 @@
 //! The annotation tools panel beyond brush and eraser: HU-limited painting, the
 //! overwrite policy, region growing, morphology on the active label and interpolation
 //! between axial slices. Every edit goes through the study's editor (locks, policy) as
-//! one undo step and its box reaches the GPU through `dirty_labels`.
+//! one undo step; the editor hands its changed box to the display and the journal.
 
 use egui::{Color32, Pos2, Rect};
 use nalgebra::Point3;
@@ -9,11 +9,12 @@ use nalgebra::Point3;
 use super::{PulmoApp, Study, Tool};
 use crate::annotate::tools::normal_axis;
 use crate::annotate::{
-    Editor, LEFT_LUNG, Morphology, OverwritePolicy, RIGHT_LUNG, RegionGrow, Scope, VoxelBox,
-    flood_fill, interpolate_slices, label_bbox, morphology, polygon_fill,
+    Editor, LEFT_LUNG, Morphology, OverwritePolicy, RIGHT_LUNG, RegionGrow, Scope, flood_fill,
+    interpolate_slices, label_bbox, morphology, polygon_fill,
 };
 use crate::view::Plane;
 use crate::view::ViewFrame;
+use crate::volume::VoxelBox;
 
 /// Settings of the annotation tools panel.
 #[derive(Debug, Clone)]
@@ -287,7 +288,6 @@ impl PulmoApp {
         match flood_fill(&mut study.editor, &params, Some(&study.ct)) {
             Ok(changed) => {
                 let n = last_step_voxels(&study.editor, changed);
-                self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
                 self.tools.message = Some(format!("Region growing: {n} voxels filled"));
             }
             Err(e) => self.save_error = Some(e.to_string()),
@@ -352,7 +352,6 @@ impl PulmoApp {
         match polygon_fill(&mut study.editor, plane, &vertices, label) {
             Ok(changed) => {
                 let n = last_step_voxels(&study.editor, changed);
-                self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
                 self.tools.message = Some(format!("Polygon fill: {n} voxels filled"));
             }
             Err(e) => self.save_error = Some(e.to_string()),
@@ -379,7 +378,6 @@ impl PulmoApp {
         match morphology(&mut study.editor, label, op, scope) {
             Ok(changed) => {
                 let n = last_step_voxels(&study.editor, changed);
-                self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
                 self.tools.message = Some(format!("{}: {n} voxels changed", op.name()));
             }
             Err(e) => self.save_error = Some(e.to_string()),
@@ -408,7 +406,6 @@ impl PulmoApp {
         match result {
             Ok(changed) => {
                 let n = last_step_voxels(&study.editor, changed);
-                self.dirty_labels = VoxelBox::merge(self.dirty_labels, changed);
                 self.tools.message = Some(format!("Interpolation: {n} voxels filled"));
             }
             Err(e) => self.save_error = Some(e.to_string()),
