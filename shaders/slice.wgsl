@@ -3,7 +3,8 @@
 // (a third u8 texture, never the label map) are drawn over it as a faint fill with a
 // dashed outline in their label's colour.
 //
-// Keep `SliceUniforms` in sync with its mirror `render::slice::SliceUniforms` (Rust).
+// Keep `SliceUniforms` and `LabelColors` in sync with their `#[repr(C)]` mirrors
+// `render::SliceUniforms` and `render::LabelColors` (src/render/mod.rs).
 
 struct SliceUniforms {
     // Continuous voxel coordinates (voxel centres at integers) of a point in the view,
@@ -15,8 +16,9 @@ struct SliceUniforms {
     window_center_hu: f32,
     window_width_hu: f32,
     label_opacity: f32,
-    // bit 0: linear sampling; bit 1: labels as outlines; bit 2: show labels;
-    // bit 3: show proposals; bit 4: draw the proposal layer as a solid fill at
+    // bit 0 (render::FLAG_LINEAR): linear sampling; bit 1 (FLAG_OUTLINE): labels as
+    // outlines; bit 2 (FLAG_SHOW_LABELS): show labels; bit 3 (FLAG_SHOW_PROPOSALS): show
+    // proposals; bit 4 (FLAG_LAYER_FILLED): draw the proposal layer as a solid fill at
     // label_opacity (the agreement overlay) instead of a faint fill with dashes.
     flags: u32,
 };

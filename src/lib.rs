@@ -3,21 +3,29 @@
 //! ## Architecture: dependencies only flow down
 //!
 //! ```text
-//!   cli (anyhow, top level)        ui/ (egui, eframe: panels, views, tools' mouse handling)
-//!        │                          │            │
-//!        │                          │         render/ (wgpu only: textures, pipelines, WGSL)
-//!        ▼                          ▼            ▼
+//!   cli (anyhow, top level) ──────────► ui/ (egui, eframe: views, menus, panels, dialogs)
+//!        │                               │            │
+//!        │                               │         render/ (wgpu only: textures, WGSL)
+//!        ▼                               ▼            ▼
 //!   ┌──────────────────────── domain (no egui / eframe / wgpu) ─────────────────────────┐
-//!   │ session   – an open study: CT + labels + history + proposals, journal, saving      │
+//!   │ session   – the open study: CT + labels + editor/history, loading and saving with  │
+//!   │             sidecars, the edit journal, AI proposals under review, background jobs │
 //!   │ infer     – the worker thread, segmenters, the AI process protocol (no libtorch)   │
-//!   │ annotate  – label table, editing tools, compact undo deltas                        │
-//!   │ metrics   – overlap, surface distances, quantification                             │
+//!   │ io        – DICOM (dicom-rs) series and SEG, NIfTI, NRRD; atomic writes            │
+//!   │ annotate  – label table, the editor (locks, changed boxes), tools, undo deltas     │
+//!   │ metrics   – overlap, surface distances, quantification, reports                    │
 //!   │ view      – the three slice views' geometry: screen px ↔ world mm ↔ voxels       │
 //!   │ demo      – the deterministic synthetic chest CT                                   │
-//!   │ io        – DICOM (dicom-rs), NIfTI, NRRD readers and writers                      │
-//!   │ volume    – Volume<T>, Geometry (world_from_voxel in LPS), resampling              │
+//!   │ volume    – Volume<T>, Geometry (world_from_voxel in LPS), VoxelBox, resampling,   │
+//!   │             window presets                                                         │
 //!   └───────────────────────────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! Within the domain the allowed edges (`tests/architecture.rs`, `ALLOWED_EDGES`) are:
+//! `view`, `demo`, `metrics` → `volume`; `annotate` → `volume`, `view`; `io` → `volume`,
+//! `annotate` (SEG segments carry the label table); `infer` → those below it; `session`
+//! → every other domain module. `ui` draws the [`session::Session`] and turns input into
+//! calls on it; it holds view, tool and panel settings, never domain logic.
 //!
 //! Two executables: `pulmo` (viewer and CLI, this library) and `pulmo-ai`
 //! (`src/bin/pulmo-ai/`, the only code that links libtorch: the U-Net, TorchScript
@@ -26,6 +34,7 @@
 //! process never pays libtorch's start-up and a libtorch crash cannot take it down.
 //!
 //! Rules, enforced by `tests/architecture.rs`:
+//! - Every use of a top-level module by another is an edge of an acyclic allow-list.
 //! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `infer`, `session`,
 //!   `demo`, `view`) never mention egui, eframe or wgpu: they are usable from the CLI, from
 //!   tests and from scripts without a display.

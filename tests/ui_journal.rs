@@ -32,6 +32,7 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
         let mut h = harness(dir.path());
         let before = h
             .state()
+            .session
             .study
             .as_ref()
             .unwrap()
@@ -42,6 +43,7 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
         stroke(&mut h);
         let after = h
             .state()
+            .session
             .study
             .as_ref()
             .unwrap()
@@ -69,13 +71,14 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
     let mut h = harness(dir.path());
     h.run();
     assert!(
-        h.state().journal.edits.offer.is_some(),
+        h.state().session.journal.offer.is_some(),
         "the earlier session's edit is offered"
     );
     h.get_by_label("Restore edits").click();
     h.run();
     let restored = h
         .state()
+        .session
         .study
         .as_ref()
         .unwrap()
@@ -89,6 +92,7 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
     );
     assert_eq!(
         h.state()
+            .session
             .study
             .as_ref()
             .unwrap()
@@ -109,7 +113,7 @@ fn labels_save_and_open_with_itksnap_descriptions() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(dir.path());
     let saved_path = dir.path().join("mine.nii.gz");
-    h.state_mut().label_table.labels[0].name = "Lung L".into();
+    h.state_mut().session.label_table.labels[0].name = "Lung L".into();
     h.state_mut().save_labels_to(&saved_path);
     assert!(h.state().save_error.is_none(), "{:?}", h.state().save_error);
     let text = std::fs::read_to_string(dir.path().join("mine.label.txt")).unwrap();
@@ -117,7 +121,15 @@ fn labels_save_and_open_with_itksnap_descriptions() {
     assert_eq!(h.state().unsaved_edits(), 0);
 
     // An edited copy of the map (as another tool would write it) opens as one step.
-    let original = h.state().study.as_ref().unwrap().editor.labels().clone();
+    let original = h
+        .state()
+        .session
+        .study
+        .as_ref()
+        .unwrap()
+        .editor
+        .labels()
+        .clone();
     let mut other = original.clone();
     other
         .voxels
@@ -133,11 +145,34 @@ fn labels_save_and_open_with_itksnap_descriptions() {
     h.state_mut().open_labels_from(&other_path);
     h.run();
     assert!(h.state().save_error.is_none(), "{:?}", h.state().save_error);
-    assert!(h.state().study.as_ref().unwrap().editor.labels().voxels == other.voxels);
-    assert_eq!(h.state().label_table.labels[0].name, "Left (theirs)");
+    assert!(
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == other.voxels
+    );
+    assert_eq!(
+        h.state().session.label_table.labels[0].name,
+        "Left (theirs)"
+    );
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
-    assert!(h.state().study.as_ref().unwrap().editor.labels().voxels == original.voxels);
+    assert!(
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == original.voxels
+    );
 
     // Another grid is refused and changes nothing.
     let small = pulmo::volume::Volume::filled(
@@ -153,5 +188,15 @@ fn labels_save_and_open_with_itksnap_descriptions() {
         msg.contains("small.nii.gz") && msg.contains("nothing was changed"),
         "{msg}"
     );
-    assert!(h.state().study.as_ref().unwrap().editor.labels().voxels == original.voxels);
+    assert!(
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == original.voxels
+    );
 }

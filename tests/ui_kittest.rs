@@ -17,7 +17,13 @@ fn harness(wgpu: bool, size: egui::Vec2) -> Harness<'static, PulmoApp> {
 #[test]
 fn demo_opens_steps_slices_switches_presets_and_shows_help() {
     let mut h = harness(false, egui::vec2(1000.0, 700.0));
-    assert!(h.state().study.as_ref().is_some_and(|s| s.synthetic));
+    assert!(
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .is_some_and(|s| s.synthetic)
+    );
     h.get_by_label("SYNTHETIC DEMO (not patient data)");
     let (first, total) = h.state().slice_of(0).unwrap();
     assert_eq!(total, 75);
@@ -89,6 +95,7 @@ fn brush_paints_one_undo_step_and_undo_restores() {
     let mut h = harness(false, egui::vec2(1000.0, 700.0));
     let before = h
         .state()
+        .session
         .study
         .as_ref()
         .unwrap()
@@ -101,7 +108,7 @@ fn brush_paints_one_undo_step_and_undo_restores() {
     assert_eq!(h.state().tool, pulmo::ui::app::Tool::Brush);
     // Drag across the axial view (left half of the window).
     ui::drag(&mut h, egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
-    let study = h.state().study.as_ref().unwrap();
+    let study = h.state().session.study.as_ref().unwrap();
     let after = study.editor.labels().voxels.clone();
     let changed = before.iter().zip(&after).filter(|(x, y)| x != y).count();
     assert!(changed > 20, "the brush changed {changed} voxels");
@@ -120,13 +127,29 @@ fn brush_paints_one_undo_step_and_undo_restores() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
     assert!(
-        h.state().study.as_ref().unwrap().editor.labels().voxels == before,
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == before,
         "undo restores the map"
     );
     h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, Key::Z);
     h.run();
     assert!(
-        h.state().study.as_ref().unwrap().editor.labels().voxels == after,
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == after,
         "redo re-applies it"
     );
 }
@@ -201,7 +224,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     // The demo opens with its truth as labels: start from its lungs only, so the
     // lesions are what the annotator would still have to draw.
     {
-        let study = h.state_mut().study.as_mut().unwrap();
+        let study = h.state_mut().session.study.as_mut().unwrap();
         let lungs = study
             .editor
             .labels()
@@ -210,6 +233,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     }
     let before = h
         .state()
+        .session
         .study
         .as_ref()
         .unwrap()
@@ -220,9 +244,13 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
 
     h.get_by_label("Propose lesions").click();
     let start = std::time::Instant::now();
-    while h.state().ai.review.is_none() {
+    while h.state().session.proposals.review.is_none() {
         assert!(start.elapsed().as_secs() < 60, "no proposal after 60 s");
-        assert!(h.state().ai.error.is_none(), "{:?}", h.state().ai.error);
+        assert!(
+            h.state().session.proposals.error.is_none(),
+            "{:?}",
+            h.state().session.proposals.error
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.run();
     }
@@ -231,7 +259,17 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     assert!(rows.len() >= 2, "the demo has several lesions: {rows:?}");
     assert!(rows.iter().all(|r| r.1 == Decision::Pending));
     // Nothing enters the label map by proposing.
-    assert!(h.state().study.as_ref().unwrap().editor.labels().voxels == before);
+    assert!(
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == before
+    );
     h.get_by_label(&format!("oracle 0 on cpu: {} pending", rows.len()));
 
     h.get_by_label("Accept #1").click();
@@ -241,13 +279,27 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     let rows_after = h.state().proposal_rows();
     assert_eq!(rows_after[0].1, Decision::Accepted);
     assert_eq!(rows_after[1].1, Decision::Rejected);
-    let study = h.state().study.as_ref().unwrap();
+    let study = h.state().session.study.as_ref().unwrap();
     let after = study.editor.labels().voxels.clone();
     let added = before.iter().zip(&after).filter(|(a, b)| a != b).count();
-    let inst = &h.state().ai.review.as_ref().unwrap().instances[0];
+    let inst = &h
+        .state()
+        .session
+        .proposals
+        .review
+        .as_ref()
+        .unwrap()
+        .instances[0];
     assert!(added > 0 && added <= inst.voxels.len());
     assert!(inst.voxels.iter().all(|&i| after[i as usize] == inst.label || study.editor.is_locked(before[i as usize])));
-    let rejected = &h.state().ai.review.as_ref().unwrap().instances[1];
+    let rejected = &h
+        .state()
+        .session
+        .proposals
+        .review
+        .as_ref()
+        .unwrap()
+        .instances[1];
     assert!(
         rejected
             .voxels
@@ -264,7 +316,15 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
     assert!(
-        h.state().study.as_ref().unwrap().editor.labels().voxels == before,
+        h.state()
+            .session
+            .study
+            .as_ref()
+            .unwrap()
+            .editor
+            .labels()
+            .voxels
+            == before,
         "undo removes the accepted instance"
     );
 }
@@ -293,7 +353,7 @@ fn compare_truth_with_brushed_labels_and_quantify() {
     {
         let app = h.state_mut();
         let centre = app.cursor_mm;
-        let study = app.study.as_mut().unwrap();
+        let study = app.session.study.as_mut().unwrap();
         let mut stroke =
             pulmo::annotate::Stroke::new(pulmo::annotate::Brush::ball(15.0, pulmo::annotate::GGO));
         study.editor.begin("brush");
@@ -304,7 +364,7 @@ fn compare_truth_with_brushed_labels_and_quantify() {
         study.editor.commit();
     }
     let (truth, labels) = {
-        let study = h.state().study.as_ref().unwrap();
+        let study = h.state().session.study.as_ref().unwrap();
         (study.truth.clone().unwrap(), study.editor.labels().clone())
     };
     assert!(
@@ -388,7 +448,7 @@ fn compare_truth_with_brushed_labels_and_quantify() {
         a.compare.quantification.is_some()
     });
     let q = pulmo::metrics::quantify::quantify(
-        &h.state().study.as_ref().unwrap().ct,
+        &h.state().session.study.as_ref().unwrap().ct,
         &labels,
         &Default::default(),
     )
@@ -493,7 +553,7 @@ fn agreement_overlay_and_proposals_share_the_layer() {
     let mut h = ui::harness_with(options, egui::vec2(1500.0, 800.0), true);
     h.get_by_label("Propose lesions").click();
     let start = std::time::Instant::now();
-    while h.state().ai.review.is_none() {
+    while h.state().session.proposals.review.is_none() {
         assert!(start.elapsed().as_secs() < 60, "no proposal after 60 s");
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.run();

@@ -27,7 +27,7 @@ fn a_load_started_before_the_window_opens_the_study() {
         .with_size(egui::vec2(1200.0, 800.0))
         .build_eframe(move |cc| pulmo::ui::PulmoApp::new(cc, options));
     let start = std::time::Instant::now();
-    while h.state().study.is_none() && h.state().error.is_none() {
+    while h.state().session.study.is_none() && h.state().error.is_none() {
         assert!(
             start.elapsed().as_secs() < 30,
             "the preloaded study never opened"
@@ -37,7 +37,11 @@ fn a_load_started_before_the_window_opens_the_study() {
     }
     let app = h.state();
     assert!(app.error.is_none(), "{:?}", app.error);
-    let study = app.study.as_ref().expect("the preloaded study is open");
+    let study = app
+        .session
+        .study
+        .as_ref()
+        .expect("the preloaded study is open");
     assert_eq!(study.name, path.display().to_string());
     assert_eq!(study.ct.voxels, demo.ct.voxels);
     assert_eq!(app.recent.first(), Some(&path));
@@ -54,7 +58,7 @@ fn a_bad_file_loaded_before_the_window_is_reported_in_it() {
     };
     let h = ui::harness_with(options, egui::vec2(1200.0, 800.0), false);
     let app = h.state();
-    assert!(app.study.is_none());
+    assert!(app.session.study.is_none());
     let error = app.error.as_deref().expect("an error is shown");
     assert!(error.contains("broken.nii"), "{error}");
 }

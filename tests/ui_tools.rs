@@ -24,6 +24,7 @@ fn tall() -> Harness<'static, PulmoApp> {
 
 fn undo_steps(h: &Harness<'static, PulmoApp>) -> usize {
     h.state()
+        .session
         .study
         .as_ref()
         .unwrap()
@@ -86,7 +87,7 @@ fn hu_limited_brush_paints_only_voxels_in_range() {
     let after = labels(&h);
     let diff = changed(&before, &after);
     assert!(!diff.is_empty(), "the HU-limited brush painted nothing");
-    let study = h.state().study.as_ref().unwrap();
+    let study = h.state().session.study.as_ref().unwrap();
     let ct = &study.ct.voxels;
     assert!(
         diff.iter().all(|&i| (-800..=-300).contains(&ct[i])),
@@ -136,7 +137,7 @@ fn region_grow_click_fills_a_connected_region_in_one_undo_step() {
         "region growing filled {} voxels",
         diff.len()
     );
-    let study = h.state().study.as_ref().unwrap();
+    let study = h.state().session.study.as_ref().unwrap();
     let g = &study.ct.geometry;
     let ct = &study.ct.voxels;
     assert!(
@@ -177,7 +178,7 @@ fn dilate_grows_the_active_label_in_one_undo_step() {
     {
         let s = h.state_mut();
         s.active_label = ggo;
-        let ed = &mut s.study.as_mut().unwrap().editor;
+        let ed = &mut s.session.study.as_mut().unwrap().editor;
         ed.begin("seed");
         for k in 35..38 {
             for j in 60..64 {
@@ -230,7 +231,7 @@ fn locked_label_is_not_changed_by_morphology() {
     {
         let s = h.state_mut();
         s.active_label = ggo;
-        let ed = &mut s.study.as_mut().unwrap().editor;
+        let ed = &mut s.session.study.as_mut().unwrap().editor;
         ed.begin("seed");
         for i in 60..64 {
             ed.set([i, 60, 36], ggo);
@@ -255,7 +256,7 @@ fn interpolate_fills_the_slices_between_two_annotated_ones() {
     {
         let s = h.state_mut();
         s.active_label = ggo;
-        let ed = &mut s.study.as_mut().unwrap().editor;
+        let ed = &mut s.session.study.as_mut().unwrap().editor;
         ed.begin("seed");
         for k in [30, 36, 42] {
             for j in 60..66 {
@@ -272,7 +273,15 @@ fn interpolate_fills_the_slices_between_two_annotated_ones() {
     h.get_by_label("Interpolate slices").click();
     h.run();
     let after = labels(&h);
-    let g = h.state().study.as_ref().unwrap().ct.geometry.clone();
+    let g = h
+        .state()
+        .session
+        .study
+        .as_ref()
+        .unwrap()
+        .ct
+        .geometry
+        .clone();
     for k in (31..36).chain(37..42) {
         assert_eq!(after[g.index(62, 62, k)], ggo, "slice {k} not filled");
     }
@@ -330,7 +339,15 @@ fn polygon_clicks_then_fill_is_one_undo_step_in_one_slice() {
     let diff = changed(&before, &after);
     assert!(diff.len() > 50, "the polygon filled {} voxels", diff.len());
     assert!(diff.iter().all(|&i| after[i] == value));
-    let g = h.state().study.as_ref().unwrap().ct.geometry.clone();
+    let g = h
+        .state()
+        .session
+        .study
+        .as_ref()
+        .unwrap()
+        .ct
+        .geometry
+        .clone();
     let slice = |i: usize| i / (g.dims[0] * g.dims[1]);
     assert!(diff.iter().all(|&i| slice(i) == slice(diff[0])));
     assert_eq!(undo_steps(&h), steps + 1);
@@ -349,7 +366,7 @@ fn only_background_policy_keeps_labelled_voxels() {
     h.get_by_label("Paint only background").click();
     h.run();
     assert_eq!(
-        h.state().study.as_ref().unwrap().editor.policy,
+        h.state().session.study.as_ref().unwrap().editor.policy,
         pulmo::annotate::OverwritePolicy::OnlyBackground
     );
     h.state_mut().brush_radius_mm = 20.0;
@@ -395,7 +412,15 @@ fn region_grow_in_3d_inside_the_lungs_stays_in_the_lungs() {
     );
     let lungs = [pulmo::annotate::LEFT_LUNG, pulmo::annotate::RIGHT_LUNG];
     assert!(diff.iter().all(|&i| lungs.contains(&before[i])));
-    let g = h.state().study.as_ref().unwrap().ct.geometry.clone();
+    let g = h
+        .state()
+        .session
+        .study
+        .as_ref()
+        .unwrap()
+        .ct
+        .geometry
+        .clone();
     let slice = |i: usize| i / (g.dims[0] * g.dims[1]);
     assert!(
         diff.iter().any(|&i| slice(i) != slice(diff[0])),
@@ -414,18 +439,19 @@ fn labels_can_be_added_renamed_and_locked() {
     h.get_by_label("Add label").click();
     h.run();
     assert_eq!(h.state().active_label, 7);
-    assert!(h.state().label_table.get(7).is_some());
-    let study = h.state().study.as_ref().unwrap();
+    assert!(h.state().session.label_table.get(7).is_some());
+    let study = h.state().session.study.as_ref().unwrap();
     assert!(
         study.editor.table().get(7).is_some(),
         "the editor knows the new label"
     );
-    h.state_mut().label_table.labels[6].name = "nodule".into();
+    h.state_mut().session.label_table.labels[6].name = "nodule".into();
     h.run();
     h.get_by_label("7 nodule");
     // The new label can be locked like the built-in ones.
     let locked = h
         .state_mut()
+        .session
         .study
         .as_mut()
         .unwrap()

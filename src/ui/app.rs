@@ -20,14 +20,14 @@ pub use tools::ToolsState;
 use views::Hover;
 pub use views::view_normal;
 
-use crate::annotate::{LabelTable, Stroke as PaintStroke};
+use crate::annotate::Stroke as PaintStroke;
 use crate::io::dicom::SeriesSummary;
 use crate::render::SliceRenderer;
 use crate::session::error_chain;
 use crate::session::jobs::JobControl;
 use crate::session::load::{self, LoadJob, LoadOutcome};
 use crate::session::startup;
-pub use crate::session::{PreparedLoad, Study};
+pub use crate::session::{PreparedLoad, Session, Study};
 use crate::view::{Plane, ViewState, world_bounds};
 use crate::volume::WindowPreset;
 use crate::volume::window::{presets_with_series, standard_presets};
@@ -78,8 +78,11 @@ pub enum Tool {
     Polygon,
 }
 
+/// The viewer: draws the [`Session`] and turns input into changes of it; the view,
+/// tool and panel settings are its own.
 pub struct PulmoApp {
-    pub study: Option<Study>,
+    /// The open study, its labels, journal and AI proposals.
+    pub session: Session,
     pub views: [ViewState; 3],
     pub cursor_mm: Point3<f64>,
     pub window_center_hu: f64,
@@ -89,7 +92,6 @@ pub struct PulmoApp {
     pub show_labels: bool,
     pub outline: bool,
     pub label_opacity: f32,
-    pub label_table: LabelTable,
     pub maximized: Option<usize>,
     pub help_open: bool,
     pub warnings_open: bool,
@@ -123,7 +125,7 @@ pub struct PulmoApp {
     pub ai: AiState,
     /// The Compare and Quantification panels.
     pub compare: CompareState,
-    /// The edit journal and the unsaved-edits questions.
+    /// The unsaved-edits questions.
     pub journal: JournalState,
     /// Settings of the annotation tools panel.
     pub tools: ToolsState,
@@ -153,7 +155,7 @@ impl PulmoApp {
             })
             .unwrap_or_default();
         let mut app = Self {
-            study: None,
+            session: Session::new(options.journal_dir.clone(), options.ai_factory.clone()),
             views: Plane::ALL.map(ViewState::new),
             cursor_mm: Point3::origin(),
             window_center_hu: WindowPreset::lung().center_hu,
@@ -163,7 +165,6 @@ impl PulmoApp {
             show_labels: true,
             outline: false,
             label_opacity: 0.35,
-            label_table: LabelTable::default(),
             maximized: None,
             help_open: false,
             warnings_open: false,
@@ -187,12 +188,9 @@ impl PulmoApp {
             active_label: crate::annotate::GGO,
             stroke: None,
             save_error: None,
-            ai: AiState::new(options.ai_factory.clone()),
+            ai: AiState::default(),
             compare: CompareState::default(),
-            journal: JournalState {
-                edits: crate::session::EditJournal::new(options.journal_dir.clone()),
-                ..Default::default()
-            },
+            journal: JournalState::default(),
             tools: ToolsState::default(),
         };
         match (options.preload, options.path) {
@@ -280,12 +278,10 @@ impl PulmoApp {
         self.error = None;
         let title = format!("pulmo — {}", study.name);
         ctx.send_viewport_cmd(egui::ViewportCommand::Title(title));
-        self.study = Some(study);
+        self.session.open(study);
         self.study_uploaded = false;
         self.labels_dirty = true;
-        self.ai.reset();
         self.compare.reset();
-        self.open_journal();
     }
 
     /// Undoes (or redoes) the last edit of the open study.
@@ -293,13 +289,7 @@ impl PulmoApp {
         if self.stroke.is_some() {
             return;
         }
-        if let Some(study) = self.study.as_mut() {
-            if redo {
-                study.editor.redo();
-            } else {
-                study.editor.undo();
-            }
-        }
+        self.session.undo(redo);
     }
 }
 
@@ -347,7 +337,7 @@ impl eframe::App for PulmoApp {
         egui::CentralPanel::default()
             .frame(egui::Frame::NONE.fill(Color32::BLACK))
             .show(ui, |ui| self.views_ui(ui));
-        if self.bench_first_image && self.study.is_some() && self.study_uploaded {
+        if self.bench_first_image && self.session.study.is_some() && self.study_uploaded {
             // The frame after the first one with the study: its image has been presented.
             self.painted_frames += 1;
             if self.painted_frames == 1 {
@@ -365,7 +355,7 @@ impl eframe::App for PulmoApp {
         self.compare_windows_ui(&ctx);
         self.journal_dialogs_ui(&ctx);
         // Completed edits reach the journal (synced) before the frame is drawn.
-        self.journal_edits();
+        self.session.record_edits(self.stroke.is_some());
         // Last, so edits made while handling this frame's input (strokes, undo) reach
         // the GPU before this frame is rendered.
         self.upload_if_needed(frame);

@@ -64,6 +64,7 @@ pub fn drag(h: &mut Harness<'static, PulmoApp>, a: egui::Pos2, b: egui::Pos2) {
 /// The labels of the open study.
 pub fn labels(h: &Harness<'static, PulmoApp>) -> Vec<u8> {
     h.state()
+        .session
         .study
         .as_ref()
         .expect("a study")

@@ -426,7 +426,7 @@ impl PulmoApp {
         // Hiding the overlay gives the layer back to the proposals.
         let active = self.compare.overlay_active();
         if self.compare.overlay_was_active && !active {
-            self.ai.layer_replaced = true;
+            self.session.proposals.show_whole_layer();
         }
         if !active {
             self.compare.overlay_uploaded = false;
@@ -468,7 +468,7 @@ impl PulmoApp {
 
     /// A snapshot of a source (files are read later, on the job's thread).
     fn map_input(&self, source: &MapSource) -> Result<MapInput, String> {
-        let study = self.study.as_ref().ok_or("no study is open")?;
+        let study = self.session.study.as_ref().ok_or("no study is open")?;
         match source {
             MapSource::CurrentLabels => Ok(MapInput::Ready(study.editor.labels().clone())),
             MapSource::DemoTruth => study
@@ -477,10 +477,11 @@ impl PulmoApp {
                 .map(MapInput::Ready)
                 .ok_or_else(|| "this study has no demo ground truth".into()),
             MapSource::Proposals => {
-                if self.ai.layer_editor.is_some() {
+                if self.session.proposals.editing_layer() {
                     return Err("a brush stroke is editing the proposals; finish it first".into());
                 }
-                self.ai
+                self.session
+                    .proposals
                     .review
                     .as_ref()
                     .map(|r| MapInput::Ready(r.layer.clone()))
@@ -492,7 +493,9 @@ impl PulmoApp {
 
     /// Starts comparing the chosen maps on a background thread.
     pub fn start_compare(&mut self, ctx: &egui::Context) {
-        let Some(study) = &self.study else { return };
+        let Some(study) = &self.session.study else {
+            return;
+        };
         let ct_geometry = study.ct.geometry.clone();
         let inputs = self
             .map_input(&self.compare.reference)
@@ -543,7 +546,9 @@ impl PulmoApp {
 
     /// Starts quantifying the current labels on a background thread.
     pub fn start_quantify(&mut self, ctx: &egui::Context) {
-        let Some(study) = &self.study else { return };
+        let Some(study) = &self.session.study else {
+            return;
+        };
         let ct = Arc::new(study.ct.clone());
         let labels = study.editor.labels().clone();
         self.compare.quantify_error = None;
@@ -566,7 +571,9 @@ impl PulmoApp {
 
     /// Moves the cursor to axial slice `k` (voxel index), keeping its x and y.
     pub fn go_to_axial_slice(&mut self, k: usize) {
-        let Some(study) = &self.study else { return };
+        let Some(study) = &self.session.study else {
+            return;
+        };
         let g = &study.ct.geometry;
         let mut v = g.voxel_at_world(self.cursor_mm);
         v.z = k as f64;
@@ -574,8 +581,12 @@ impl PulmoApp {
     }
 
     fn source_ui(&mut self, ui: &mut egui::Ui, reference: bool) {
-        let has_truth = self.study.as_ref().is_some_and(|s| s.truth.is_some());
-        let has_proposals = self.ai.review.is_some();
+        let has_truth = self
+            .session
+            .study
+            .as_ref()
+            .is_some_and(|s| s.truth.is_some());
+        let has_proposals = self.session.proposals.review.is_some();
         let (title, salt) = if reference {
             ("Reference", "compare-reference")
         } else {
@@ -628,19 +639,23 @@ impl PulmoApp {
 
     fn compare_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        if self.study.is_none() {
+        if self.session.study.is_none() {
             ui.label("Open a study first.");
             return;
         }
         // Sources the study does not have fall back to the current labels.
         if self.compare.reference == MapSource::DemoTruth
-            && self.study.as_ref().is_some_and(|s| s.truth.is_none())
+            && self
+                .session
+                .study
+                .as_ref()
+                .is_some_and(|s| s.truth.is_none())
         {
             self.compare.reference = MapSource::CurrentLabels;
         }
         self.source_ui(ui, true);
         self.source_ui(ui, false);
-        let table = self.label_table.clone();
+        let table = self.session.label_table.clone();
         ui.horizontal(|ui| {
             // One job at a time: a detail computed from an older comparison must not
             // land on a newer one.
@@ -807,7 +822,7 @@ impl PulmoApp {
 
     fn quantify_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        if self.study.is_none() {
+        if self.session.study.is_none() {
             ui.label("Open a study first.");
             return;
         }
@@ -827,7 +842,7 @@ impl PulmoApp {
         if let Some(e) = &self.compare.quantify_error {
             error_text(ui, e.clone());
         }
-        let table = self.label_table.clone();
+        let table = self.session.label_table.clone();
         let Some(res) = &self.compare.quantification else {
             return;
         };
@@ -1002,8 +1017,8 @@ impl PulmoApp {
     }
 
     fn export_bytes(&self, kind: ExportKind) -> Result<Vec<u8>, String> {
-        let study = self.study.as_ref().ok_or("no study is open")?;
-        let table = &self.label_table;
+        let study = self.session.study.as_ref().ok_or("no study is open")?;
+        let table = &self.session.label_table;
         let name = |v: u8| table.get(v).map(|l| l.name.clone());
         let no_comparison = "run a comparison first";
         let no_quantification = "quantify first";
@@ -1057,7 +1072,7 @@ impl PulmoApp {
     /// The one-page PNG report: the axial slice at the cursor (CPU-rendered, with the
     /// overlay or labels as shown) and the quantification and comparison tables.
     pub fn report_png(&self) -> Result<Vec<u8>, String> {
-        let study = self.study.as_ref().ok_or("no study is open")?;
+        let study = self.session.study.as_ref().ok_or("no study is open")?;
         let g = &study.ct.geometry;
         let px = KEY_IMAGE_PX;
         let frame = ViewFrame::new(
@@ -1073,12 +1088,16 @@ impl PulmoApp {
                 .as_ref()
                 .map(|r| r.detail.agreement.voxels.as_slice())
         } else if u.flags & FLAG_SHOW_PROPOSALS != 0 {
-            self.ai.review.as_ref().map(|r| r.layer.voxels.as_slice())
+            self.session
+                .proposals
+                .review
+                .as_ref()
+                .map(|r| r.layer.voxels.as_slice())
         } else {
             None
         };
         let layer = layer.filter(|l| l.len() == study.ct.voxels.len());
-        let lut = LabelColors::with_agreement(self.label_table.rgba_table());
+        let lut = LabelColors::with_agreement(self.session.label_table.rgba_table());
         let rgba = crate::render::reference::render_slice_with_proposals(
             &u,
             &lut,
@@ -1114,7 +1133,7 @@ impl PulmoApp {
     }
 
     fn report_lines(&self, study: &super::Study) -> Vec<String> {
-        let table = &self.label_table;
+        let table = &self.session.label_table;
         let name = |v: u8| table.get(v).map(|l| l.name.clone());
         let mut lines = Vec::new();
         if study.synthetic {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use egui::RichText;
 
 use super::PulmoApp;
-use crate::session::EditJournal;
 
 /// What the user asked for while edits were unsaved.
 #[derive(Debug, Clone)]
@@ -16,11 +15,9 @@ pub enum PendingOpen {
     Path(PathBuf, Option<String>),
 }
 
-/// The journal of the open study and the questions around it.
+/// The questions around unsaved edits (the journal itself is the session's).
 #[derive(Default)]
 pub struct JournalState {
-    /// The open study's edit journal (restore offer, unsaved count, errors).
-    pub edits: EditJournal,
     /// An action waiting for "save or discard?".
     pub pending: Option<PendingOpen>,
     /// The user chose to close without saving.
@@ -28,35 +25,9 @@ pub struct JournalState {
 }
 
 impl PulmoApp {
-    /// After a study opens: offer an earlier session's unsaved edits, or start a journal.
-    pub(super) fn open_journal(&mut self) {
-        if let Some(study) = self.study.as_ref() {
-            self.journal.edits.open(study);
-        }
-    }
-
-    /// Restores (or discards) the offered edits.
-    fn answer_offer(&mut self, restore: bool) {
-        if let Some(study) = self.study.as_mut() {
-            self.journal.edits.answer_offer(study, restore);
-        }
-    }
-
-    /// Journals the label changes of this frame once no stroke is in progress.
-    pub(super) fn journal_edits(&mut self) {
-        if let Some(study) = self.study.as_mut() {
-            self.journal.edits.record(study, self.stroke.is_some());
-        }
-    }
-
-    /// The labels were saved: nothing is unsaved any more.
-    pub(super) fn journal_saved(&mut self) {
-        self.journal.edits.saved();
-    }
-
     /// Unsaved completed edits of the open study.
     pub fn unsaved_edits(&self) -> usize {
-        self.journal.edits.unsaved_edits()
+        self.session.unsaved_edits()
     }
 
     /// Opens the demo or a path, asking first when edits are unsaved.
@@ -92,7 +63,7 @@ impl PulmoApp {
 
     /// The restore offer, the save-or-discard question and journal errors.
     pub(super) fn journal_dialogs_ui(&mut self, ctx: &egui::Context) {
-        if let Some((_, r)) = &self.journal.edits.offer {
+        if let Some((_, r)) = &self.session.journal.offer {
             let when = r
                 .modified
                 .and_then(|m| m.elapsed().ok())
@@ -122,7 +93,7 @@ impl PulmoApp {
                     });
                 });
             if let Some(a) = answer {
-                self.answer_offer(a);
+                self.session.answer_restore_offer(a);
             }
         }
         if let Some(what) = self.journal.pending.clone() {
@@ -158,14 +129,14 @@ impl PulmoApp {
                 }
                 2 => {
                     self.journal.pending = None;
-                    self.journal.edits.discard();
+                    self.session.journal.discard();
                     self.do_open(ctx, what);
                 }
                 3 => self.journal.pending = None,
                 _ => {}
             }
         }
-        if let Some(e) = self.journal.edits.error.clone() {
+        if let Some(e) = self.session.journal.error.clone() {
             let mut ok = false;
             egui::Window::new("Edit journal")
                 .collapsible(false)
@@ -174,7 +145,7 @@ impl PulmoApp {
                     ok = ui.button("OK").clicked();
                 });
             if ok {
-                self.journal.edits.error = None;
+                self.session.journal.error = None;
             }
         }
     }

@@ -6,7 +6,6 @@ use super::PendingOpen;
 use super::PulmoApp;
 use super::Tool;
 use crate::session::jobs::take_finished;
-use crate::session::labels_file;
 use crate::session::load;
 use crate::view::ViewState;
 use egui::Key;
@@ -52,7 +51,7 @@ impl PulmoApp {
                 ui.separator();
                 if ui
                     .add_enabled(
-                        self.study.is_some(),
+                        self.session.study.is_some(),
                         egui::Button::new("Save labels as NIfTI…"),
                     )
                     .clicked()
@@ -61,13 +60,20 @@ impl PulmoApp {
                     ui.close();
                 }
                 if ui
-                    .add_enabled(self.study.is_some(), egui::Button::new("Open labels…"))
+                    .add_enabled(
+                        self.session.study.is_some(),
+                        egui::Button::new("Open labels…"),
+                    )
                     .clicked()
                 {
                     self.open_labels();
                     ui.close();
                 }
-                let dicom = self.study.as_ref().is_some_and(|s| s.meta.is_some());
+                let dicom = self
+                    .session
+                    .study
+                    .as_ref()
+                    .is_some_and(|s| s.meta.is_some());
                 if ui
                     .add_enabled(dicom, egui::Button::new("Export labels as DICOM SEG…"))
                     .on_disabled_hover_text("needs a study loaded from DICOM")
@@ -78,17 +84,19 @@ impl PulmoApp {
                 }
             });
             ui.menu_button("Edit", |ui| {
-                let (can_undo, can_redo) = self.study.as_ref().map_or((false, false), |s| {
-                    (s.editor.history().can_undo(), s.editor.history().can_redo())
-                });
+                let (can_undo, can_redo) =
+                    self.session.study.as_ref().map_or((false, false), |s| {
+                        (s.editor.history().can_undo(), s.editor.history().can_redo())
+                    });
                 // The named history entries: what the next undo / redo would change.
-                let (undo_name, redo_name) = self.study.as_ref().map_or((None, None), |s| {
-                    let h = s.editor.history();
-                    (
-                        h.undo_name().map(str::to_string),
-                        h.redo_name().map(str::to_string),
-                    )
-                });
+                let (undo_name, redo_name) =
+                    self.session.study.as_ref().map_or((None, None), |s| {
+                        let h = s.editor.history();
+                        (
+                            h.undo_name().map(str::to_string),
+                            h.redo_name().map(str::to_string),
+                        )
+                    });
                 let undo_text = match undo_name {
                     Some(n) => format!("Undo {n} (Ctrl+Z)"),
                     None => "Undo (Ctrl+Z)".to_string(),
@@ -111,7 +119,7 @@ impl PulmoApp {
                     self.undo(true);
                     ui.close();
                 }
-                if let Some(study) = &self.study {
+                if let Some(study) = &self.session.study {
                     let h = study.editor.history();
                     ui.separator();
                     ui.label(format!(
@@ -168,7 +176,7 @@ impl PulmoApp {
             if ui.button("Help").clicked() {
                 self.help_open = !self.help_open;
             }
-            if let Some(study) = &self.study {
+            if let Some(study) = &self.session.study {
                 ui.separator();
                 ui.label(&study.name);
             }
@@ -178,7 +186,7 @@ impl PulmoApp {
     /// Opens a label map (NIfTI or NRRD on the CT's grid, e.g. from ITK-SNAP or Slicer)
     /// into the editor as one undoable step, with its ITK-SNAP label description if any.
     pub(super) fn open_labels(&mut self) {
-        if self.study.is_none() {
+        if self.session.study.is_none() {
             return;
         }
         let Some(path) = rfd::FileDialog::new()
@@ -192,35 +200,17 @@ impl PulmoApp {
 
     /// [`Self::open_labels`] without the dialog.
     pub fn open_labels_from(&mut self, path: &Path) {
-        let Some(study) = self.study.as_mut() else {
-            return;
-        };
-        let opened = match labels_file::open_labels(path, &study.ct.geometry) {
-            Ok(o) => o,
-            Err(e) => {
-                self.save_error = Some(e.to_string());
-                return;
-            }
-        };
-        let name = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        study
-            .editor
-            .apply_map(&format!("Open labels {name}"), &opened.labels);
-        match opened.table {
-            Some(Ok(t)) => {
-                self.label_table = t;
-                self.labels_dirty = true;
-            }
-            Some(Err(e)) => self.save_error = Some(e.to_string()),
-            None => {}
+        match self.session.open_labels(path) {
+            Ok(table_changed) => self.labels_dirty |= table_changed,
+            Err(e) => self.save_error = Some(e.to_string()),
         }
     }
 
     /// Writes the label map as a DICOM Segmentation referencing the open series.
     pub(super) fn export_seg(&mut self) {
-        let Some(study) = &self.study else { return };
+        let Some(study) = &self.session.study else {
+            return;
+        };
         let Some(meta) = &study.meta else { return };
         let Some(path) = rfd::FileDialog::new()
             .add_filter("DICOM SEG", &["dcm"])
@@ -233,7 +223,7 @@ impl PulmoApp {
         if let Err(e) = crate::io::dicom::seg::write_seg(
             &path,
             study.editor.labels(),
-            &self.label_table,
+            &self.session.label_table,
             meta,
             &options,
         ) {
@@ -242,7 +232,7 @@ impl PulmoApp {
     }
 
     pub(super) fn save_labels(&mut self) {
-        if self.study.is_none() {
+        if self.session.study.is_none() {
             return;
         }
         let Some(path) = rfd::FileDialog::new()
@@ -258,16 +248,9 @@ impl PulmoApp {
     /// Saves the label map, its ITK-SNAP label description and, when AI proposals were
     /// accepted, their provenance, each atomically. Errors are shown; nothing is lost.
     pub fn save_labels_to(&mut self, path: &Path) {
-        let Some(study) = &self.study else { return };
-        match labels_file::save_labels(
-            path,
-            study.editor.labels(),
-            &self.label_table,
-            &self.ai.accepted,
-        ) {
+        match self.session.save_labels(path) {
             Err(e) => self.save_error = Some(e.to_string()),
             Ok(sidecar_errors) => {
-                self.journal_saved();
                 if let Some(e) = sidecar_errors.last() {
                     self.save_error = Some(e.to_string());
                 }
@@ -400,7 +383,7 @@ impl PulmoApp {
                 });
         }
         if self.warnings_open
-            && let Some(study) = &self.study
+            && let Some(study) = &self.session.study
         {
             let mut open = true;
             egui::Window::new("Load warnings")

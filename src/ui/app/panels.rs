@@ -28,7 +28,7 @@ impl PulmoApp {
         ui.separator();
         ui.heading("Labels");
         let mut changed = false;
-        for l in &mut self.label_table.labels {
+        for l in &mut self.session.label_table.labels {
             ui.horizontal(|ui| {
                 let [r, g, b] = l.color;
                 let (rect, _) = ui.allocate_exact_size(Vec2::splat(12.0), Sense::hover());
@@ -38,7 +38,7 @@ impl PulmoApp {
                     .checkbox(&mut l.visible, format!("{} {}", l.value, l.name))
                     .changed();
                 ui.radio_value(&mut self.active_label, l.value, "paint");
-                if let Some(study) = self.study.as_mut() {
+                if let Some(study) = self.session.study.as_mut() {
                     let mut locked = study.editor.is_locked(l.value);
                     if ui.checkbox(&mut locked, "lock").changed() {
                         study.editor.set_locked(l.value, locked);
@@ -49,7 +49,7 @@ impl PulmoApp {
         egui::CollapsingHeader::new("Edit labels")
             .default_open(false)
             .show(ui, |ui| {
-                for l in &mut self.label_table.labels {
+                for l in &mut self.session.label_table.labels {
                     ui.horizontal(|ui| {
                         let value = ui.label(format!("Label {} name", l.value));
                         changed |= ui.color_edit_button_srgb(&mut l.color).changed();
@@ -61,7 +61,7 @@ impl PulmoApp {
                 }
                 if ui.button("Add label").clicked() {
                     let next = (1..=255u8)
-                        .find(|v| self.label_table.get(*v).is_none())
+                        .find(|v| self.session.label_table.get(*v).is_none())
                         .unwrap_or(255);
                     let label = crate::annotate::Label {
                         value: next,
@@ -70,8 +70,8 @@ impl PulmoApp {
                         visible: true,
                         locked: false,
                     };
-                    self.label_table.labels.push(label.clone());
-                    if let Some(study) = self.study.as_mut() {
+                    self.session.label_table.labels.push(label.clone());
+                    if let Some(study) = self.session.study.as_mut() {
                         study.editor.update_table(|t| {
                             if t.get(next).is_none() {
                                 t.labels.push(label);
@@ -99,7 +99,7 @@ impl PulmoApp {
 
     pub(super) fn status_ui(&self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            let Some(study) = &self.study else {
+            let Some(study) = &self.session.study else {
                 ui.label("No study open");
                 return;
             };
@@ -117,7 +117,8 @@ impl PulmoApp {
                     if label != 0 {
                         ui.separator();
                         ui.label(
-                            self.label_table
+                            self.session
+                                .label_table
                                 .get(label)
                                 .map_or(format!("label {label}"), |l| l.name.clone()),
                         );

@@ -112,7 +112,7 @@ impl PulmoApp {
             ui.add(egui::DragValue::new(&mut t.hu_hi).range(-1024..=3071))
                 .on_hover_text("highest HU");
         });
-        if let Some(study) = self.study.as_mut() {
+        if let Some(study) = self.session.study.as_mut() {
             let policy = &mut study.editor.policy;
             let text = match *policy {
                 OverwritePolicy::Everything => "Paint over everything".to_owned(),
@@ -226,7 +226,7 @@ impl PulmoApp {
             if ui.checkbox(&mut between, "between").changed() {
                 t.interp_range = None;
                 if between {
-                    let range = self.study.as_ref().and_then(|s| {
+                    let range = self.session.study.as_ref().and_then(|s| {
                         let g = &s.editor.labels().geometry;
                         let ax = normal_axis(g, Plane::Axial);
                         label_bbox(s.editor.labels(), self.active_label)
@@ -346,7 +346,7 @@ impl PulmoApp {
         let vertices = std::mem::take(&mut self.tools.polygon);
         let plane = self.views[self.tools.polygon_view].plane;
         let label = self.active_label;
-        let Some(study) = self.study.as_mut() else {
+        let Some(study) = self.session.study.as_mut() else {
             return;
         };
         match polygon_fill(&mut study.editor, plane, &vertices, label) {
@@ -368,7 +368,7 @@ impl PulmoApp {
         } else {
             Scope::Plane(self.views[self.active_view].plane)
         };
-        let Some(study) = self.study.as_mut() else {
+        let Some(study) = self.session.study.as_mut() else {
             return;
         };
         if study.editor.is_locked(label) {
@@ -392,7 +392,7 @@ impl PulmoApp {
         }
         let label = self.active_label;
         let range = self.tools.interp_range;
-        let Some(study) = self.study.as_mut() else {
+        let Some(study) = self.session.study.as_mut() else {
             return;
         };
         if study.editor.is_locked(label) {

@@ -17,6 +17,7 @@ use crate::render::LabelColors;
 use crate::render::SliceRenderer;
 use crate::render::SliceUniforms;
 use crate::session::Study;
+use crate::session::proposals::LayerUpdate;
 use crate::session::startup;
 use crate::view::Plane;
 use crate::view::ViewFrame;
@@ -45,7 +46,9 @@ impl PulmoApp {
 
     /// Moves the cursor `steps` slices along the normal of view `view`.
     pub fn step_slice(&mut self, view: usize, steps: f64) {
-        let Some(study) = &self.study else { return };
+        let Some(study) = &self.session.study else {
+            return;
+        };
         let g = &study.ct.geometry;
         let plane = self.views[view].plane;
         let normal = plane.screen_axes()[2];
@@ -62,7 +65,7 @@ impl PulmoApp {
 
     /// 1-based slice number and count of view `view` at the cursor.
     pub fn slice_of(&self, view: usize) -> Option<(usize, usize)> {
-        let s = self.study.as_ref()?;
+        let s = self.session.study.as_ref()?;
         Some(slice_index(
             &s.ct.geometry,
             self.views[view].plane,
@@ -78,7 +81,7 @@ impl PulmoApp {
         let Some(renderer) = guard.callback_resources.get_mut::<SliceRenderer>() else {
             return;
         };
-        if let Some(study) = self.study.as_ref()
+        if let Some(study) = self.session.study.as_ref()
             && !self.study_uploaded
         {
             renderer.upload_volume(
@@ -91,36 +94,38 @@ impl PulmoApp {
             self.study_uploaded = true;
             startup::mark("volume textures uploaded");
         }
-        if let Some(study) = self.study.as_mut()
+        if let Some(study) = self.session.study.as_mut()
             && self.study_uploaded
             && let Some(b) = study.editor.take_display_changes()
         {
             let data = study.editor.labels().box_voxels(b);
             renderer.update_labels(&rs.queue, b.min, b.size(), &data);
         }
-        if self.study.is_some() && self.study_uploaded {
+        if self.session.study.is_some() && self.study_uploaded {
             if let Some(overlay) = self.compare.pending_overlay() {
                 // The Compare window's agreement overlay takes the layer while shown.
                 renderer.set_proposals(&rs.device, &rs.queue, Some(overlay));
                 self.compare.overlay_uploaded();
             } else if self.compare.overlay_active() {
                 // Proposal changes wait: the layer is re-uploaded whole when it is hidden.
-            } else if self.ai.layer_replaced {
-                let layer = self.ai.review.as_ref().map(|r| r.layer.voxels.as_slice());
-                renderer.set_proposals(&rs.device, &rs.queue, layer);
-                self.ai.layer_replaced = false;
-                self.ai.layer_dirty = None;
-            } else if let (Some(b), Some(review)) =
-                (self.ai.layer_dirty.take(), self.ai.review.as_ref())
-            {
-                let data = review.layer.box_voxels(b);
-                renderer.update_proposals(&rs.queue, b.min, b.size(), &data);
+            } else if let Some(update) = self.session.proposals.take_layer_update() {
+                let layer = self.session.proposals.layer();
+                match (update, layer) {
+                    (LayerUpdate::Part(b), Some(layer)) => {
+                        let data = layer.box_voxels(b);
+                        renderer.update_proposals(&rs.queue, b.min, b.size(), &data);
+                    }
+                    (_, layer) => {
+                        let layer = layer.map(|l| l.voxels.as_slice());
+                        renderer.set_proposals(&rs.device, &rs.queue, layer);
+                    }
+                }
             }
         }
         if self.labels_dirty {
             renderer.set_label_colors(
                 &rs.queue,
-                &LabelColors::with_agreement(self.label_table.rgba_table()),
+                &LabelColors::with_agreement(self.session.label_table.rgba_table()),
             );
             self.labels_dirty = false;
         }
@@ -140,7 +145,7 @@ impl PulmoApp {
         }
         if let Some(f) = self.compare.overlay_flags(flags) {
             flags = f;
-        } else if self.ai.show && self.ai.review.is_some() {
+        } else if self.ai.show && self.session.proposals.review.is_some() {
             flags |= FLAG_SHOW_PROPOSALS;
         }
         SliceUniforms::for_view(
@@ -154,7 +159,7 @@ impl PulmoApp {
     }
 
     pub(super) fn views_ui(&mut self, ui: &mut egui::Ui) {
-        let Some(mut study) = self.study.take() else {
+        let Some(mut study) = self.session.study.take() else {
             ui.centered_and_justified(|ui| {
                 ui.label("Open a DICOM folder, NIfTI or NRRD file (File menu, or drop it here)");
             });
@@ -183,7 +188,7 @@ impl PulmoApp {
         for (index, rect) in rects {
             self.view_ui(ui, &mut study, index, rect);
         }
-        self.study = Some(study);
+        self.session.study = Some(study);
     }
 
     pub(super) fn view_ui(
@@ -306,7 +311,8 @@ impl PulmoApp {
             let color = if self.tool == Tool::Eraser {
                 Color32::from_rgb(255, 255, 255)
             } else {
-                self.label_table
+                self.session
+                    .label_table
                     .get(self.active_label)
                     .map_or(Color32::WHITE, |l| {
                         Color32::from_rgb(l.color[0], l.color[1], l.color[2])
@@ -407,14 +413,14 @@ impl PulmoApp {
                 value,
                 hu_range: self.tools.brush_hu_range(),
             };
-            if self.ai.edit_proposals && self.ai.review.is_some() {
+            if self.ai.edit_proposals && self.session.proposals.review.is_some() {
                 self.paint_proposal_at(study, brush, world);
                 return;
             }
             study.editor.begin(brush.name());
             self.stroke = Some(PaintStroke::new(brush));
         }
-        if self.ai.layer_editor.is_some() {
+        if self.session.proposals.editing_layer() {
             if let Some(stroke) = self.stroke.as_ref() {
                 let brush = stroke.brush;
                 self.paint_proposal_at(study, brush, world);
