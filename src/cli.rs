@@ -11,7 +11,8 @@ pub mod ai;
 
 use crate::io::{self, Format, dicom, load_ct};
 use crate::metrics;
-use crate::metrics::report::{COMPARE_COLUMNS, CompareRow};
+use crate::metrics::report::CompareRow;
+use crate::metrics::workflow::{BatchTable, compare_text, rows_with_intensity};
 use crate::volume::CtVolume;
 
 #[derive(Parser, Debug)]
@@ -379,27 +380,11 @@ fn doctor() -> Result<()> {
 
 /// Reads a label map (.nii, .nii.gz, .nrrd, .nhdr); reader warnings go to stderr.
 fn read_labels(path: &Path) -> Result<crate::volume::LabelVolume> {
-    let r = match Format::of_path(path) {
-        Format::Nifti => io::nifti::read_nifti_labels(path)?,
-        Format::Nrrd => io::nrrd::read_nrrd_labels(path)?,
-        Format::Dicom => anyhow::bail!(
-            "{}: a label map must be .nii, .nii.gz or .nrrd",
-            path.display()
-        ),
-    };
+    let r = io::read_label_map(path)?;
     for w in &r.warnings {
         eprintln!("pulmo: warning: {}: {w}", path.display());
     }
     Ok(r.volume)
-}
-
-/// The non-zero values present in either map, ascending.
-fn labels_present(a: &crate::volume::LabelVolume, b: &crate::volume::LabelVolume) -> Vec<u8> {
-    let mut seen = [false; 256];
-    for &v in a.voxels.iter().chain(&b.voxels) {
-        seen[v as usize] = true;
-    }
-    (1..=255u8).filter(|&v| seen[v as usize]).collect()
 }
 
 /// Compares one pair; errors are one line naming the files.
@@ -411,7 +396,7 @@ fn compare_pair(
 ) -> Result<(metrics::Comparison, Vec<CompareRow>)> {
     let r = read_labels(reference)?;
     let t = read_labels(test)?;
-    let labels = labels.map_or_else(|| labels_present(&r, &t), <[u8]>::to_vec);
+    let labels = labels.map_or_else(|| metrics::labels_present(&r, &t), <[u8]>::to_vec);
     let cmp = metrics::compare(&r, &t, &labels)
         .map_err(|e| anyhow::anyhow!("{} vs {}: {e}", reference.display(), test.display()))?;
     let ct = match ct {
@@ -424,18 +409,12 @@ fn compare_pair(
         }
         None => None,
     };
-    let mut rows = Vec::new();
-    for c in cmp.per_label.iter().chain(std::iter::once(&cmp.foreground)) {
-        let intensity = match &ct {
-            Some((p, volume)) => Some(
-                metrics::intensity_metrics(volume, &r, &t, c.target).map_err(|e| {
-                    anyhow::anyhow!("{} vs {}: {e}", p.display(), reference.display())
-                })?,
-            ),
-            None => None,
-        };
-        rows.push(CompareRow::new(c, intensity));
-    }
+    let rows = rows_with_intensity(&cmp, ct.as_ref().map(|(_, v)| v), &r, &t).map_err(|e| {
+        let ct = ct
+            .as_ref()
+            .map_or_else(String::new, |(p, _)| p.display().to_string());
+        anyhow::anyhow!("{ct} vs {}: {e}", reference.display())
+    })?;
     Ok((cmp, rows))
 }
 
@@ -454,13 +433,13 @@ fn emit(output: Option<&Path>, text: &str) -> Result<()> {
 }
 
 fn compare_cmd(a: &CompareArgs) -> Result<()> {
-    use metrics::report::{compare_csv, compare_json};
+    use metrics::report::{compare_csv, compare_json, to_json_text};
     if a.batch {
         return compare_batch(a);
     }
     let (cmp, rows) = compare_pair(&a.reference, &a.test, a.ct.as_deref(), a.labels.as_deref())?;
+    let path = |p: &Path| p.display().to_string();
     let text = if a.json {
-        let path = |p: &Path| p.display().to_string();
         let ct = a.ct.as_deref().map(path);
         let doc = compare_json(
             &path(&a.reference),
@@ -470,22 +449,11 @@ fn compare_cmd(a: &CompareArgs) -> Result<()> {
             &rows,
             a.ct.is_some(),
         );
-        doc.to_pretty() + "\n"
+        to_json_text(&doc) + "\n"
     } else if a.csv {
         compare_csv(&rows, a.ct.is_some())
     } else {
-        let mut out = format!("{} vs {}\n{cmp}", a.reference.display(), a.test.display());
-        for row in rows.iter().filter(|r| r.intensity.is_some()) {
-            let v = row.values();
-            out += &format!(
-                "{:<6} ME {} HU, MAE {} HU, relative mean HU difference {} %\n",
-                row.label,
-                metrics::fmt_opt(v[11], 2),
-                metrics::fmt_opt(v[12], 2),
-                metrics::fmt_opt(v[13], 2)
-            );
-        }
-        out
+        compare_text(&path(&a.reference), &path(&a.test), &cmp, &rows)
     };
     emit(a.output.as_deref(), &text)
 }
@@ -523,7 +491,6 @@ fn case_name(file: &str) -> &str {
 }
 
 fn compare_batch(a: &CompareArgs) -> Result<()> {
-    use metrics::report::{csv_field, csv_opt, summarize};
     let refs = label_files(&a.reference)?;
     let tests = label_files(&a.test)?;
     for name in refs.keys().filter(|n| !tests.contains_key(*n)) {
@@ -548,14 +515,7 @@ fn compare_batch(a: &CompareArgs) -> Result<()> {
         a.reference.display(),
         a.test.display()
     );
-    let mut out = String::new();
-    out += "# pulmo compare --batch: one row per case and label (label \"any\" = every non-zero value).\n";
-    out += "# Then summary rows per label: the case column names the statistic over cases (empty cells left out):\n";
-    out += "# n, mean, sd (sample, n-1), median, q1, q3, iqr (q3-q1); percentiles interpolate linearly.\n";
-    out += "# Empty cell = undefined value. HD95 follows the MONAI definition.\n";
-    out += &format!("case,label,{}\n", COMPARE_COLUMNS.join(","));
-    // label -> per-case values of each column.
-    let mut by_label: Vec<(String, Vec<Vec<Option<f64>>>)> = Vec::new();
+    let mut table = BatchTable::default();
     let mut failed = 0;
     for (n, (name, r, t)) in pairs.iter().enumerate() {
         let case = case_name(name);
@@ -568,46 +528,9 @@ fn compare_batch(a: &CompareArgs) -> Result<()> {
                 continue;
             }
         };
-        for row in rows {
-            let values = row.values();
-            let cells: Vec<String> = values.iter().map(|&v| csv_opt(v)).collect();
-            out += &format!(
-                "{},{},{}\n",
-                csv_field(case),
-                csv_field(&row.label),
-                cells.join(",")
-            );
-            match by_label.iter_mut().find(|(l, _)| *l == row.label) {
-                Some((_, cases)) => cases.push(values),
-                None => by_label.push((row.label, vec![values])),
-            }
-        }
+        table.add_case(case, rows);
     }
-    // Numeric labels ascending, then "any".
-    by_label.sort_by_key(|(l, _)| l.parse::<u16>().unwrap_or(u16::MAX));
-    for (label, cases) in &by_label {
-        let summaries: Vec<_> = (0..COMPARE_COLUMNS.len())
-            .map(|c| summarize(cases.iter().map(|v| v[c])))
-            .collect();
-        type Stat = fn(&metrics::report::Summary) -> Option<f64>;
-        let stats: [(&str, Stat); 7] = [
-            ("n", |s| Some(s.n as f64)),
-            ("mean", |s| Some(s.mean)),
-            ("sd", |s| s.sd),
-            ("median", |s| Some(s.median)),
-            ("q1", |s| Some(s.q1)),
-            ("q3", |s| Some(s.q3)),
-            ("iqr", |s| Some(s.iqr())),
-        ];
-        for (stat, f) in stats {
-            let cells: Vec<String> = summaries
-                .iter()
-                .map(|s| csv_opt(s.as_ref().and_then(f)))
-                .collect();
-            out += &format!("{stat},{},{}\n", csv_field(label), cells.join(","));
-        }
-    }
-    emit(a.output.as_deref(), &out)?;
+    emit(a.output.as_deref(), &table.finish())?;
     if let Some(o) = &a.output {
         eprintln!("wrote {} ({} cases)", o.display(), pairs.len() - failed);
     }
@@ -617,6 +540,7 @@ fn compare_batch(a: &CompareArgs) -> Result<()> {
 
 fn quantify_cmd(ct_path: &Path, labels_path: &Path, json: bool) -> Result<()> {
     use metrics::quantify::{QuantifyOptions, quantify, text_lines, to_json};
+    use metrics::report::to_json_text;
     let loaded = load_ct(ct_path, None, &Default::default())?;
     for w in &loaded.warnings {
         eprintln!("pulmo: warning: {}: {w}", ct_path.display());
@@ -641,7 +565,7 @@ fn quantify_cmd(ct_path: &Path, labels_path: &Path, json: bool) -> Result<()> {
         &labels_path.display().to_string(),
         &name,
     );
-    println!("{}", doc.to_pretty());
+    println!("{}", to_json_text(&doc));
     Ok(())
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pulmo::io::nifti::write_nifti;
-use pulmo::metrics::report::Json;
 use pulmo::volume::{Geometry, Volume};
+use serde_json::{Value as Json, json};
 
 fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pulmo"))
@@ -110,109 +110,8 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
 
-// A minimal JSON reader into pulmo's own `Json` (enough for the CLI's output).
 fn parse_json(text: &str) -> Json {
-    fn ws(s: &[u8], p: &mut usize) {
-        while *p < s.len() && s[*p].is_ascii_whitespace() {
-            *p += 1;
-        }
-    }
-    fn string(s: &[u8], p: &mut usize) -> String {
-        assert_eq!(s[*p], b'"');
-        *p += 1;
-        let mut out = Vec::new();
-        while s[*p] != b'"' {
-            if s[*p] == b'\\' {
-                *p += 1;
-                match s[*p] {
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'r' => out.push(b'\r'),
-                    b'u' => {
-                        let hex = std::str::from_utf8(&s[*p + 1..*p + 5]).expect("hex");
-                        let c = char::from_u32(u32::from_str_radix(hex, 16).expect("hex"))
-                            .expect("char");
-                        out.extend(c.to_string().bytes());
-                        *p += 4;
-                    }
-                    c => out.push(c),
-                }
-            } else {
-                out.push(s[*p]);
-            }
-            *p += 1;
-        }
-        *p += 1;
-        String::from_utf8(out).expect("utf-8")
-    }
-    fn value(s: &[u8], p: &mut usize) -> Json {
-        ws(s, p);
-        match s[*p] {
-            b'{' => {
-                *p += 1;
-                let mut pairs = Vec::new();
-                loop {
-                    ws(s, p);
-                    if s[*p] == b'}' {
-                        *p += 1;
-                        return Json::Obj(pairs);
-                    }
-                    let k = string(s, p);
-                    ws(s, p);
-                    assert_eq!(s[*p], b':');
-                    *p += 1;
-                    pairs.push((k, value(s, p)));
-                    ws(s, p);
-                    if s[*p] == b',' {
-                        *p += 1;
-                    }
-                }
-            }
-            b'[' => {
-                *p += 1;
-                let mut items = Vec::new();
-                loop {
-                    ws(s, p);
-                    if s[*p] == b']' {
-                        *p += 1;
-                        return Json::Arr(items);
-                    }
-                    items.push(value(s, p));
-                    ws(s, p);
-                    if s[*p] == b',' {
-                        *p += 1;
-                    }
-                }
-            }
-            b'"' => Json::Str(string(s, p)),
-            b'n' => {
-                *p += 4;
-                Json::Null
-            }
-            b't' => {
-                *p += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                *p += 5;
-                Json::Bool(false)
-            }
-            _ => {
-                let start = *p;
-                while *p < s.len() && b"+-.eE0123456789".contains(&s[*p]) {
-                    *p += 1;
-                }
-                let t = std::str::from_utf8(&s[start..*p]).expect("ascii");
-                Json::Num(t.parse().unwrap_or_else(|_| panic!("bad number {t:?}")))
-            }
-        }
-    }
-    let s = text.as_bytes();
-    let mut p = 0;
-    let v = value(s, &mut p);
-    ws(s, &mut p);
-    assert_eq!(p, s.len(), "trailing text after the JSON value");
-    v
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 fn at<'a>(j: &'a Json, path: &[&str]) -> &'a Json {
@@ -223,15 +122,12 @@ fn at<'a>(j: &'a Json, path: &[&str]) -> &'a Json {
 }
 
 fn n(j: &Json) -> f64 {
-    match j {
-        Json::Num(v) => *v,
-        other => panic!("not a number: {other:?}"),
-    }
+    j.as_f64().unwrap_or_else(|| panic!("not a number: {j:?}"))
 }
 
 fn results(j: &Json) -> &[Json] {
     match at(j, &["results"]) {
-        Json::Arr(a) => a,
+        Json::Array(a) => a,
         other => panic!("results is not an array: {other:?}"),
     }
 }
@@ -245,17 +141,17 @@ fn identical_maps_json_has_dice_one_and_monai_hd95() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j = parse_json(&stdout(&o));
     let hd95_note = match at(&j, &["metadata", "hd95"]) {
-        Json::Str(s) => s.clone(),
+        Json::String(s) => s.clone(),
         other => panic!("{other:?}"),
     };
     assert!(hd95_note.contains("MONAI definition"), "{hd95_note}");
-    assert_eq!(at(&j, &["dims"]), &Json::nums([10.0, 10.0, 10.0]));
-    assert_eq!(at(&j, &["spacing_mm"]), &Json::nums([2.0, 1.0, 1.0]));
+    assert_eq!(at(&j, &["dims"]), &json!([10, 10, 10]));
+    assert_eq!(at(&j, &["spacing_mm"]), &json!([2, 1, 1]));
     assert_eq!(at(&j, &["ct"]), &Json::Null);
     let rows = results(&j);
     assert_eq!(rows.len(), 2, "label 1 and any");
-    assert_eq!(at(&rows[0], &["label"]), &Json::Num(1.0));
-    assert_eq!(at(&rows[1], &["label"]), &Json::str("any"));
+    assert_eq!(at(&rows[0], &["label"]), &json!(1));
+    assert_eq!(at(&rows[1], &["label"]), &json!("any"));
     for row in rows {
         assert_eq!(n(at(row, &["dice"])), 1.0);
         assert_eq!(n(at(row, &["iou"])), 1.0);
@@ -337,7 +233,7 @@ fn default_labels_and_missing_values() {
     let rows = results(&j);
     assert_eq!(rows.len(), 3);
     assert_eq!(at(&rows[0], &["hd_mm"]), &Json::Null);
-    assert_eq!(at(&rows[1], &["label"]), &Json::Num(4.0));
+    assert_eq!(at(&rows[1], &["label"]), &json!(4));
     assert_eq!(n(at(&rows[1], &["dice"])), 1.0);
     assert_eq!(at(&rows[1], &["rvd_pct"]), &Json::Null);
 }
@@ -430,7 +326,7 @@ fn quantify_tiny_case_exact_volumes_and_involvement() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j = parse_json(&stdout(&o));
     assert_eq!(n(at(&j, &["voxel_volume_ml"])), 1.0);
-    let Json::Arr(stats) = at(&j, &["labels"]) else {
+    let Json::Array(stats) = at(&j, &["labels"]) else {
         panic!("labels is not an array");
     };
     let vols: Vec<(f64, f64)> = stats
@@ -441,7 +337,7 @@ fn quantify_tiny_case_exact_volumes_and_involvement() {
     assert_eq!(n(at(&stats[2], &["mean_hu"])), -650.0);
     assert_eq!(n(at(&stats[2], &["std_hu"])), 50.0);
     assert_eq!(n(at(&stats[3], &["min_hu"])), 20.0);
-    assert_eq!(at(&stats[0], &["name"]), &Json::str("left lung"));
+    assert_eq!(at(&stats[0], &["name"]), &json!("left lung"));
 
     let lung = |name: &str, path: &[&str]| {
         let mut p = vec!["lungs", name];
@@ -475,7 +371,7 @@ fn quantify_tiny_case_exact_volumes_and_involvement() {
         lung("right", &["hu_bands_pct", "collapsed"]),
         100.0 / 12.0
     ));
-    let Json::Str(bands) = at(&j, &["metadata", "hu_bands"]) else {
+    let Json::String(bands) = at(&j, &["metadata", "hu_bands"]) else {
         panic!("hu_bands note");
     };
     assert!(bands.contains("[lo, hi)"), "{bands}");

@@ -1,5 +1,6 @@
 //! Atomic file writes: a failed or interrupted save never leaves a half-written file in
-//! place of a good one.
+//! place of a good one. [`write_atomically`] streams through a writer (optionally
+//! gzip-compressed); [`write_bytes`] writes a buffer.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -62,5 +63,45 @@ pub fn write_atomically(
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_atomically`]).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically(path, None, |w| w.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn writes_replace_whole_files_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("table.csv");
+        write_bytes(&path, b"first").expect("write");
+        write_bytes(&path, b"second").expect("overwrite");
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(names(dir.path()), ["table.csv"]);
+        // A folder that does not exist: an error, nothing written.
+        let bad = dir.path().join("missing").join("x.csv");
+        assert!(write_bytes(&bad, b"x").is_err());
+        assert!(!bad.exists());
+        // A target that cannot be replaced (a folder): the error, the folder intact.
+        let folder = dir.path().join("folder.csv");
+        fs::create_dir(&folder).unwrap();
+        assert!(write_bytes(&folder, b"x").is_err());
+        assert!(folder.is_dir());
+        assert_eq!(names(dir.path()), ["folder.csv", "table.csv"]);
     }
 }

@@ -47,6 +47,8 @@ pub enum IoError {
     Nifti(#[from] nifti::NiftiError),
     #[error(transparent)]
     Nrrd(#[from] nrrd::NrrdError),
+    #[error("{}: a label map must be .nii, .nii.gz or .nrrd", path.display())]
+    NotALabelMap { path: PathBuf },
 }
 
 /// A volume read from a NIfTI or NRRD file, with the values as stored (converted to i16
@@ -98,6 +100,21 @@ pub fn load_ct(
                 warnings: v.report.warnings.iter().map(|w| w.to_string()).collect(),
                 dicom_meta: Some(v.meta),
             }
+        }
+    })
+}
+
+/// Reads a label map, choosing the reader by [`Format::of_path`]: NIfTI (`.nii`,
+/// `.nii.gz`) or NRRD (`.nrrd`, `.nhdr`); any other path is
+/// [`IoError::NotALabelMap`].
+pub fn read_label_map(path: &Path) -> Result<ReadVolume<u8>, IoError> {
+    Ok(match Format::of_path(path) {
+        Format::Nifti => nifti::read_nifti_labels(path)?,
+        Format::Nrrd => nrrd::read_nrrd_labels(path)?,
+        Format::Dicom => {
+            return Err(IoError::NotALabelMap {
+                path: path.to_path_buf(),
+            });
         }
     })
 }

@@ -14,7 +14,8 @@
 //! | lesion instances (3D components, matching, F1, COCO AP) | [`instances`] | [`match_instances`] |
 //! | case level: % of lung involved | [`case`] | [`lung_involvement`] |
 //! | per-label HU statistics, involvement per lung and third, HU bands | [`quantify`] | [`quantify::quantify`] |
-//! | JSON / CSV writing, summary statistics over cases, comparison tables | [`report`] | [`report::Json`], [`report::summarize`], [`report::compare_csv`] |
+//! | JSON / CSV writing, summary statistics over cases, comparison tables | [`report`] | [`report::to_json_text`], [`report::summarize`], [`report::compare_csv`] |
+//! | the compare / quantify workflows of the CLI and the viewer: results and report documents | [`workflow`] | [`workflow::CompareResult`], [`workflow::QuantResult`], [`workflow::report_lines`] |
 //! | agreement map (TP / FP / FN voxels), worst slices, slice ROC curve | [`agreement`] | [`agreement::agreement_map`] |
 //!
 //! [`compare`] bundles overlap and surface metrics for a list of labels and for "any
@@ -48,6 +49,7 @@ pub mod quantify;
 pub mod report;
 pub mod slices;
 pub mod surface;
+pub mod workflow;
 
 use std::fmt;
 
@@ -195,6 +197,16 @@ pub struct Comparison {
     pub per_label: Vec<TargetComparison>,
     /// Every non-zero voxel against every non-zero voxel.
     pub foreground: TargetComparison,
+}
+
+/// The non-zero values present in either map, ascending (the labels [`compare`] is
+/// given when the user names none).
+pub fn labels_present(a: &LabelVolume, b: &LabelVolume) -> Vec<u8> {
+    let mut seen = [false; 256];
+    for &v in a.voxels.iter().chain(&b.voxels) {
+        seen[v as usize] = true;
+    }
+    (1..=255u8).filter(|&v| seen[v as usize]).collect()
 }
 
 /// Compares `test` against `reference`: overlap and surface metrics for each label of

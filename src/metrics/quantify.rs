@@ -20,7 +20,7 @@
 //!   (< −1050), emphysema [−1050, −950), inflated [−950, −750), infiltrated [−750, −400),
 //!   collapsed [−400, +∞). Percentages are of the region's voxels; the five add up to 100.
 
-use super::report::{Json, csv_field, csv_opt};
+use super::report::{Ordered, csv_field, csv_opt};
 use super::{MetricsError, check_same_grid, fmt_opt, voxel_volume_ml};
 use crate::volume::{CtVolume, LabelVolume};
 
@@ -63,9 +63,10 @@ impl Default for QuantifyOptions {
     }
 }
 
-/// HU statistics of one label.
-#[derive(Debug, Clone, PartialEq)]
+/// HU statistics of one label (serialized without the label, see [`LabelStatsDoc`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LabelStats {
+    #[serde(skip)]
     pub label: u8,
     pub voxels: u64,
     pub volume_ml: f64,
@@ -367,137 +368,150 @@ pub fn text_lines(q: &Quantification, label_name: LabelName<'_>) -> Vec<String> 
     lines
 }
 
-/// The quantification as a JSON document (`pulmo quantify --json`): what was quantified
-/// (`ct`, `labels_file`: paths or descriptions), notes on the definitions, per-label
-/// statistics and per-lung (and third) involvement and HU bands.
+/// The quantification as a JSON document ([`to_json`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuantifyDoc {
+    /// What was quantified: paths or descriptions.
+    pub ct: String,
+    pub labels_file: String,
+    pub voxel_volume_ml: f64,
+    pub metadata: QuantifyNotes,
+    pub labels: Vec<LabelStatsDoc>,
+    /// "left", "right", "both".
+    pub lungs: Ordered<LungDoc>,
+}
+
+/// The options and notes on the definitions in a quantification document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuantifyNotes {
+    pub tool: &'static str,
+    pub lung_labels: [u8; 2],
+    pub lesion_labels: Vec<u8>,
+    pub hu_bands: &'static str,
+    pub lung_region: &'static str,
+    pub thirds: &'static str,
+    pub std_hu: &'static str,
+    pub missing: &'static str,
+}
+
+/// One label's statistics in a quantification document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabelStatsDoc {
+    pub label: u8,
+    pub name: Option<String>,
+    /// `voxels` .. `max_hu`.
+    #[serde(flatten)]
+    pub stats: LabelStats,
+}
+
+/// One lung (or both) in a quantification document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LungDoc {
+    /// The lung label (`null` for both).
+    pub label: Option<u8>,
+    #[serde(flatten)]
+    pub whole: RegionDoc,
+    /// "upper", "middle", "lower".
+    pub thirds: Ordered<RegionDoc>,
+}
+
+/// A lung region's volumes, involvement and HU bands in a quantification document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegionDoc {
+    pub voxels: u64,
+    pub volume_ml: f64,
+    pub lesion_volume_ml: f64,
+    pub involvement_pct: Option<f64>,
+    /// Keyed by the lesion label value.
+    pub by_lesion_label: Ordered<LesionDoc>,
+    /// Keyed by [`HU_BAND_NAMES`].
+    pub hu_bands_pct: Ordered<Option<f64>>,
+}
+
+/// One lesion label's share of a region.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LesionDoc {
+    pub volume_ml: f64,
+    pub pct: Option<f64>,
+}
+
+/// The quantification as a JSON document (`pulmo quantify --json`; written with
+/// [`super::report::to_json_text`]): what was quantified (`ct`, `labels_file`: paths or
+/// descriptions), notes on the definitions, per-label statistics and per-lung (and
+/// third) involvement and HU bands.
 pub fn to_json(
     q: &Quantification,
     options: &QuantifyOptions,
     ct: &str,
     labels_file: &str,
     label_name: LabelName<'_>,
-) -> Json {
+) -> QuantifyDoc {
     let ml = q.voxel_volume_ml;
-    let region = |r: &RegionCounts| {
-        let mut pairs = vec![
-            ("voxels", Json::Num(r.voxels as f64)),
-            ("volume_ml", Json::Num(r.voxels as f64 * ml)),
-            (
-                "lesion_volume_ml",
-                Json::Num(r.total_lesion_voxels() as f64 * ml),
-            ),
-            ("involvement_pct", Json::opt(r.involvement_pct())),
-        ];
-        let by_label = q
+    let region = |r: &RegionCounts| RegionDoc {
+        voxels: r.voxels,
+        volume_ml: r.voxels as f64 * ml,
+        lesion_volume_ml: r.total_lesion_voxels() as f64 * ml,
+        involvement_pct: r.involvement_pct(),
+        by_lesion_label: q
             .lesion_labels
             .iter()
             .enumerate()
             .map(|(n, l)| {
-                (
-                    l.to_string(),
-                    Json::obj([
-                        ("volume_ml", Json::Num(r.lesion_voxels[n] as f64 * ml)),
-                        ("pct", Json::opt(r.lesion_pct(n))),
-                    ]),
-                )
+                let lesion = LesionDoc {
+                    volume_ml: r.lesion_voxels[n] as f64 * ml,
+                    pct: r.lesion_pct(n),
+                };
+                (l.to_string(), lesion)
             })
-            .collect();
-        pairs.push(("by_lesion_label", Json::Obj(by_label)));
-        pairs.push((
-            "hu_bands_pct",
-            Json::obj(
-                HU_BAND_NAMES
-                    .iter()
-                    .enumerate()
-                    .map(|(b, name)| (*name, Json::opt(r.band_pct(b)))),
-            ),
-        ));
-        pairs
+            .collect(),
+        hu_bands_pct: HU_BAND_NAMES
+            .iter()
+            .enumerate()
+            .map(|(b, name)| (name.to_string(), r.band_pct(b)))
+            .collect(),
     };
     let lungs = q
         .lungs
         .iter()
         .map(|l| {
-            let mut pairs = vec![("label", l.label.map_or(Json::Null, |v| Json::Num(v as f64)))];
-            pairs.extend(region(&l.whole));
-            pairs.push((
-                "thirds",
-                Json::obj(
-                    THIRD_NAMES
-                        .iter()
-                        .zip(&l.thirds)
-                        .map(|(name, t)| (*name, Json::obj(region(t)))),
-                ),
-            ));
-            (l.name, Json::obj(pairs))
-        })
-        .collect::<Vec<_>>();
-    let label_stats = q
-        .labels
-        .iter()
-        .map(|s| {
-            Json::obj([
-                ("label", Json::Num(s.label as f64)),
-                ("name", label_name(s.label).map_or(Json::Null, Json::Str)),
-                ("voxels", Json::Num(s.voxels as f64)),
-                ("volume_ml", Json::Num(s.volume_ml)),
-                ("mean_hu", Json::Num(s.mean_hu)),
-                ("std_hu", Json::Num(s.std_hu)),
-                ("min_hu", Json::Num(s.min_hu as f64)),
-                ("max_hu", Json::Num(s.max_hu as f64)),
-            ])
+            let lung = LungDoc {
+                label: l.label,
+                whole: region(&l.whole),
+                thirds: THIRD_NAMES
+                    .iter()
+                    .zip(&l.thirds)
+                    .map(|(name, t)| (name.to_string(), region(t)))
+                    .collect(),
+            };
+            (l.name.to_string(), lung)
         })
         .collect();
-    Json::obj([
-        ("ct", Json::str(ct)),
-        ("labels_file", Json::str(labels_file)),
-        ("voxel_volume_ml", Json::Num(ml)),
-        (
-            "metadata",
-            Json::obj([
-                (
-                    "tool",
-                    Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
-                ),
-                (
-                    "lung_labels",
-                    Json::nums([options.left_lung as f64, options.right_lung as f64]),
-                ),
-                (
-                    "lesion_labels",
-                    Json::nums(options.lesion_labels.iter().map(|&l| l as f64)),
-                ),
-                (
-                    "hu_bands",
-                    Json::str(
-                        "Lung CT Analyzer bands, half-open [lo, hi) HU: below_range < -1050, emphysema [-1050, -950), inflated [-950, -750), infiltrated [-750, -400), collapsed [-400, +inf); % of the region's voxels",
-                    ),
-                ),
-                (
-                    "lung_region",
-                    Json::str(
-                        "lung-label voxels plus lesion voxels; each lesion voxel goes to the lung whose centroid is nearer along the world left-right axis",
-                    ),
-                ),
-                (
-                    "thirds",
-                    Json::str(
-                        "upper / middle / lower thirds of each lung's own extent along the world superior axis (voxel centres +- half a voxel); 'both' sums each lung's thirds",
-                    ),
-                ),
-                (
-                    "std_hu",
-                    Json::str("population standard deviation (divisor n)"),
-                ),
-                (
-                    "missing",
-                    Json::str("null where a value is undefined (empty region)"),
-                ),
-            ]),
-        ),
-        ("labels", Json::Arr(label_stats)),
-        ("lungs", Json::obj(lungs)),
-    ])
+    let labels = q
+        .labels
+        .iter()
+        .map(|s| LabelStatsDoc {
+            label: s.label,
+            name: label_name(s.label),
+            stats: s.clone(),
+        })
+        .collect();
+    QuantifyDoc {
+        ct: ct.to_string(),
+        labels_file: labels_file.to_string(),
+        voxel_volume_ml: ml,
+        metadata: QuantifyNotes {
+            tool: concat!("pulmo ", env!("CARGO_PKG_VERSION")),
+            lung_labels: [options.left_lung, options.right_lung],
+            lesion_labels: options.lesion_labels.clone(),
+            hu_bands: "Lung CT Analyzer bands, half-open [lo, hi) HU: below_range < -1050, emphysema [-1050, -950), inflated [-950, -750), infiltrated [-750, -400), collapsed [-400, +inf); % of the region's voxels",
+            lung_region: "lung-label voxels plus lesion voxels; each lesion voxel goes to the lung whose centroid is nearer along the world left-right axis",
+            thirds: "upper / middle / lower thirds of each lung's own extent along the world superior axis (voxel centres +- half a voxel); 'both' sums each lung's thirds",
+            std_hu: "population standard deviation (divisor n)",
+            missing: "null where a value is undefined (empty region)",
+        },
+        labels,
+        lungs,
+    }
 }
 
 /// The quantification as one CSV table. Rows with `section` = `label` carry per-label
@@ -761,30 +775,22 @@ mod tests {
         let opts = QuantifyOptions::default();
         let q = quantify(&ct, &labels, &opts).expect("same grid");
         let doc = to_json(&q, &opts, "ct.nii", "labels.nii", &name);
-        assert_eq!(doc.get("ct"), Some(&Json::str("ct.nii")));
-        assert_eq!(
-            doc.get("voxel_volume_ml"),
-            Some(&Json::Num(q.voxel_volume_ml))
-        );
-        let Some(Json::Arr(stats)) = doc.get("labels") else {
-            panic!("labels");
-        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::super::report::to_json_text(&doc)).expect("JSON");
+        assert_eq!(doc["ct"], "ct.nii");
+        assert_eq!(doc["voxel_volume_ml"].as_f64(), Some(q.voxel_volume_ml));
+        let stats = doc["labels"].as_array().expect("labels");
         assert_eq!(stats.len(), 4);
-        assert_eq!(stats[0].get("name"), Some(&Json::str("left lung")));
-        assert_eq!(stats[1].get("name"), Some(&Json::Null));
-        let right = doc
-            .get("lungs")
-            .and_then(|l| l.get("right"))
-            .expect("right");
-        assert_eq!(right.get("label"), Some(&Json::Num(2.0)));
-        assert_eq!(right.get("voxels"), Some(&Json::Num(12.0)));
-        let upper = right
-            .get("thirds")
-            .and_then(|t| t.get("upper"))
-            .expect("upper");
-        assert_eq!(upper.get("involvement_pct"), Some(&Json::Num(50.0)));
-        let both = doc.get("lungs").and_then(|l| l.get("both")).expect("both");
-        assert_eq!(both.get("label"), Some(&Json::Null));
+        assert_eq!(stats[0]["name"], "left lung");
+        assert!(stats[1]["name"].is_null());
+        let right = &doc["lungs"]["right"];
+        assert_eq!(right["label"].as_f64(), Some(2.0));
+        assert_eq!(right["voxels"].as_f64(), Some(12.0));
+        assert_eq!(
+            right["thirds"]["upper"]["involvement_pct"].as_f64(),
+            Some(50.0)
+        );
+        assert!(doc["lungs"]["both"]["label"].is_null());
 
         let csv = to_csv(&q, &name);
         let lines: Vec<&str> = csv.lines().collect();

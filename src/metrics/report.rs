@@ -1,162 +1,242 @@
-//! Plain-text report helpers for the metrics: a tiny JSON value with an escaping
-//! writer, CSV cells, summary statistics over cases, the comparison table as CSV and
-//! JSON (shared by `pulmo compare` and the viewer's Compare window), and atomic file
-//! writes.
+//! Plain-text report helpers for the metrics: JSON text in pulmo's report layout,
+//! CSV cells, summary statistics over cases, and the comparison table as CSV and JSON
+//! (shared by `pulmo compare` and the viewer's Compare window).
 //!
-//! No serde: [`Json`] is built by hand and written with [`Json::to_pretty`] or
-//! `Display` (compact). Numbers are written with Rust's `{}` formatting (shortest
-//! representation that reads back exactly); non-finite numbers and `None` are written
-//! as `null`. In CSV, missing values are empty cells ([`csv_opt`]); never NaN.
+//! JSON documents are serde-derived structs (keys in field order; [`Ordered`] for keys
+//! only known at run time) written by [`to_json_text`]: two-space indentation, arrays
+//! of scalars on one line (`[1, 0.5, -2]`), numbers with Rust's `{}` formatting
+//! (shortest representation that reads back exactly, so `1` rather than `1.0`),
+//! non-finite numbers and `None` as `null`. In CSV, missing values are empty cells
+//! ([`csv_opt`]); never NaN.
 
-use std::fmt::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::ser::{CharEscape, Formatter};
 
 use super::surface::percentile_linear;
 use super::{Comparison, IntensityMetrics, Target, TargetComparison};
 
-/// A JSON value. Objects keep their keys in insertion order.
+/// An object whose keys are known only at run time, written in insertion order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    /// Written with `{}`; non-finite is written as `null`.
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+pub struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> FromIterator<(String, V)> for Ordered<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        Ordered(iter.into_iter().collect())
+    }
 }
 
-impl Json {
-    /// A number, or `null` when `None` or not finite.
-    pub fn opt(value: Option<f64>) -> Json {
-        value.map_or(Json::Null, Json::Num)
-    }
-
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
-
-    /// An object from `(key, value)` pairs.
-    pub fn obj<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Json)>) -> Json {
-        Json::Obj(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
-
-    /// Numbers as an array.
-    pub fn nums(values: impl IntoIterator<Item = f64>) -> Json {
-        Json::Arr(values.into_iter().map(Json::Num).collect())
-    }
-
-    /// The value of `key` when `self` is an object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(pairs) => pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
+impl<V: Serialize> Serialize for Ordered<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
         }
+        map.end()
+    }
+}
+
+/// `value` as indented JSON text in the report layout (see the module doc), without a
+/// trailing newline.
+pub fn to_json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, ReportFormatter::default());
+    // Writing into a Vec fails only for a Serialize impl that reports an error itself
+    // (none of the report documents do); the text written so far is returned then.
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// serde_json's pretty layout with two differences: an array whose first element is
+/// a scalar is written on one line with `", "` between elements, and floats use `{}`.
+/// (The documents' arrays are homogeneous: all scalars or all containers.)
+#[derive(Default)]
+struct ReportFormatter {
+    /// Nesting depth of the containers being written.
+    depth: usize,
+    /// One entry per open array: whether it is written on one line, once known.
+    arrays: Vec<Option<bool>>,
+    /// An array element was announced and its separator is not written yet: whether it
+    /// is the first.
+    pending: Option<bool>,
+    /// The innermost open container has an element.
+    has_value: bool,
+}
+
+impl ReportFormatter {
+    fn indent<W: ?Sized + Write>(&self, w: &mut W) -> io::Result<()> {
+        for _ in 0..self.depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
     }
 
-    /// Indented (two spaces) JSON text, without a trailing newline.
-    pub fn to_pretty(&self) -> String {
-        let mut out = String::new();
-        self.write_pretty(&mut out, 0);
-        out
-    }
-
-    fn write_pretty(&self, out: &mut String, indent: usize) {
-        let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
-        match self {
-            Json::Arr(items) if !items.is_empty() => {
-                // Arrays of scalars stay on one line.
-                if items
-                    .iter()
-                    .all(|v| !matches!(v, Json::Arr(_) | Json::Obj(_)))
-                {
-                    let _ = write!(out, "{self}");
-                    return;
-                }
-                out.push_str("[\n");
-                for (n, v) in items.iter().enumerate() {
-                    pad(out, indent + 2);
-                    v.write_pretty(out, indent + 2);
-                    out.push_str(if n + 1 < items.len() { ",\n" } else { "\n" });
-                }
-                pad(out, indent);
-                out.push(']');
+    /// Writes the separator of an announced array element once its kind is known.
+    fn element<W: ?Sized + Write>(&mut self, w: &mut W, container: bool) -> io::Result<()> {
+        let Some(first) = self.pending.take() else {
+            return Ok(());
+        };
+        let inline = match self.arrays.last_mut() {
+            Some(mode) => *mode.get_or_insert(!container),
+            None => false,
+        };
+        if inline {
+            if !first {
+                w.write_all(b", ")?;
             }
-            Json::Obj(pairs) if !pairs.is_empty() => {
-                out.push_str("{\n");
-                for (n, (k, v)) in pairs.iter().enumerate() {
-                    pad(out, indent + 2);
-                    write_json_string(out, k);
-                    out.push_str(": ");
-                    v.write_pretty(out, indent + 2);
-                    out.push_str(if n + 1 < pairs.len() { ",\n" } else { "\n" });
-                }
-                pad(out, indent);
-                out.push('}');
+            Ok(())
+        } else {
+            if !first {
+                w.write_all(b",")?;
             }
-            _ => {
-                let _ = write!(out, "{self}");
-            }
+            w.write_all(b"\n")?;
+            self.indent(w)
         }
     }
 }
 
-/// Compact JSON text.
-impl fmt::Display for Json {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::Num(v) if v.is_finite() => write!(f, "{v}"),
-            Json::Num(_) => f.write_str("null"),
-            Json::Str(s) => {
-                let mut out = String::with_capacity(s.len() + 2);
-                write_json_string(&mut out, s);
-                f.write_str(&out)
-            }
-            Json::Arr(items) => {
-                f.write_str("[")?;
-                for (n, v) in items.iter().enumerate() {
-                    if n > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                f.write_str("]")
-            }
-            Json::Obj(pairs) => {
-                f.write_str("{")?;
-                for (n, (k, v)) in pairs.iter().enumerate() {
-                    if n > 0 {
-                        f.write_str(", ")?;
-                    }
-                    let mut key = String::new();
-                    write_json_string(&mut key, k);
-                    write!(f, "{key}: {v}")?;
-                }
-                f.write_str("}")
-            }
+impl Formatter for ReportFormatter {
+    fn write_null<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.element(w, false)?;
+        w.write_all(b"null")
+    }
+    fn write_bool<W: ?Sized + Write>(&mut self, w: &mut W, value: bool) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_i8<W: ?Sized + Write>(&mut self, w: &mut W, value: i8) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_i16<W: ?Sized + Write>(&mut self, w: &mut W, value: i16) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_i32<W: ?Sized + Write>(&mut self, w: &mut W, value: i32) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_i64<W: ?Sized + Write>(&mut self, w: &mut W, value: i64) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_i128<W: ?Sized + Write>(&mut self, w: &mut W, value: i128) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_u8<W: ?Sized + Write>(&mut self, w: &mut W, value: u8) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_u16<W: ?Sized + Write>(&mut self, w: &mut W, value: u16) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_u32<W: ?Sized + Write>(&mut self, w: &mut W, value: u32) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_u64<W: ?Sized + Write>(&mut self, w: &mut W, value: u64) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_u128<W: ?Sized + Write>(&mut self, w: &mut W, value: u128) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    /// `{}` formatting (serde_json calls `write_null` for non-finite values).
+    fn write_f32<W: ?Sized + Write>(&mut self, w: &mut W, value: f32) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_f64<W: ?Sized + Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
+        self.element(w, false)?;
+        write!(w, "{value}")
+    }
+    fn write_number_str<W: ?Sized + Write>(&mut self, w: &mut W, value: &str) -> io::Result<()> {
+        self.element(w, false)?;
+        w.write_all(value.as_bytes())
+    }
+    fn begin_string<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.element(w, false)?;
+        w.write_all(b"\"")
+    }
+    /// Control characters other than `\n`, `\r`, `\t` as `\u00xx` (also backspace and
+    /// form feed, which serde_json would write as `\b` and `\f`).
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        match escape {
+            CharEscape::Quote => w.write_all(b"\\\""),
+            CharEscape::ReverseSolidus => w.write_all(b"\\\\"),
+            CharEscape::Solidus => w.write_all(b"/"),
+            CharEscape::LineFeed => w.write_all(b"\\n"),
+            CharEscape::CarriageReturn => w.write_all(b"\\r"),
+            CharEscape::Tab => w.write_all(b"\\t"),
+            CharEscape::Backspace => w.write_all(b"\\u0008"),
+            CharEscape::FormFeed => w.write_all(b"\\u000c"),
+            CharEscape::AsciiControl(c) => write!(w, "\\u{:04x}", c),
         }
     }
-}
-
-/// Appends `s` as a quoted JSON string (escaping `"`, `\` and control characters).
-pub fn write_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.element(w, true)?;
+        self.depth += 1;
+        self.arrays.push(None);
+        self.has_value = false;
+        w.write_all(b"[")
     }
-    out.push('"');
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        let inline = self.arrays.pop().flatten().unwrap_or(true);
+        if self.has_value && !inline {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        self.has_value = true;
+        w.write_all(b"]")
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, _w: &mut W, first: bool) -> io::Result<()> {
+        self.pending = Some(first);
+        Ok(())
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.element(w, true)?;
+        self.depth += 1;
+        self.arrays.push(Some(false));
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        self.arrays.pop();
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        self.has_value = true;
+        w.write_all(b"}")
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        w.write_all(b"\n")?;
+        self.indent(w)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// A CSV cell: quoted (with doubled quotes) when it holds a comma, quote or newline.
@@ -334,6 +414,48 @@ pub fn compare_csv(rows: &[CompareRow], with_intensity: bool) -> String {
     out
 }
 
+/// The comparison as a JSON document ([`compare_json`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareDoc {
+    /// What was compared: file paths or descriptions.
+    pub reference: String,
+    pub test: String,
+    pub ct: Option<String>,
+    pub dims: [usize; 3],
+    pub spacing_mm: [f64; 3],
+    pub metadata: CompareNotes,
+    /// One object per row: `label` (the value, or "any"), then the columns.
+    pub results: Vec<Ordered<serde_json::Value>>,
+}
+
+/// Notes on the definitions in a comparison document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareNotes {
+    pub tool: &'static str,
+    pub hd95: &'static str,
+    pub hd: &'static str,
+    pub assd: &'static str,
+    pub rvd_pct: &'static str,
+    pub intensity: &'static str,
+    pub missing: &'static str,
+    pub label_any: &'static str,
+}
+
+impl Default for CompareNotes {
+    fn default() -> Self {
+        Self {
+            tool: concat!("pulmo ", env!("CARGO_PKG_VERSION")),
+            hd95: HD95_NOTE,
+            hd: "Hausdorff distance between the boundary voxels (mm)",
+            assd: "average symmetric surface distance (mm)",
+            rvd_pct: "(test - reference) / reference volume x 100",
+            intensity: "ME / MAE over the union of the masks of CT*test - CT*reference (HU); relative mean HU difference = (mean test - mean reference) / |mean reference| x 100",
+            missing: "null where a value is undefined (e.g. an empty mask)",
+            label_any: "\"any\" = every non-zero value as one mask",
+        }
+    }
+}
+
 /// The comparison as a JSON document: what was compared (`reference`, `test`, `ct`:
 /// file paths or descriptions), the grid, notes on the definitions, and the rows.
 pub fn compare_json(
@@ -343,119 +465,84 @@ pub fn compare_json(
     cmp: &Comparison,
     rows: &[CompareRow],
     with_intensity: bool,
-) -> Json {
+) -> CompareDoc {
     let columns = compare_columns(with_intensity);
     let label_json = |l: &str| match l.parse::<f64>() {
-        Ok(v) => Json::Num(v),
-        Err(_) => Json::str(l),
+        Ok(v) => serde_json::Value::from(v),
+        Err(_) => serde_json::Value::from(l),
     };
     let results = rows
         .iter()
         .map(|row| {
-            let mut pairs = vec![("label".to_string(), label_json(&row.label))];
-            pairs.extend(
-                columns
-                    .iter()
-                    .zip(row.values())
-                    .map(|(k, v)| (k.to_string(), Json::opt(v))),
-            );
-            Json::Obj(pairs)
+            std::iter::once(("label".to_string(), label_json(&row.label)))
+                .chain(
+                    columns
+                        .iter()
+                        .zip(row.values())
+                        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v))),
+                )
+                .collect()
         })
         .collect();
-    Json::obj([
-        ("reference", Json::str(reference)),
-        ("test", Json::str(test)),
-        ("ct", ct.map_or(Json::Null, Json::str)),
-        ("dims", Json::nums(cmp.dims.map(|d| d as f64))),
-        ("spacing_mm", Json::nums(cmp.spacing_mm)),
-        (
-            "metadata",
-            Json::obj([
-                (
-                    "tool",
-                    Json::str(concat!("pulmo ", env!("CARGO_PKG_VERSION"))),
-                ),
-                ("hd95", Json::str(HD95_NOTE)),
-                (
-                    "hd",
-                    Json::str("Hausdorff distance between the boundary voxels (mm)"),
-                ),
-                ("assd", Json::str("average symmetric surface distance (mm)")),
-                (
-                    "rvd_pct",
-                    Json::str("(test - reference) / reference volume x 100"),
-                ),
-                (
-                    "intensity",
-                    Json::str(
-                        "ME / MAE over the union of the masks of CT*test - CT*reference (HU); relative mean HU difference = (mean test - mean reference) / |mean reference| x 100",
-                    ),
-                ),
-                (
-                    "missing",
-                    Json::str("null where a value is undefined (e.g. an empty mask)"),
-                ),
-                (
-                    "label_any",
-                    Json::str("\"any\" = every non-zero value as one mask"),
-                ),
-            ]),
-        ),
-        ("results", Json::Arr(results)),
-    ])
-}
-
-/// The temporary file [`write_atomic`] writes first: `path` with `.tmp` appended, in
-/// the same folder.
-pub fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically: to [`temporary_path`] in the same folder, then
-/// renamed over `path`. On failure the temporary file is removed and an existing `path`
-/// is left as it was.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = temporary_path(path);
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    CompareDoc {
+        reference: reference.to_string(),
+        test: test.to_string(),
+        ct: ct.map(str::to_string),
+        dims: cmp.dims,
+        spacing_mm: cmp.spacing_mm,
+        metadata: CompareNotes::default(),
+        results,
     }
-    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(serde::Serialize)]
+    struct Sample {
+        v: Vec<f64>,
+        o: Option<f64>,
+        n: f64,
+        s: &'static str,
+        t: bool,
+        e: Vec<f64>,
+        m: Ordered<f64>,
+        a: Vec<Ordered<f64>>,
+    }
+
     #[test]
-    fn json_escapes_and_nulls() {
-        let j = Json::obj([
-            ("a\"b", Json::str("x\\y\n\u{1}")),
-            ("n", Json::Num(f64::NAN)),
-            ("i", Json::Num(f64::INFINITY)),
-            ("o", Json::opt(None)),
-            ("v", Json::nums([1.0, 0.5, -2.0])),
-            ("t", Json::Bool(true)),
-        ]);
+    fn json_text_layout_escapes_and_nulls() {
+        let doc = Sample {
+            v: vec![1.0, 0.5, -2.0, 1e21],
+            o: None,
+            n: f64::NAN,
+            s: "x\\y\n\u{1}\u{8}\"",
+            t: true,
+            e: vec![],
+            m: Ordered(vec![("a\"b".into(), f64::INFINITY)]),
+            a: vec![Ordered(vec![("k".into(), 1.0)])],
+        };
         assert_eq!(
-            j.to_string(),
-            r#"{"a\"b": "x\\y\n\u0001", "n": null, "i": null, "o": null, "v": [1, 0.5, -2], "t": true}"#
+            to_json_text(&doc),
+            r#"{
+  "v": [1, 0.5, -2, 1000000000000000000000],
+  "o": null,
+  "n": null,
+  "s": "x\\y\n\u0001\u0008\"",
+  "t": true,
+  "e": [],
+  "m": {
+    "a\"b": null
+  },
+  "a": [
+    {
+      "k": 1
+    }
+  ]
+}"#
         );
-        let pretty = j.to_pretty();
-        assert!(pretty.starts_with("{\n  \"a\\\"b\": "), "{pretty}");
-        assert!(pretty.contains("\"v\": [1, 0.5, -2]"), "{pretty}");
-        assert_eq!(Json::Arr(vec![]).to_pretty(), "[]");
-        assert_eq!(Json::obj::<&str>([]).to_pretty(), "{}");
-        let nested = Json::Arr(vec![Json::obj([("k", Json::Num(1.0))])]);
-        assert_eq!(nested.to_pretty(), "[\n  {\n    \"k\": 1\n  }\n]");
+        assert_eq!(to_json_text(&Ordered::<f64>(vec![])), "{}");
     }
 
     #[test]
@@ -500,39 +587,19 @@ mod tests {
         assert!(header.starts_with("label,dice,") && header.contains(",test_volume_ml,me_hu,"));
 
         let doc = compare_json("ref.nii", "test.nii", None, &cmp, &rows, false);
-        assert_eq!(doc.get("reference"), Some(&Json::str("ref.nii")));
-        assert_eq!(doc.get("ct"), Some(&Json::Null));
-        assert_eq!(doc.get("dims"), Some(&Json::nums([4.0, 1.0, 1.0])));
-        let Some(Json::Arr(results)) = doc.get("results") else {
-            panic!("results");
-        };
+        let text = to_json_text(&doc);
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(doc["reference"], "ref.nii");
+        assert!(doc["ct"].is_null());
+        assert_eq!(doc["dims"], serde_json::json!([4, 1, 1]));
+        let results = doc["results"].as_array().expect("results");
         assert_eq!(results.len(), 3);
-        assert_eq!(results[0].get("label"), Some(&Json::Num(1.0)));
-        assert_eq!(results[2].get("label"), Some(&Json::str("any")));
-        assert_eq!(results[0].get("dice"), Some(&Json::Num(2.0 / 3.0)));
+        assert_eq!(results[0]["label"].as_f64(), Some(1.0));
+        assert_eq!(results[2]["label"], "any");
+        assert_eq!(results[0]["dice"].as_f64(), Some(2.0 / 3.0));
         assert!(results[0].get("me_hu").is_none());
-        let text = doc.to_pretty();
+        assert!(text.contains("\n  \"dims\": [4, 1, 1],\n"), "{text}");
         assert!(text.contains("\"hd95\": \"MONAI definition"), "{text}");
-    }
-
-    #[test]
-    fn atomic_writes_replace_whole_files_and_leave_nothing_behind() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("table.csv");
-        assert_eq!(temporary_path(&path), dir.path().join("table.csv.tmp"));
-        write_atomic(&path, b"first").expect("write");
-        write_atomic(&path, b"second").expect("overwrite");
-        assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        assert!(!temporary_path(&path).exists());
-        // A folder that does not exist: an error, nothing written.
-        let bad = dir.path().join("missing").join("x.csv");
-        assert!(write_atomic(&bad, b"x").is_err());
-        assert!(!bad.exists() && !temporary_path(&bad).exists());
-        // A target that cannot be replaced (a folder): the error, the folder intact.
-        let folder = dir.path().join("folder.csv");
-        std::fs::create_dir(&folder).unwrap();
-        assert!(write_atomic(&folder, b"x").is_err());
-        assert!(folder.is_dir() && !temporary_path(&folder).exists());
     }
 
     #[test]

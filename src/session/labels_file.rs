@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::annotate::LabelTable;
 use crate::annotate::itksnap::label_file_for;
 use crate::infer::review::AcceptRecord;
-use crate::io::atomic::write_atomically;
+use crate::io::atomic::write_bytes;
 use crate::volume::{Geometry, LabelVolume};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +45,6 @@ fn file_name(path: &Path) -> String {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
-fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    write_atomically(path, None, |w| w.write_all(text.as_bytes()))
-}
-
 /// Saves `labels` at `path` (NIfTI, atomically), then its label description and, when
 /// `accepted` is not empty, the provenance of the accepted proposals. `Err` means the
 /// map was not saved; `Ok` lists the sidecars that could not be written (the map was).
@@ -62,7 +58,7 @@ pub fn save_labels(
         .map_err(|e| LabelsFileError::NotSaved(e.to_string()))?;
     let mut sidecar_errors = Vec::new();
     let description = label_file_for(path);
-    if let Err(source) = write_text(&description, &table.to_itksnap()) {
+    if let Err(source) = write_bytes(&description, table.to_itksnap().as_bytes()) {
         sidecar_errors.push(LabelsFileError::Description {
             path: description,
             source,
@@ -73,7 +69,7 @@ pub fn save_labels(
         let sidecar = provenance_file_for(path);
         let doc = serde_json::json!({ "labels": file_name(path), "accepted_proposals": accepted });
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        if let Err(source) = write_text(&sidecar, &text) {
+        if let Err(source) = write_bytes(&sidecar, text.as_bytes()) {
             sidecar_errors.push(LabelsFileError::Provenance {
                 path: sidecar,
                 source,
@@ -90,16 +86,12 @@ pub struct OpenedLabels {
     pub table: Option<Result<LabelTable, LabelsFileError>>,
 }
 
-/// Reads the label map at `path` (NIfTI or NRRD) and checks that it lies on the CT's
+/// Reads the label map at `path` (NIfTI or NRRD, by its name) and checks that it lies on the CT's
 /// grid `ct`; reads its ITK-SNAP label description when there is one.
 pub fn open_labels(path: &Path, ct: &Geometry) -> Result<OpenedLabels, LabelsFileError> {
-    let read = match crate::io::Format::of_path(path) {
-        crate::io::Format::Nrrd => {
-            crate::io::nrrd::read_nrrd_labels(path).map_err(|e| e.to_string())
-        }
-        _ => crate::io::nifti::read_nifti_labels(path).map_err(|e| e.to_string()),
-    };
-    let labels = read.map_err(LabelsFileError::Unreadable)?.volume;
+    let labels = crate::io::read_label_map(path)
+        .map_err(|e| LabelsFileError::Unreadable(e.to_string()))?
+        .volume;
     crate::metrics::check_same_grid("CT", ct, "label map", &labels.geometry).map_err(|e| {
         LabelsFileError::OtherGrid {
             path: path.to_path_buf(),

@@ -10,36 +10,32 @@
 //! - Exports: CSV and JSON of both tables (atomic writes) and a one-page PNG report.
 //!
 //! Both work on snapshots of the maps taken when the job starts; later edits do not
-//! change a result until it is run again.
+//! change a result until it is run again. The computations and the report documents
+//! (CSV, JSON, the PNG report's text) are `metrics::workflow`'s; this file draws them,
+//! runs them on background threads and writes the exports.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
 
-use crossbeam_channel::{Receiver, TryRecvError};
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints, Points, VLine};
 use nalgebra::Vector2;
 
 use super::{PulmoApp, error_chain};
 use crate::annotate::LabelTable;
-use crate::io::Format;
-use crate::metrics::agreement::{
-    AgreementCodes, agreement_map, roc_curve, slice_scores, worst_slices,
-};
-use crate::metrics::quantify::{
-    HU_BAND_NAMES, HuHistogram, Quantification, QuantifyOptions, THIRD_NAMES, hu_histogram,
-    quantify,
-};
-use crate::metrics::report::{CompareRow, HD95_NOTE, compare_csv, compare_json, write_atomic};
-use crate::metrics::{self, Comparison, SliceMetrics, Target, fmt_opt};
+use crate::metrics::agreement::AgreementCodes;
+use crate::metrics::quantify::{HU_BAND_NAMES, THIRD_NAMES};
+use crate::metrics::report::{CompareRow, HD95_NOTE};
+// Re-exported for `ui::app`'s users (the window state holds them).
+pub use crate::metrics::workflow::{CompareResult, QuantResult, TargetDetail};
+use crate::metrics::workflow::{MapInput, report_lines, target_detail};
+use crate::metrics::{Target, fmt_opt};
 use crate::render::report::{KeyImage, compose_report, encode_png};
 use crate::render::{
     AGREEMENT_COLORS, AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED,
     FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors,
 };
+use crate::session::jobs::{Job, JobFailure, take_finished};
 use crate::view::{Plane, ViewFrame, ViewState, slice_index};
-use crate::volume::{Geometry, LabelVolume};
 
 /// The agreement overlay's values (reserved colour-table entries).
 const CODES: AgreementCodes = AgreementCodes {
@@ -47,14 +43,8 @@ const CODES: AgreementCodes = AgreementCodes {
     false_positive: AGREEMENT_FP,
     false_negative: AGREEMENT_FN,
 };
-/// The histogram range and bin width (HU).
-const HIST_LO_HU: i32 = -1100;
-const HIST_HI_HU: i32 = 200;
-const HIST_BIN_HU: i32 = 10;
 /// Side of the key image of the PNG report (pixels).
 const KEY_IMAGE_PX: usize = 512;
-/// How many worst slices are listed.
-const WORST_SLICES: usize = 5;
 
 /// Where a label map to compare comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,42 +101,8 @@ impl ExportKind {
     }
 }
 
-/// Slice-level results for one target.
-pub struct TargetDetail {
-    pub target: Target,
-    pub slices: SliceMetrics,
-    /// Up to five (k, Dice) with the lowest Dice among slices holding the target.
-    pub worst: Vec<(usize, f64)>,
-    /// ROC curve of per-slice scores (test voxels / max) against reference-positive.
-    pub roc: Vec<[f64; 2]>,
-    pub auc: Option<f64>,
-    /// TP / FP / FN voxels of the target ([`CODES`]).
-    pub agreement: LabelVolume,
-    /// The axial view's slice number (1-based) of each k.
-    pub slice_numbers: Vec<usize>,
-}
-
-/// A finished comparison.
-pub struct CompareResult {
-    pub reference_name: String,
-    pub test_name: String,
-    pub comparison: Comparison,
-    pub rows: Vec<CompareRow>,
-    pub detail: TargetDetail,
-    pub seconds: f64,
-    /// The snapshots compared (kept to recompute the detail for another target).
-    reference: Arc<LabelVolume>,
-    test: Arc<LabelVolume>,
-}
-
-/// A finished quantification.
-pub struct QuantResult {
-    pub quantification: Quantification,
-    pub histogram: HuHistogram,
-    pub seconds: f64,
-}
-
-type JobRx<T> = Receiver<Result<Box<T>, String>>;
+/// A computation of the windows: its result, or the error to show.
+type ComputeJob<T> = Job<Result<Box<T>, String>>;
 
 /// State of the Compare and Quantification windows.
 pub struct CompareState {
@@ -166,9 +122,9 @@ pub struct CompareState {
     pub quantify_error: Option<String>,
     /// The last export's outcome: Ok(message) or Err(message).
     pub export_status: Option<Result<String, String>>,
-    compare_job: Option<JobRx<CompareResult>>,
-    detail_job: Option<JobRx<TargetDetail>>,
-    quantify_job: Option<JobRx<QuantResult>>,
+    compare_job: Option<ComputeJob<CompareResult>>,
+    detail_job: Option<ComputeJob<TargetDetail>>,
+    quantify_job: Option<ComputeJob<QuantResult>>,
     overlay_uploaded: bool,
     overlay_was_active: bool,
 }
@@ -253,123 +209,30 @@ impl CompareState {
     }
 }
 
-/// Runs `work` on a named thread; its result (or a crash message) arrives on the
-/// receiver, and the UI is woken.
+/// Runs `work` as a background job named `name` that wakes the UI when it ends.
 fn spawn_job<T: Send + 'static>(
     ctx: &egui::Context,
     name: &str,
     work: impl FnOnce() -> Result<Box<T>, String> + Send + 'static,
-) -> JobRx<T> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let ctx = ctx.clone();
-    let tx2 = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .unwrap_or_else(|_| Err("the computation crashed (internal error)".into()));
-            let _ = tx.send(out);
-            ctx.request_repaint();
-        });
-    if let Err(e) = spawned {
-        let _ = tx2.send(Err(format!("cannot start a thread: {e}")));
-    }
-    rx
+) -> ComputeJob<T> {
+    Job::spawn(name, name, super::job_control(ctx), move |_| work())
 }
 
-/// Takes a finished job's result, if any.
-fn poll<T>(slot: &mut Option<JobRx<T>>) -> Option<Result<Box<T>, String>> {
-    let rx = slot.as_ref()?;
-    let out = match rx.try_recv() {
-        Ok(r) => r,
-        Err(TryRecvError::Empty) => return None,
-        Err(TryRecvError::Disconnected) => Err("the computation stopped unexpectedly".into()),
-    };
-    *slot = None;
-    Some(out)
-}
-
-/// A map ready to compare, or a file still to read (on the job's thread).
-enum MapInput {
-    Ready(LabelVolume),
-    File(PathBuf),
-}
-
-impl MapInput {
-    fn load(self, ct: &Geometry, side: &'static str) -> Result<LabelVolume, String> {
-        let (volume, path) = match self {
-            MapInput::Ready(v) => return Ok(v),
-            MapInput::File(p) => {
-                let read = match Format::of_path(&p) {
-                    Format::Nifti => {
-                        crate::io::nifti::read_nifti_labels(&p).map_err(|e| error_chain(&e))
-                    }
-                    Format::Nrrd => {
-                        crate::io::nrrd::read_nrrd_labels(&p).map_err(|e| error_chain(&e))
-                    }
-                    Format::Dicom => Err(format!(
-                        "{}: a label map must be .nii, .nii.gz or .nrrd",
-                        p.display()
-                    )),
-                }?;
-                (read.volume, p)
-            }
-        };
-        metrics::check_same_grid("CT", ct, side, &volume.geometry).map_err(|e| {
-            format!(
-                "{} is not on the CT's grid, so it cannot be compared: {e}",
-                path.display()
-            )
-        })?;
-        Ok(volume)
-    }
-}
-
-/// The non-zero values present in either map, ascending.
-fn labels_present(a: &LabelVolume, b: &LabelVolume) -> Vec<u8> {
-    let mut seen = [false; 256];
-    for &v in a.voxels.iter().chain(&b.voxels) {
-        seen[v as usize] = true;
-    }
-    (1..=255u8).filter(|&v| seen[v as usize]).collect()
-}
-
-/// Slice-level results, agreement map and ROC of one target.
-fn target_detail(
-    reference: &LabelVolume,
-    test: &LabelVolume,
-    target: Target,
-) -> Result<TargetDetail, String> {
-    let slices = metrics::slice_metrics(reference, test, target).map_err(|e| e.to_string())?;
-    let (scores, truth) = slice_scores(&slices);
-    let auc = metrics::roc_auc(&scores, &truth).map_err(|e| e.to_string())?;
-    let agreement = agreement_map(reference, test, target, CODES).map_err(|e| e.to_string())?;
-    let g = &reference.geometry;
-    let [nx, ny, nz] = g.dims;
-    let slice_numbers = (0..nz)
-        .map(|k| {
-            let centre = nalgebra::Vector3::new(nx as f64 / 2.0, ny as f64 / 2.0, k as f64);
-            slice_index(g, Plane::Axial, g.world_at_voxel(centre)).0
+/// Takes a finished job's result, if any (a crash or a lost job as its error).
+fn poll<T>(slot: &mut Option<ComputeJob<T>>) -> Option<Result<Box<T>, String>> {
+    let result = take_finished(slot)?;
+    Some(result.unwrap_or_else(|failure| {
+        Err(match failure {
+            JobFailure::Crashed => "the computation crashed (internal error)".into(),
+            JobFailure::NotStarted(e) => format!("cannot start a thread: {e}"),
+            JobFailure::Stopped => "the computation stopped unexpectedly".into(),
         })
-        .collect();
-    Ok(TargetDetail {
-        target,
-        worst: worst_slices(&slices, WORST_SLICES),
-        roc: roc_curve(&scores, &truth),
-        auc,
-        slices,
-        agreement,
-        slice_numbers,
-    })
+    }))
 }
 
+/// A target as the windows name it, with the names of `table`.
 fn target_name(table: &LabelTable, target: Target) -> String {
-    match target {
-        Target::Label(l) => table
-            .get(l)
-            .map_or_else(|| format!("label {l}"), |x| format!("{l} {}", x.name)),
-        Target::AnyForeground => "any foreground".into(),
-    }
+    crate::metrics::workflow::target_name(target, &|v| table.get(v).map(|l| l.name.clone()))
 }
 
 fn label_color(table: &LabelTable, label: u8) -> Color32 {
@@ -513,23 +376,15 @@ impl PulmoApp {
         self.compare.error = None;
         self.compare.detail_job = None;
         self.compare.compare_job = Some(spawn_job(ctx, "pulmo-compare", move || {
-            let t0 = Instant::now();
-            let r = reference.load(&ct_geometry, "reference map")?;
-            let t = test.load(&ct_geometry, "test map")?;
-            let labels = labels_present(&r, &t);
-            let comparison = metrics::compare(&r, &t, &labels).map_err(|e| e.to_string())?;
-            let rows = metrics::report::compare_rows(&comparison);
-            let detail = target_detail(&r, &t, target)?;
-            Ok(Box::new(CompareResult {
-                reference_name,
-                test_name,
-                comparison,
-                rows,
-                detail,
-                seconds: t0.elapsed().as_secs_f64(),
-                reference: Arc::new(r),
-                test: Arc::new(t),
-            }))
+            CompareResult::run(
+                (reference, reference_name),
+                (test, test_name),
+                &ct_geometry,
+                target,
+                CODES,
+            )
+            .map(Box::new)
+            .map_err(|e| error_chain(&e))
         }));
     }
 
@@ -538,9 +393,11 @@ impl PulmoApp {
         let Some(r) = &self.compare.result else {
             return;
         };
-        let (reference, test) = (r.reference.clone(), r.test.clone());
+        let (reference, test) = r.maps();
         self.compare.detail_job = Some(spawn_job(ctx, "pulmo-compare-detail", move || {
-            target_detail(&reference, &test, target).map(Box::new)
+            target_detail(&reference, &test, target, CODES)
+                .map(Box::new)
+                .map_err(|e| e.to_string())
         }));
     }
 
@@ -549,23 +406,13 @@ impl PulmoApp {
         let Some(study) = &self.session.study else {
             return;
         };
-        let ct = Arc::new(study.ct.clone());
+        let ct = study.ct.clone();
         let labels = study.editor.labels().clone();
         self.compare.quantify_error = None;
         self.compare.quantify_job = Some(spawn_job(ctx, "pulmo-quantify", move || {
-            let t0 = Instant::now();
-            let options = QuantifyOptions::default();
-            let q = quantify(&ct, &labels, &options).map_err(|e| e.to_string())?;
-            let mut wanted = vec![options.left_lung, options.right_lung];
-            wanted.extend(&options.lesion_labels);
-            let histogram =
-                hu_histogram(&ct, &labels, &wanted, HIST_LO_HU, HIST_HI_HU, HIST_BIN_HU)
-                    .map_err(|e| e.to_string())?;
-            Ok(Box::new(QuantResult {
-                quantification: q,
-                histogram,
-                seconds: t0.elapsed().as_secs_f64(),
-            }))
+            QuantResult::compute(&ct, &labels)
+                .map(Box::new)
+                .map_err(|e| e.to_string())
         }));
     }
 
@@ -1008,7 +855,7 @@ impl PulmoApp {
     /// stay in the window and an existing file is left as it was.
     pub fn export_to(&self, kind: ExportKind, path: &Path) -> Result<(), String> {
         let bytes = self.export_bytes(kind)?;
-        write_atomic(path, &bytes).map_err(|e| {
+        crate::io::atomic::write_bytes(path, &bytes).map_err(|e| {
             format!(
                 "Could not save {} ({e}); nothing was lost, the results are still here.",
                 path.display()
@@ -1023,48 +870,34 @@ impl PulmoApp {
         let no_comparison = "run a comparison first";
         let no_quantification = "quantify first";
         Ok(match kind {
-            ExportKind::CompareCsv => {
-                let r = self.compare.result.as_ref().ok_or(no_comparison)?;
-                compare_csv(&r.rows, false).into_bytes()
-            }
-            ExportKind::CompareJson => {
-                let r = self.compare.result.as_ref().ok_or(no_comparison)?;
-                let mut doc = compare_json(
-                    &r.reference_name,
-                    &r.test_name,
-                    Some(&study.name),
-                    &r.comparison,
-                    &r.rows,
-                    false,
-                );
-                if let metrics::report::Json::Obj(pairs) = &mut doc {
-                    pairs.push(("slice_level".into(), detail_json(&r.detail)));
-                }
-                (doc.to_pretty() + "\n").into_bytes()
-            }
-            ExportKind::QuantifyCsv => {
-                let q = self
-                    .compare
-                    .quantification
-                    .as_ref()
-                    .ok_or(no_quantification)?;
-                metrics::quantify::to_csv(&q.quantification, &name).into_bytes()
-            }
-            ExportKind::QuantifyJson => {
-                let q = self
-                    .compare
-                    .quantification
-                    .as_ref()
-                    .ok_or(no_quantification)?;
-                let doc = metrics::quantify::to_json(
-                    &q.quantification,
-                    &QuantifyOptions::default(),
-                    &study.name,
-                    "current labels (viewer)",
-                    &name,
-                );
-                (doc.to_pretty() + "\n").into_bytes()
-            }
+            ExportKind::CompareCsv => self
+                .compare
+                .result
+                .as_ref()
+                .ok_or(no_comparison)?
+                .to_csv()
+                .into_bytes(),
+            ExportKind::CompareJson => self
+                .compare
+                .result
+                .as_ref()
+                .ok_or(no_comparison)?
+                .to_json(&study.name)
+                .into_bytes(),
+            ExportKind::QuantifyCsv => self
+                .compare
+                .quantification
+                .as_ref()
+                .ok_or(no_quantification)?
+                .to_csv(&name)
+                .into_bytes(),
+            ExportKind::QuantifyJson => self
+                .compare
+                .quantification
+                .as_ref()
+                .ok_or(no_quantification)?
+                .to_json(&study.name, "current labels (viewer)", &name)
+                .into_bytes(),
             ExportKind::ReportPng => self.report_png()?,
         })
     }
@@ -1118,7 +951,13 @@ impl PulmoApp {
             "Axial {i}/{n}, W {:.0} / L {:.0}{overlay}",
             self.window_width_hu, self.window_center_hu
         );
-        let lines = self.report_lines(study);
+        let table = &self.session.label_table;
+        let lines = report_lines(
+            study.synthetic,
+            self.compare.quantification.as_ref(),
+            self.compare.result.as_ref(),
+            &|v| table.get(v).map(|l| l.name.clone()),
+        );
         let page = compose_report(
             &format!("pulmo report: {}", study.name),
             Some(KeyImage {
@@ -1131,96 +970,6 @@ impl PulmoApp {
         );
         encode_png(&page).map_err(|e| format!("cannot encode the PNG: {e}"))
     }
-
-    fn report_lines(&self, study: &super::Study) -> Vec<String> {
-        let table = &self.session.label_table;
-        let name = |v: u8| table.get(v).map(|l| l.name.clone());
-        let mut lines = Vec::new();
-        if study.synthetic {
-            lines.push("SYNTHETIC DEMO STUDY - not patient data".to_string());
-            lines.push(String::new());
-        }
-        match &self.compare.quantification {
-            Some(q) => {
-                lines.push("Quantification of the current labels".to_string());
-                lines.extend(metrics::quantify::text_lines(&q.quantification, &name));
-                let both = &q.quantification.lungs[2].whole;
-                let bands: Vec<String> = HU_BAND_NAMES
-                    .iter()
-                    .enumerate()
-                    .map(|(b, n)| format!("{n} {} %", fmt_opt(both.band_pct(b), 1)))
-                    .collect();
-                lines.push(format!("  HU bands (both lungs): {}", bands.join(", ")));
-            }
-            None => lines.push("Quantification: not computed".to_string()),
-        }
-        lines.push(String::new());
-        if let Some(r) = &self.compare.result {
-            lines.push(format!(
-                "Comparison: reference {} vs test {}",
-                r.reference_name, r.test_name
-            ));
-            lines.extend(r.comparison.to_string().lines().map(|l| format!("  {l}")));
-            let d = &r.detail;
-            lines.push(format!(
-                "  {}: slice sensitivity {}, specificity {}, ROC AUC {}",
-                target_name(table, d.target),
-                fmt_opt(d.slices.sensitivity, 3),
-                fmt_opt(d.slices.specificity, 3),
-                fmt_opt(d.auc, 3)
-            ));
-            lines.push(
-                "  HD95: MONAI definition (larger of the two directed 95th percentiles)".into(),
-            );
-        }
-        lines
-    }
-}
-
-/// The slice-level part of the Compare window's JSON export.
-fn detail_json(d: &TargetDetail) -> metrics::report::Json {
-    use metrics::report::Json;
-    let s = &d.slices;
-    Json::obj([
-        ("target", Json::str(metrics::report::target_label(d.target))),
-        ("slice_sensitivity", Json::opt(s.sensitivity)),
-        ("slice_specificity", Json::opt(s.specificity)),
-        ("slice_accuracy", Json::Num(s.accuracy)),
-        ("mean_dice", Json::Num(s.mean_dice)),
-        (
-            "mean_dice_reference_positive",
-            Json::opt(s.mean_dice_reference_positive),
-        ),
-        ("roc_auc", Json::opt(d.auc)),
-        (
-            "roc_score",
-            Json::str(
-                "test voxels of the target in the slice / the largest slice's; truth = the reference holds it",
-            ),
-        ),
-        (
-            "worst_slices",
-            Json::Arr(
-                d.worst
-                    .iter()
-                    .map(|&(k, dice)| {
-                        Json::obj([
-                            ("k", Json::Num(k as f64)),
-                            (
-                                "axial_slice",
-                                Json::Num(d.slice_numbers.get(k).copied().unwrap_or(k + 1) as f64),
-                            ),
-                            ("dice", Json::Num(dice)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "per_slice_dice",
-            Json::nums(s.per_slice.iter().map(|x| x.dice)),
-        ),
-    ])
 }
 
 /// The metrics table: one row per label and one for any foreground.
@@ -1280,41 +1029,17 @@ fn compare_table_ui(ui: &mut egui::Ui, table: &LabelTable, rows: &[CompareRow]) 
 mod tests {
     use super::*;
     use crate::render::FLAG_LINEAR;
-    use crate::volume::Volume;
 
     fn result() -> CompareResult {
-        let g = Geometry::axis_aligned([4, 3, 2], [1.0; 3], [0.0; 3]);
-        let mut r = Volume::filled(g.clone(), 0u8).expect("grid");
-        let mut t = Volume::filled(g, 0u8).expect("grid");
-        r.set(1, 1, 0, 3);
-        r.set(2, 1, 0, 3);
-        t.set(2, 1, 0, 3);
-        t.set(3, 1, 1, 3);
-        let comparison = metrics::compare(&r, &t, &[3]).expect("same grid");
-        let detail = target_detail(&r, &t, Target::Label(3)).expect("same grid");
-        CompareResult {
-            reference_name: "r".into(),
-            test_name: "t".into(),
-            rows: metrics::report::compare_rows(&comparison),
-            comparison,
-            detail,
-            seconds: 0.0,
-            reference: Arc::new(r),
-            test: Arc::new(t),
-        }
-    }
-
-    #[test]
-    fn detail_of_a_small_case() {
-        let d = result().detail;
-        assert_eq!(d.agreement.get(2, 1, 0), AGREEMENT_TP);
-        assert_eq!(d.agreement.get(1, 1, 0), AGREEMENT_FN);
-        assert_eq!(d.agreement.get(3, 1, 1), AGREEMENT_FP);
-        // k = 1 holds only a false positive: the worst slice.
-        assert_eq!(d.worst, [(1, 0.0), (0, 2.0 / 3.0)]);
-        assert_eq!(d.slice_numbers, [1, 2]);
-        // One positive and one negative slice, the negative one scored as high.
-        assert_eq!(d.auc, Some(0.5));
+        let (g, r, t) = crate::metrics::workflow::tests::maps();
+        CompareResult::run(
+            (MapInput::Ready(r), "r".into()),
+            (MapInput::Ready(t), "t".into()),
+            &g,
+            Target::Label(3),
+            CODES,
+        )
+        .expect("same grid")
     }
 
     #[test]

@@ -427,10 +427,10 @@ impl PulmoApp {
             }
             return;
         }
-        if let Some(stroke) = &mut self.stroke {
-            if let Err(e) = stroke.add_point(&mut study.editor, Some(&study.ct), world) {
-                self.save_error = Some(e.to_string());
-            }
+        if let Some(stroke) = &mut self.stroke
+            && let Err(e) = stroke.add_point(&mut study.editor, Some(&study.ct), world)
+        {
+            self.save_error = Some(e.to_string());
         }
     }
 }
