@@ -20,7 +20,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::{Matrix3, Vector3};
 
 use super::ReadVolume;
-use super::nifti::samples::{self, SampleType, Target};
+use super::samples::{self, SampleType, Target};
 use crate::volume::{Geometry, Volume, VolumeError};
 
 /// Errors of the NRRD reader. Every message names the file.
