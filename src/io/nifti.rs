@@ -599,16 +599,12 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     let decoded = samples::decode::<T>(&data, ty, big_endian, scaling)
         .map_err(|e| bad_value::<T>(path, e, dims, scaling.is_some()))?;
     drop(data);
-    samples::push_conversion_warnings(&decoded, &mut warnings);
-    let volume = Volume::new(geometry, decoded.values).map_err(|source| NiftiError::Geometry {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(ReadVolume {
-        volume,
-        path: path.to_path_buf(),
-        warnings,
-    })
+    decoded
+        .into_read_volume(geometry, path, warnings)
+        .map_err(|source| NiftiError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// An I/O error while reading `path`: [`NiftiError::Truncated`] when the data ended

@@ -22,7 +22,7 @@ use nalgebra::{Matrix3, Vector3};
 
 use super::ReadVolume;
 use super::samples::{self, SampleType, Target};
-use crate::volume::{Geometry, Volume, VolumeError};
+use crate::volume::{Geometry, VolumeError};
 
 /// Errors of the NRRD reader. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -321,24 +321,15 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
     let want = f.expected(ty, &sizes, dims)?;
     let (region, source_name) = f.data_region(&bytes, header.data_start)?;
     let (line_skip, byte_skip) = f.skips()?;
-    let region = f.skip_lines(&region, line_skip, &source_name)?;
-
+    let region = Region {
+        bytes: f.skip_lines(&region, line_skip, &source_name)?,
+        name: &source_name,
+        byte_skip,
+    };
     let stored = match encoding {
-        Encoding::Raw => Stored::Bytes(Cow::Borrowed(f.raw_bytes(
-            region,
-            byte_skip,
-            &source_name,
-            &want,
-        )?)),
-        Encoding::Gzip => Stored::Bytes(Cow::Owned(f.gunzip(
-            region,
-            byte_skip,
-            &source_name,
-            &want,
-        )?)),
-        Encoding::Ascii => {
-            Stored::Numbers(f.ascii_values(region, byte_skip, &source_name, &want)?)
-        }
+        Encoding::Raw => Stored::Bytes(Cow::Borrowed(f.raw_bytes(&region, &want)?)),
+        Encoding::Gzip => Stored::Bytes(Cow::Owned(f.gunzip(&region, &want)?)),
+        Encoding::Ascii => Stored::Numbers(f.ascii_values(&region, &want)?),
     };
     let decoded = match stored {
         Stored::Bytes(data) => samples::decode::<T>(&data, ty, big_endian, None),
@@ -348,16 +339,12 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
         path: path.to_path_buf(),
         message: samples::invalid_value_message::<T>(e, dims, false),
     })?;
-    samples::push_conversion_warnings(&decoded, &mut warnings);
-    let volume = Volume::new(geometry, decoded.values).map_err(|source| NrrdError::Geometry {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(ReadVolume {
-        volume,
-        path: path.to_path_buf(),
-        warnings,
-    })
+    decoded
+        .into_read_volume(geometry, path, warnings)
+        .map_err(|source| NrrdError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn header_problem(path: &Path, e: HeaderProblem) -> NrrdError {
@@ -375,6 +362,15 @@ enum Stored<'a> {
     Bytes(Cow<'a, [u8]>),
     /// Parsed ascii numbers.
     Numbers(Vec<f64>),
+}
+
+/// The bytes the data is read from (after the line skip), how to name them in messages,
+/// and the header's byte skip.
+#[derive(Clone, Copy)]
+struct Region<'r> {
+    bytes: &'r [u8],
+    name: &'r str,
+    byte_skip: i64,
 }
 
 /// What the data must hold: `count` samples of `ty`, `nbytes` bytes, for the header's
@@ -602,13 +598,12 @@ impl<'a> Fields<'a> {
     }
 
     /// Raw encoding: the voxel bytes, after `byte_skip` bytes (-1: the last bytes).
-    fn raw_bytes<'r>(
-        &self,
-        region: &'r [u8],
-        byte_skip: i64,
-        source_name: &str,
-        want: &Expected,
-    ) -> Result<&'r [u8], NrrdError> {
+    fn raw_bytes<'r>(&self, region: &Region<'r>, want: &Expected) -> Result<&'r [u8], NrrdError> {
+        let Region {
+            bytes: region,
+            name: source_name,
+            byte_skip,
+        } = *region;
         let nbytes = want.nbytes;
         let start = if byte_skip == -1 {
             region.len().checked_sub(nbytes)
@@ -638,14 +633,9 @@ impl<'a> Fields<'a> {
 
     /// Gzip encoding: the voxel bytes, `byte_skip` bytes into the decompressed stream,
     /// which is decompressed to its end so that its trailer (CRC, length) is checked.
-    fn gunzip(
-        &self,
-        region: &[u8],
-        byte_skip: i64,
-        source_name: &str,
-        want: &Expected,
-    ) -> Result<Vec<u8>, NrrdError> {
-        let skip = self.forward_byte_skip(byte_skip)?;
+    fn gunzip(&self, region: &Region, want: &Expected) -> Result<Vec<u8>, NrrdError> {
+        let skip = self.forward_byte_skip(region.byte_skip)?;
+        let source_name = region.name;
         let nbytes = want.nbytes;
         let total = skip.saturating_add(nbytes as u64);
         let mut data = Vec::new();
@@ -655,7 +645,7 @@ impl<'a> Fields<'a> {
                 want.sizes
             ))
         })?;
-        let mut dec = MultiGzDecoder::new(region);
+        let mut dec = MultiGzDecoder::new(region.bytes);
         io::copy(&mut (&mut dec).take(skip), &mut io::sink())
             .and_then(|_| (&mut dec).take(total - skip).read_to_end(&mut data))
             .and_then(|_| io::copy(&mut dec, &mut io::sink()))
@@ -682,16 +672,11 @@ impl<'a> Fields<'a> {
 
     /// Ascii encoding: the first `count` numbers (separated by white space or commas)
     /// after `byte_skip` bytes.
-    fn ascii_values(
-        &self,
-        region: &[u8],
-        byte_skip: i64,
-        source_name: &str,
-        want: &Expected,
-    ) -> Result<Vec<f64>, NrrdError> {
-        let skip = self.forward_byte_skip(byte_skip)?;
+    fn ascii_values(&self, region: &Region, want: &Expected) -> Result<Vec<f64>, NrrdError> {
+        let skip = self.forward_byte_skip(region.byte_skip)?;
+        let source_name = region.name;
         let count = want.count;
-        let text = region.get(skip as usize..).unwrap_or(&[]);
+        let text = region.bytes.get(skip as usize..).unwrap_or(&[]);
         let text = String::from_utf8_lossy(text);
         let mut values = Vec::with_capacity(count.min(1 << 24));
         for token in text

@@ -7,6 +7,11 @@
 //! Each format maps its own type codes or names to [`SampleType`]; everything after that
 //! (byte order, scaling, rounding, clamping, the warnings and messages it gives) is here.
 
+use std::path::Path;
+
+use super::ReadVolume;
+use crate::volume::{Geometry, Volume, VolumeError};
+
 /// A stored sample type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SampleType {
@@ -234,36 +239,32 @@ pub(crate) fn decode<T: Target>(
 ) -> Result<Decoded<T>, InvalidValue> {
     let mut out = Decoded::with_capacity(bytes.len() / ty.size());
     let be = big_endian;
-    macro_rules! int {
-        ($t:ty, $n:literal) => {
-            run_int::<T, $n>(
+    // `$run` (run_int or run_float) reads each sample as `$t` in the byte order and
+    // widens it to `$wide` (i64 or f64).
+    macro_rules! run {
+        ($run:ident, $wide:ty, $t:ty, $n:literal) => {
+            $run::<T, $n>(
                 bytes,
                 |a| {
                     (if be {
                         <$t>::from_be_bytes(a)
                     } else {
                         <$t>::from_le_bytes(a)
-                    }) as i64
+                    }) as $wide
                 },
                 scaling,
                 &mut out,
             )
         };
     }
+    macro_rules! int {
+        ($t:ty, $n:literal) => {
+            run!(run_int, i64, $t, $n)
+        };
+    }
     macro_rules! float {
         ($t:ty, $n:literal) => {
-            run_float::<T, $n>(
-                bytes,
-                |a| {
-                    (if be {
-                        <$t>::from_be_bytes(a)
-                    } else {
-                        <$t>::from_le_bytes(a)
-                    }) as f64
-                },
-                scaling,
-                &mut out,
-            )
+            run!(run_float, f64, $t, $n)
         };
     }
     match ty {
@@ -298,8 +299,27 @@ pub(crate) fn decode_f64<T: Target>(
     Ok(out)
 }
 
+impl<T: Target> Decoded<T> {
+    /// The volume of the converted values on `geometry`, read from `path`, with the
+    /// conversion's warnings (clamped and NaN values) after the reader's `warnings`.
+    pub(crate) fn into_read_volume(
+        self,
+        geometry: Geometry,
+        path: &Path,
+        mut warnings: Vec<String>,
+    ) -> Result<ReadVolume<T>, VolumeError> {
+        push_conversion_warnings(&self, &mut warnings);
+        let volume = Volume::new(geometry, self.values)?;
+        Ok(ReadVolume {
+            volume,
+            path: path.to_path_buf(),
+            warnings,
+        })
+    }
+}
+
 /// Plain-words warnings for clamped and NaN values.
-pub(crate) fn push_conversion_warnings<T>(d: &Decoded<T>, warnings: &mut Vec<String>) {
+fn push_conversion_warnings<T>(d: &Decoded<T>, warnings: &mut Vec<String>) {
     if d.clamped > 0 {
         warnings.push(format!(
             "{} voxel(s) outside the int16 range were clamped to -32768..=32767",
