@@ -1,11 +1,13 @@
 //! Readers and writers: DICOM series (dicom-rs), NIfTI-1 (`.nii`, `.nii.gz`) and NRRD
 //! (`.nrrd`, `.nhdr`). Every error names the file and the problem; nothing here panics on
-//! malformed input.
+//! malformed input. The NIfTI and NRRD readers share their sample conversion (stored
+//! types to HU or labels) in `samples`.
 
 pub mod atomic;
 pub mod dicom;
 pub mod nifti;
 pub mod nrrd;
+pub(crate) mod samples;
 
 use std::path::{Path, PathBuf};
 

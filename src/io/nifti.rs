@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use nalgebra::{Matrix3, Matrix4, Vector3};
 
-use self::samples::{InvalidValue, SampleType, Target};
 use super::ReadVolume;
+use super::samples::{self, InvalidValue, SampleType, Target};
 use crate::volume::{Geometry, Volume, VolumeError, ras_from_lps};
 
 /// Errors of the NIfTI reader and writer. Every message names the file.
@@ -574,90 +574,236 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Reads a NIfTI-1 image, step by step: open (gunzipping when needed), header, dims, voxel
+/// type, scaling, grid (before the voxels, so that a bad header fails fast), voxel bytes,
+/// conversion to `T`.
 fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
-    let p = || path.to_path_buf();
-    let io_err = |context: &'static str| {
-        move |source: io::Error| {
-            if source.kind() == io::ErrorKind::UnexpectedEof {
-                NiftiError::Truncated {
-                    path: path.to_path_buf(),
-                    what: format!("{context}: {source}"),
-                }
-            } else {
-                NiftiError::Io {
-                    path: path.to_path_buf(),
-                    context,
-                    source,
-                }
+    let mut src = Stream::open(path)?;
+    let (h, big_endian) = src.read_header()?;
+    let mut warnings = Vec::new();
+    let dims = spatial_dims(path, &h)?;
+    let ty = stored_sample_type(path, &h, &mut warnings)?;
+    let scaling = value_scaling(&h);
+    let geometry = header_geometry(&h, dims, &mut warnings).map_err(|e| match e {
+        GeometryProblem::Header(reason) => bad_header(path, reason),
+        GeometryProblem::Volume(source) => NiftiError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let offset = voxel_offset(path, &h, &mut warnings)?;
+    src.skip_to(offset)?;
+    let data = src.read_voxel_bytes(dims, ty)?;
+    src.finish()?;
+
+    let decoded = samples::decode::<T>(&data, ty, big_endian, scaling)
+        .map_err(|e| bad_value::<T>(path, e, dims, scaling.is_some()))?;
+    drop(data);
+    decoded
+        .into_read_volume(geometry, path, warnings)
+        .map_err(|source| NiftiError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// An I/O error while reading `path`: [`NiftiError::Truncated`] when the data ended
+/// early, else [`NiftiError::Io`] with `context`.
+fn io_error<'a>(
+    path: &'a Path,
+    context: &'static str,
+) -> impl FnOnce(io::Error) -> NiftiError + 'a {
+    move |source: io::Error| {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            NiftiError::Truncated {
+                path: path.to_path_buf(),
+                what: format!("{context}: {source}"),
+            }
+        } else {
+            NiftiError::Io {
+                path: path.to_path_buf(),
+                context,
+                source,
             }
         }
-    };
-    let file = File::open(path).map_err(io_err("cannot open"))?;
-    let mut buffered = BufReader::with_capacity(1 << 16, file);
-    let gz = {
-        let head = buffered.fill_buf().map_err(io_err("cannot read"))?;
-        head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
-    };
-    let mut src: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(buffered))
-    } else {
-        Box::new(buffered)
-    };
-    let stream = if gz { "gzip stream" } else { "file" };
+    }
+}
 
-    let mut hbytes = [0u8; HEADER_SIZE];
-    let got = read_up_to(&mut src, &mut hbytes).map_err(io_err("reading the header"))?;
-    if got < HEADER_SIZE {
+fn bad_header(path: &Path, reason: String) -> NiftiError {
+    NiftiError::BadHeader {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn not_nifti(path: &Path, reason: String) -> NiftiError {
+    NiftiError::NotNifti {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The bytes of an open NIfTI file, gunzipped on the fly when the file starts with the
+/// gzip magic bytes (whatever its name).
+struct Stream<'a> {
+    path: &'a Path,
+    reader: Box<dyn Read>,
+    gz: bool,
+}
+
+impl<'a> Stream<'a> {
+    fn open(path: &'a Path) -> Result<Self, NiftiError> {
+        let file = File::open(path).map_err(io_error(path, "cannot open"))?;
+        let mut buffered = BufReader::with_capacity(1 << 16, file);
+        let gz = {
+            let head = buffered.fill_buf().map_err(io_error(path, "cannot read"))?;
+            head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
+        };
+        let reader: Box<dyn Read> = if gz {
+            Box::new(MultiGzDecoder::new(buffered))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Stream { path, reader, gz })
+    }
+
+    /// What the bytes come from, for messages.
+    fn name(&self) -> &'static str {
+        if self.gz { "gzip stream" } else { "file" }
+    }
+
+    fn truncated(&self, what: String) -> NiftiError {
+        NiftiError::Truncated {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    /// Reads and parses the 348-byte header (returned with whether it is big-endian) and
+    /// checks that it is a single-file NIfTI-1 header.
+    fn read_header(&mut self) -> Result<(Header, bool), NiftiError> {
+        let mut hbytes = [0u8; HEADER_SIZE];
+        let got = read_up_to(&mut self.reader, &mut hbytes)
+            .map_err(io_error(self.path, "reading the header"))?;
+        if got < HEADER_SIZE {
+            return Err(self.short_header(&hbytes, got));
+        }
+        let (h, big_endian) =
+            Header::parse(&hbytes).map_err(|reason| not_nifti(self.path, reason))?;
+        check_magic(self.path, &h.magic)?;
+        Ok((h, big_endian))
+    }
+
+    /// The error for a stream that ends after `got` (< 348) bytes: not NIfTI at all, or a
+    /// NIfTI-1 header cut short when its `sizeof_hdr` says 348.
+    fn short_header(&self, hbytes: &[u8; HEADER_SIZE], got: usize) -> NiftiError {
+        let stream = self.name();
         let size_field = [hbytes[0], hbytes[1], hbytes[2], hbytes[3]];
         let looks_like_nifti = [
             i32::from_le_bytes(size_field),
             i32::from_be_bytes(size_field),
         ]
         .contains(&(HEADER_SIZE as i32));
-        return Err(if got < 4 || !looks_like_nifti {
-            NiftiError::NotNifti {
-                path: p(),
-                reason: format!(
+        if got < 4 || !looks_like_nifti {
+            not_nifti(
+                self.path,
+                format!(
                     "the {stream} holds only {got} bytes, which do not start a 348-byte NIfTI-1 header"
                 ),
-            }
+            )
         } else {
-            NiftiError::Truncated {
-                path: p(),
-                what: format!("the {stream} ends after {got} bytes, inside the 348-byte header"),
-            }
-        });
-    }
-    let (h, big_endian) =
-        Header::parse(&hbytes).map_err(|reason| NiftiError::NotNifti { path: p(), reason })?;
-    match &h.magic {
-        b"n+1\0" => {}
-        b"ni1\0" => {
-            return Err(NiftiError::NotNifti {
-                path: p(),
-                reason: "this is the header of a .hdr/.img pair (magic \"ni1\"); only single-file .nii / .nii.gz images are supported".into(),
-            });
-        }
-        m => {
-            return Err(NiftiError::NotNifti {
-                path: p(),
-                reason: format!(
-                    "magic is {:?}, not \"n+1\" (ANALYZE 7.5 images are not supported)",
-                    String::from_utf8_lossy(m)
-                ),
-            });
+            self.truncated(format!(
+                "the {stream} ends after {got} bytes, inside the 348-byte header"
+            ))
         }
     }
-    let bad = |reason: String| NiftiError::BadHeader { path: p(), reason };
-    let mut warnings = Vec::new();
 
-    // Dimensions.
+    /// Skips the header extensions, from the end of the header to byte `offset`.
+    fn skip_to(&mut self, offset: u64) -> Result<(), NiftiError> {
+        let skip = offset - HEADER_SIZE as u64;
+        let skipped = io::copy(&mut (&mut self.reader).take(skip), &mut io::sink())
+            .map_err(io_error(self.path, "reading the header extensions"))?;
+        if skipped < skip {
+            return Err(self.truncated(format!(
+                "the {} ends after {} bytes, before vox_offset {offset}",
+                self.name(),
+                HEADER_SIZE as u64 + skipped
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads the stored bytes of `dims` voxels of type `ty`.
+    fn read_voxel_bytes(
+        &mut self,
+        dims: [usize; 3],
+        ty: SampleType,
+    ) -> Result<Vec<u8>, NiftiError> {
+        let bad = |reason: String| bad_header(self.path, reason);
+        let nbytes = dims
+            .iter()
+            .try_fold(ty.size(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| bad(format!("dims {dims:?} are too large")))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(nbytes).map_err(|_| {
+            bad(format!(
+                "dims {dims:?} of {} need {nbytes} bytes, which cannot be allocated",
+                ty.name()
+            ))
+        })?;
+        (&mut self.reader)
+            .take(nbytes as u64)
+            .read_to_end(&mut data)
+            .map_err(io_error(self.path, "reading the voxel data"))?;
+        if data.len() < nbytes {
+            return Err(self.truncated(format!(
+                "the {} holds {} of the {nbytes} bytes of voxel data ({:?} voxels of {})",
+                self.name(),
+                data.len(),
+                dims,
+                ty.name()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Closes the stream; a gzip stream is first decompressed to its end so that its
+    /// trailer (CRC and length) is checked.
+    fn finish(mut self) -> Result<(), NiftiError> {
+        if self.gz {
+            io::copy(&mut self.reader, &mut io::sink())
+                .map_err(io_error(self.path, "checking the gzip stream"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts the single-file magic "n+1" only, naming what other magics are.
+fn check_magic(path: &Path, magic: &[u8; 4]) -> Result<(), NiftiError> {
+    match magic {
+        b"n+1\0" => Ok(()),
+        b"ni1\0" => Err(not_nifti(
+            path,
+            "this is the header of a .hdr/.img pair (magic \"ni1\"); only single-file .nii / .nii.gz images are supported".into(),
+        )),
+        m => Err(not_nifti(
+            path,
+            format!(
+                "magic is {:?}, not \"n+1\" (ANALYZE 7.5 images are not supported)",
+                String::from_utf8_lossy(m)
+            ),
+        )),
+    }
+}
+
+/// The three spatial dims of `dim`; a 4D (or higher) image must hold a single volume.
+fn spatial_dims(path: &Path, h: &Header) -> Result<[usize; 3], NiftiError> {
     let ndim = h.dim[0];
     if !(1..=7).contains(&ndim) {
-        return Err(bad(format!(
-            "dim[0] = {ndim} is not in 1..=7 (dim = {:?})",
-            h.dim
-        )));
+        return Err(bad_header(
+            path,
+            format!("dim[0] = {ndim} is not in 1..=7 (dim = {:?})", h.dim),
+        ));
     }
     let ndim = ndim as usize;
     let mut dims = [1usize; 3];
@@ -665,10 +811,10 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     for i in 1..=ndim {
         let d = h.dim[i];
         if d < 1 {
-            return Err(bad(format!(
-                "dim[{i}] = {d} is not positive (dim = {:?})",
-                h.dim
-            )));
+            return Err(bad_header(
+                path,
+                format!("dim[{i}] = {d} is not positive (dim = {:?})", h.dim),
+            ));
         }
         if i <= 3 {
             dims[i - 1] = d as usize;
@@ -678,15 +824,23 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     }
     if extra > 1 {
         return Err(NiftiError::NotThreeD {
-            path: p(),
+            path: path.to_path_buf(),
             dims: h.dim[..=ndim].to_vec(),
             volumes: extra,
         });
     }
+    Ok(dims)
+}
 
-    // Voxel type.
+/// The stored sample type of `datatype`; a `bitpix` that disagrees is warned about (the
+/// datatype is trusted).
+fn stored_sample_type(
+    path: &Path,
+    h: &Header,
+    warnings: &mut Vec<String>,
+) -> Result<SampleType, NiftiError> {
     let ty = sample_type(h.datatype).map_err(|name| NiftiError::UnsupportedDatatype {
-        path: p(),
+        path: path.to_path_buf(),
         code: h.datatype,
         name,
     })?;
@@ -699,97 +853,43 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
             ty.size() * 8
         ));
     }
+    Ok(ty)
+}
 
-    // Scaling.
+/// (`scl_slope`, `scl_inter`) when they change the values: a slope that is finite,
+/// non-zero and not the identity with a zero intercept (a non-finite intercept counts as 0).
+fn value_scaling(h: &Header) -> Option<(f64, f64)> {
     let slope = h.scl_slope as f64;
     let inter = if h.scl_inter.is_finite() {
         h.scl_inter as f64
     } else {
         0.0
     };
-    let scaling = if slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0) {
+    if slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0) {
         Some((slope, inter))
     } else {
         None
-    };
+    }
+}
 
-    // Geometry (checked before reading the voxels, so a bad header fails fast).
-    let geometry = header_geometry(&h, dims, &mut warnings).map_err(|e| match e {
-        GeometryProblem::Header(reason) => bad(reason),
-        GeometryProblem::Volume(source) => NiftiError::Geometry { path: p(), source },
-    })?;
-
-    // Skip to the voxels.
+/// The byte offset of the voxels: `vox_offset`, raised to 352 (with a warning) when below
+/// the minimum for a single-file NIfTI.
+fn voxel_offset(path: &Path, h: &Header, warnings: &mut Vec<String>) -> Result<u64, NiftiError> {
     let vox_offset = h.vox_offset;
     if !vox_offset.is_finite() || vox_offset < 0.0 || vox_offset.fract() != 0.0 {
-        return Err(bad(format!(
-            "vox_offset {vox_offset} is not a whole number of bytes"
-        )));
+        return Err(bad_header(
+            path,
+            format!("vox_offset {vox_offset} is not a whole number of bytes"),
+        ));
     }
-    let mut offset = vox_offset as u64;
+    let offset = vox_offset as u64;
     if offset < SINGLE_FILE_OFFSET as u64 {
         warnings.push(format!(
             "vox_offset {offset} is below 352, the minimum for a single-file NIfTI; the voxels were read from byte 352"
         ));
-        offset = SINGLE_FILE_OFFSET as u64;
+        return Ok(SINGLE_FILE_OFFSET as u64);
     }
-    let skip = offset - HEADER_SIZE as u64;
-    let skipped = io::copy(&mut (&mut src).take(skip), &mut io::sink())
-        .map_err(io_err("reading the header extensions"))?;
-    if skipped < skip {
-        return Err(NiftiError::Truncated {
-            path: p(),
-            what: format!(
-                "the {stream} ends after {} bytes, before vox_offset {offset}",
-                HEADER_SIZE as u64 + skipped
-            ),
-        });
-    }
-
-    // Voxels.
-    let nbytes = dims
-        .iter()
-        .try_fold(ty.size(), |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad(format!("dims {dims:?} are too large")))?;
-    let mut data = Vec::new();
-    data.try_reserve_exact(nbytes).map_err(|_| {
-        bad(format!(
-            "dims {dims:?} of {} need {nbytes} bytes, which cannot be allocated",
-            ty.name()
-        ))
-    })?;
-    (&mut src)
-        .take(nbytes as u64)
-        .read_to_end(&mut data)
-        .map_err(io_err("reading the voxel data"))?;
-    if data.len() < nbytes {
-        return Err(NiftiError::Truncated {
-            path: p(),
-            what: format!(
-                "the {stream} holds {} of the {nbytes} bytes of voxel data ({:?} voxels of {})",
-                data.len(),
-                dims,
-                ty.name()
-            ),
-        });
-    }
-    if gz {
-        // Decompress to the end so that the gzip trailer (CRC and length) is checked.
-        io::copy(&mut src, &mut io::sink()).map_err(io_err("checking the gzip stream"))?;
-    }
-    drop(src);
-
-    let decoded = samples::decode::<T>(&data, ty, big_endian, scaling)
-        .map_err(|e| bad_value::<T>(path, e, dims, scaling.is_some()))?;
-    drop(data);
-    samples::push_conversion_warnings(&decoded, &mut warnings);
-    let volume = Volume::new(geometry, decoded.values)
-        .map_err(|source| NiftiError::Geometry { path: p(), source })?;
-    Ok(ReadVolume {
-        volume,
-        path: p(),
-        warnings,
-    })
+    Ok(offset)
 }
 
 fn bad_value<T: Target>(
@@ -911,348 +1011,6 @@ fn header_geometry(
         top *= unit_scale;
     }
     Geometry::from_ras_affine(dims, &affine).map_err(GeometryProblem::Volume)
-}
-
-// ---------------------------------------------------------------------------------------
-// Sample decoding, shared with the NRRD reader.
-
-/// Decoding stored samples (any of the usual integer and float types, either byte order,
-/// optionally scaled) into the crate's voxel types, with the CT policy (round and
-/// saturate into i16) or the label policy (integers in range, else an error).
-pub(crate) mod samples {
-    /// A stored sample type.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(crate) enum SampleType {
-        U8,
-        I8,
-        I16,
-        U16,
-        I32,
-        U32,
-        I64,
-        U64,
-        F32,
-        F64,
-    }
-
-    impl SampleType {
-        pub(crate) fn size(self) -> usize {
-            match self {
-                SampleType::U8 | SampleType::I8 => 1,
-                SampleType::I16 | SampleType::U16 => 2,
-                SampleType::I32 | SampleType::U32 | SampleType::F32 => 4,
-                SampleType::I64 | SampleType::U64 | SampleType::F64 => 8,
-            }
-        }
-
-        pub(crate) fn name(self) -> &'static str {
-            match self {
-                SampleType::U8 => "uint8",
-                SampleType::I8 => "int8",
-                SampleType::I16 => "int16",
-                SampleType::U16 => "uint16",
-                SampleType::I32 => "int32",
-                SampleType::U32 => "uint32",
-                SampleType::I64 => "int64",
-                SampleType::U64 => "uint64",
-                SampleType::F32 => "float32",
-                SampleType::F64 => "float64",
-            }
-        }
-    }
-
-    /// One converted value.
-    pub(crate) enum Converted<T> {
-        Exact(T),
-        /// Out of the target's range, saturated.
-        Clamped(T),
-        /// NaN, replaced.
-        NonFinite(T),
-        /// Not acceptable for the target (label policy).
-        Invalid,
-    }
-
-    /// A voxel type the readers produce.
-    pub(crate) trait Target: Copy + Send + Sync + 'static {
-        /// What every value must be, for error messages (label policy).
-        const EXPECTED: &'static str;
-        fn from_i64(v: i64) -> Converted<Self>;
-        fn from_f64(v: f64) -> Converted<Self>;
-    }
-
-    /// CT policy: round half away from zero, saturate, NaN -> 0.
-    impl Target for i16 {
-        const EXPECTED: &'static str = "a number";
-        #[inline]
-        fn from_i64(v: i64) -> Converted<Self> {
-            if v < i16::MIN as i64 {
-                Converted::Clamped(i16::MIN)
-            } else if v > i16::MAX as i64 {
-                Converted::Clamped(i16::MAX)
-            } else {
-                Converted::Exact(v as i16)
-            }
-        }
-        #[inline]
-        fn from_f64(v: f64) -> Converted<Self> {
-            if v.is_nan() {
-                return Converted::NonFinite(0);
-            }
-            let r = v.round();
-            if r < i16::MIN as f64 {
-                Converted::Clamped(i16::MIN)
-            } else if r > i16::MAX as f64 {
-                Converted::Clamped(i16::MAX)
-            } else {
-                Converted::Exact(r as i16)
-            }
-        }
-    }
-
-    /// Tolerance for float label values that are meant to be integers.
-    const LABEL_TOLERANCE: f64 = 1e-6;
-
-    /// Label policy: integers in 0..=255 (floats within 1e-6 of one).
-    impl Target for u8 {
-        const EXPECTED: &'static str = "an integer in 0..=255";
-        #[inline]
-        fn from_i64(v: i64) -> Converted<Self> {
-            match u8::try_from(v) {
-                Ok(v) => Converted::Exact(v),
-                Err(_) => Converted::Invalid,
-            }
-        }
-        #[inline]
-        fn from_f64(v: f64) -> Converted<Self> {
-            let r = v.round();
-            if (v - r).abs() <= LABEL_TOLERANCE && (0.0..=255.0).contains(&r) {
-                Converted::Exact(r as u8)
-            } else {
-                Converted::Invalid
-            }
-        }
-    }
-
-    /// Label policy for wide label maps: integers in the i32 range.
-    impl Target for i32 {
-        const EXPECTED: &'static str = "an integer in the i32 range";
-        #[inline]
-        fn from_i64(v: i64) -> Converted<Self> {
-            match i32::try_from(v) {
-                Ok(v) => Converted::Exact(v),
-                Err(_) => Converted::Invalid,
-            }
-        }
-        #[inline]
-        fn from_f64(v: f64) -> Converted<Self> {
-            let r = v.round();
-            if (v - r).abs() <= LABEL_TOLERANCE && (i32::MIN as f64..=i32::MAX as f64).contains(&r)
-            {
-                Converted::Exact(r as i32)
-            } else {
-                Converted::Invalid
-            }
-        }
-    }
-
-    /// Converted values and what was changed on the way.
-    pub(crate) struct Decoded<T> {
-        pub(crate) values: Vec<T>,
-        pub(crate) clamped: usize,
-        pub(crate) non_finite: usize,
-    }
-
-    /// The first value the target refused.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(crate) struct InvalidValue {
-        /// Linear voxel index.
-        pub(crate) index: usize,
-        /// The value (after scaling).
-        pub(crate) value: f64,
-    }
-
-    impl<T: Target> Decoded<T> {
-        fn with_capacity(n: usize) -> Self {
-            Self {
-                values: Vec::with_capacity(n),
-                clamped: 0,
-                non_finite: 0,
-            }
-        }
-
-        #[inline]
-        fn accept(
-            &mut self,
-            index: usize,
-            c: Converted<T>,
-            value: f64,
-        ) -> Result<(), InvalidValue> {
-            match c {
-                Converted::Exact(v) => self.values.push(v),
-                Converted::Clamped(v) => {
-                    self.clamped += 1;
-                    self.values.push(v);
-                }
-                Converted::NonFinite(v) => {
-                    self.non_finite += 1;
-                    self.values.push(v);
-                }
-                Converted::Invalid => return Err(InvalidValue { index, value }),
-            }
-            Ok(())
-        }
-    }
-
-    fn run_int<T: Target, const N: usize>(
-        bytes: &[u8],
-        read: impl Fn([u8; N]) -> i64,
-        scaling: Option<(f64, f64)>,
-        out: &mut Decoded<T>,
-    ) -> Result<(), InvalidValue> {
-        let (chunks, _) = bytes.as_chunks::<N>();
-        match scaling {
-            None => {
-                for (index, c) in chunks.iter().enumerate() {
-                    let v = read(*c);
-                    out.accept(index, T::from_i64(v), v as f64)?;
-                }
-            }
-            Some((slope, inter)) => {
-                for (index, c) in chunks.iter().enumerate() {
-                    let v = read(*c) as f64 * slope + inter;
-                    out.accept(index, T::from_f64(v), v)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn run_float<T: Target, const N: usize>(
-        bytes: &[u8],
-        read: impl Fn([u8; N]) -> f64,
-        scaling: Option<(f64, f64)>,
-        out: &mut Decoded<T>,
-    ) -> Result<(), InvalidValue> {
-        let (chunks, _) = bytes.as_chunks::<N>();
-        let (slope, inter) = scaling.unwrap_or((1.0, 0.0));
-        for (index, c) in chunks.iter().enumerate() {
-            let v = read(*c) * slope + inter;
-            out.accept(index, T::from_f64(v), v)?;
-        }
-        Ok(())
-    }
-
-    /// Decodes `bytes` (a whole number of samples; a trailing partial sample is ignored)
-    /// as `ty` in the given byte order, applies `value * slope + inter` when `scaling` is
-    /// set, and converts to `T`. Stops at the first value `T` refuses.
-    pub(crate) fn decode<T: Target>(
-        bytes: &[u8],
-        ty: SampleType,
-        big_endian: bool,
-        scaling: Option<(f64, f64)>,
-    ) -> Result<Decoded<T>, InvalidValue> {
-        let mut out = Decoded::with_capacity(bytes.len() / ty.size());
-        let be = big_endian;
-        macro_rules! int {
-            ($t:ty, $n:literal) => {
-                run_int::<T, $n>(
-                    bytes,
-                    |a| {
-                        (if be {
-                            <$t>::from_be_bytes(a)
-                        } else {
-                            <$t>::from_le_bytes(a)
-                        }) as i64
-                    },
-                    scaling,
-                    &mut out,
-                )
-            };
-        }
-        macro_rules! float {
-            ($t:ty, $n:literal) => {
-                run_float::<T, $n>(
-                    bytes,
-                    |a| {
-                        (if be {
-                            <$t>::from_be_bytes(a)
-                        } else {
-                            <$t>::from_le_bytes(a)
-                        }) as f64
-                    },
-                    scaling,
-                    &mut out,
-                )
-            };
-        }
-        match ty {
-            SampleType::U8 => int!(u8, 1),
-            SampleType::I8 => int!(i8, 1),
-            SampleType::I16 => int!(i16, 2),
-            SampleType::U16 => int!(u16, 2),
-            SampleType::I32 => int!(i32, 4),
-            SampleType::U32 => int!(u32, 4),
-            SampleType::I64 => int!(i64, 8),
-            // u64 beyond i64::MAX goes through f64 so that it saturates / is refused
-            // rather than wrapping.
-            SampleType::U64 => float!(u64, 8),
-            SampleType::F32 => float!(f32, 4),
-            SampleType::F64 => float!(f64, 8),
-        }?;
-        Ok(out)
-    }
-
-    /// Converts values already parsed as numbers (ASCII encodings).
-    pub(crate) fn decode_f64<T: Target>(
-        values: impl IntoIterator<Item = f64>,
-        count_hint: usize,
-        scaling: Option<(f64, f64)>,
-    ) -> Result<Decoded<T>, InvalidValue> {
-        let mut out = Decoded::with_capacity(count_hint);
-        let (slope, inter) = scaling.unwrap_or((1.0, 0.0));
-        for (index, v) in values.into_iter().enumerate() {
-            let v = v * slope + inter;
-            out.accept(index, T::from_f64(v), v)?;
-        }
-        Ok(out)
-    }
-
-    /// Plain-words warnings for clamped and NaN values.
-    pub(crate) fn push_conversion_warnings<T>(d: &Decoded<T>, warnings: &mut Vec<String>) {
-        if d.clamped > 0 {
-            warnings.push(format!(
-                "{} voxel(s) outside the int16 range were clamped to -32768..=32767",
-                d.clamped
-            ));
-        }
-        if d.non_finite > 0 {
-            warnings.push(format!(
-                "{} voxel(s) were NaN and were set to 0",
-                d.non_finite
-            ));
-        }
-    }
-
-    /// "label value 1.5 at voxel (3, 0, 7) is not an integer in 0..=255".
-    pub(crate) fn invalid_value_message<T: Target>(
-        e: InvalidValue,
-        dims: [usize; 3],
-        scaled: bool,
-    ) -> String {
-        let i = e.index % dims[0].max(1);
-        let j = (e.index / dims[0].max(1)) % dims[1].max(1);
-        let k = e.index / (dims[0].max(1) * dims[1].max(1));
-        format!(
-            "label value {}{} at voxel ({i}, {j}, {k}) is not {}",
-            e.value,
-            if scaled {
-                " (after scl_slope/scl_inter)"
-            } else {
-                ""
-            },
-            T::EXPECTED
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 //!
 //! Every error names the file; nothing here panics on malformed input.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
@@ -20,8 +21,8 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::{Matrix3, Vector3};
 
 use super::ReadVolume;
-use super::nifti::samples::{self, SampleType, Target};
-use crate::volume::{Geometry, Volume, VolumeError};
+use super::samples::{self, SampleType, Target};
+use crate::volume::{Geometry, VolumeError};
 
 /// Errors of the NRRD reader. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -297,254 +298,405 @@ fn parse_space(name: &str, warnings: &mut Vec<String>) -> Result<Space, HeaderPr
 // ---------------------------------------------------------------------------------------
 // Reader
 
+/// Reads a NRRD volume, step by step: header fields, sample type, sizes, encoding, byte
+/// order, grid, where the data is, the skips, the stored values, conversion to `T`.
 fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
-    let p = || path.to_path_buf();
-    let bad = |reason: String| NrrdError::BadHeader { path: p(), reason };
-    let unsupported = |what: String| NrrdError::Unsupported { path: p(), what };
-    let problem = |e: HeaderProblem| match e {
-        HeaderProblem::NotNrrd(reason) => NrrdError::NotNrrd { path: p(), reason },
-        HeaderProblem::Bad(reason) => NrrdError::BadHeader { path: p(), reason },
-        HeaderProblem::Unsupported(what) => NrrdError::Unsupported { path: p(), what },
-    };
     let bytes = fs::read(path).map_err(|source| NrrdError::Io {
-        path: p(),
+        path: path.to_path_buf(),
         context: "cannot read",
         source,
     })?;
-    let header = parse_raw_header(&bytes).map_err(problem)?;
-    let f = &header.fields;
-    let get = |name: &str| f.get(name).map(String::as_str);
-    let require = |name: &'static str| {
-        get(name).ok_or_else(|| bad(format!("the required field \"{name}\" is missing")))
+    let header = parse_raw_header(&bytes).map_err(|e| header_problem(path, e))?;
+    let f = Fields {
+        path,
+        fields: &header.fields,
     };
     let mut warnings = Vec::new();
-
-    // Type, dimension, sizes.
-    let type_name = require("type")?;
-    let ty = sample_type(type_name).ok_or_else(|| {
-        unsupported(format!(
-            "type \"{type_name}\" (supported: signed/unsigned char, short, int, long long, float, double and their aliases)"
-        ))
-    })?;
-    let dimension_text = require("dimension")?;
-    let dimension: usize = dimension_text
-        .parse()
-        .ok()
-        .filter(|d| (1..=16).contains(d))
-        .ok_or_else(|| {
-            bad(format!(
-                "dimension \"{dimension_text}\" is not a number in 1..=16"
-            ))
-        })?;
-    let sizes_text = require("sizes")?;
-    let sizes: Vec<usize> = sizes_text
-        .split_whitespace()
-        .map(|s| s.parse::<usize>().ok().filter(|&n| n >= 1))
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad(format!("sizes \"{sizes_text}\" are not positive integers")))?;
-    if sizes.len() != dimension {
-        return Err(bad(format!(
-            "sizes \"{sizes_text}\" give {} axes but dimension is {dimension}",
-            sizes.len()
-        )));
-    }
-
-    // Encoding and byte order.
-    let encoding_name = require("encoding")?;
-    let encoding = match encoding_name.to_ascii_lowercase().as_str() {
-        "raw" => Encoding::Raw,
-        "gzip" | "gz" => Encoding::Gzip,
-        "ascii" | "text" | "txt" => Encoding::Ascii,
-        other => {
-            return Err(unsupported(format!(
-                "encoding \"{other}\" (supported: raw, gzip, ascii)"
-            )));
-        }
+    let ty = f.sample_type()?;
+    let sizes = f.sizes()?;
+    let encoding = f.encoding()?;
+    let big_endian = f.big_endian(ty, encoding, &mut warnings)?;
+    let (dims, geometry) =
+        header_geometry(f.fields, &sizes, &mut warnings).map_err(|e| header_problem(path, e))?;
+    let want = f.expected(ty, &sizes, dims)?;
+    let (region, source_name) = f.data_region(&bytes, header.data_start)?;
+    let (line_skip, byte_skip) = f.skips()?;
+    let region = Region {
+        bytes: f.skip_lines(&region, line_skip, &source_name)?,
+        name: &source_name,
+        byte_skip,
     };
-    let big_endian = match get("endian").map(str::to_ascii_lowercase).as_deref() {
-        Some("little") => false,
-        Some("big") => true,
-        Some(other) => return Err(bad(format!("endian \"{other}\" is neither little nor big"))),
-        None => {
-            if ty.size() > 1 && encoding != Encoding::Ascii {
-                warnings.push("no \"endian\" field; little-endian was assumed".into());
-            }
-            false
-        }
+    let stored = match encoding {
+        Encoding::Raw => Stored::Bytes(Cow::Borrowed(f.raw_bytes(&region, &want)?)),
+        Encoding::Gzip => Stored::Bytes(Cow::Owned(f.gunzip(&region, &want)?)),
+        Encoding::Ascii => Stored::Numbers(f.ascii_values(&region, &want)?),
     };
-
-    let (dims, geometry) = header_geometry(f, &sizes, &mut warnings).map_err(problem)?;
-    // The other axes have size 1.
-    let too_large = || bad(format!("sizes {sizes:?} are too large"));
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(too_large)?;
-    let nbytes = count.checked_mul(ty.size()).ok_or_else(too_large)?;
-
-    // Where the data is.
-    let data_file = get("datafile").map(|name| {
-        let name = name.trim();
-        (name.to_string(), {
-            let rel = Path::new(name);
-            if rel.is_absolute() {
-                rel.to_path_buf()
-            } else {
-                path.parent().unwrap_or(Path::new("")).join(rel)
-            }
-        })
-    });
-    let detached_bytes;
-    let (region, source_name): (&[u8], String) = match &data_file {
-        Some((name, data_path)) => {
-            let multi = name.eq_ignore_ascii_case("LIST")
-                || (name.contains('%') && name.split_whitespace().count() > 1);
-            if multi {
-                return Err(unsupported(format!(
-                    "data file \"{name}\": data split over several files"
-                )));
-            }
-            detached_bytes = fs::read(data_path).map_err(|source| NrrdError::DataFile {
-                path: p(),
-                data_file: data_path.clone(),
-                source,
-            })?;
-            (
-                &detached_bytes[..],
-                format!("data file {}", data_path.display()),
-            )
-        }
-        None => match header.data_start {
-            Some(start) => (&bytes[start..], "the attached data".to_string()),
-            None => {
-                return Err(bad(
-                    "the header has no \"data file\" field and no blank line before attached data"
-                        .into(),
-                ));
-            }
-        },
-    };
-    let truncated = |what: String| NrrdError::Truncated { path: p(), what };
-
-    // line skip, then byte skip.
-    let parse_skip = |name: &str| -> Result<i64, NrrdError> {
-        match get(name) {
-            None => Ok(0),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|&n| n >= -1)
-                .ok_or_else(|| bad(format!("{name} \"{v}\" is not an integer >= -1"))),
-        }
-    };
-    let line_skip = parse_skip("lineskip")?;
-    let byte_skip = parse_skip("byteskip")?;
-    if line_skip < 0 {
-        return Err(bad("line skip cannot be -1".into()));
-    }
-    let mut region = region;
-    for _ in 0..line_skip {
-        match region.iter().position(|&b| b == b'\n') {
-            Some(n) => region = &region[n + 1..],
-            None => {
-                return Err(truncated(format!(
-                    "{source_name} has fewer than the {line_skip} lines \"line skip\" asks to skip"
-                )));
-            }
-        }
-    }
-
-    let decoded = match encoding {
-        Encoding::Raw => {
-            let start = if byte_skip == -1 {
-                region.len().checked_sub(nbytes)
-            } else {
-                Some(byte_skip as usize).filter(|&s| s <= region.len())
-            };
-            let data = start
-                .and_then(|s| region.get(s..s.checked_add(nbytes)?))
-                .ok_or_else(|| {
-                    truncated(format!(
-                        "{source_name} holds {} bytes but {nbytes} bytes of voxel data ({sizes:?} of {}) are needed{}",
-                        region.len(),
-                        ty.name(),
-                        if byte_skip > 0 { format!(" after a byte skip of {byte_skip}") } else { String::new() }
-                    ))
-                })?;
-            samples::decode::<T>(data, ty, big_endian, None)
-        }
-        Encoding::Gzip => {
-            if byte_skip == -1 {
-                return Err(bad("byte skip -1 is only allowed with raw encoding".into()));
-            }
-            let skip = byte_skip as u64;
-            let want = skip.saturating_add(nbytes as u64);
-            let mut data = Vec::new();
-            data.try_reserve_exact(nbytes).map_err(|_| {
-                bad(format!("sizes {sizes:?} need {nbytes} bytes, which cannot be allocated"))
-            })?;
-            let mut dec = MultiGzDecoder::new(region);
-            io::copy(&mut (&mut dec).take(skip), &mut io::sink())
-                .and_then(|_| (&mut dec).take(want - skip).read_to_end(&mut data))
-                // Decompress to the end so that the gzip trailer (CRC, length) is checked.
-                .and_then(|_| io::copy(&mut dec, &mut io::sink()))
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        truncated(format!("the gzip stream of {source_name} ends early: {e}"))
-                    } else {
-                        NrrdError::Corrupt {
-                            path: p(),
-                            what: format!("cannot decompress {source_name}: {e}"),
-                        }
-                    }
-                })?;
-            if data.len() < nbytes {
-                return Err(truncated(format!(
-                    "{source_name} decompresses to {} bytes (after a byte skip of {skip}) but {nbytes} bytes of voxel data ({sizes:?} of {}) are needed",
-                    data.len(),
-                    ty.name()
-                )));
-            }
-            samples::decode::<T>(&data, ty, big_endian, None)
-        }
-        Encoding::Ascii => {
-            if byte_skip == -1 {
-                return Err(bad("byte skip -1 is only allowed with raw encoding".into()));
-            }
-            let text = region.get(byte_skip as usize..).unwrap_or(&[]);
-            let text = String::from_utf8_lossy(text);
-            let mut values = Vec::with_capacity(count.min(1 << 24));
-            for token in text
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .filter(|t| !t.is_empty())
-                .take(count)
-            {
-                let v = token.parse::<f64>().map_err(|_| {
-                    bad(format!("ascii data: {token:?} is not a number"))
-                })?;
-                values.push(v);
-            }
-            if values.len() < count {
-                return Err(truncated(format!(
-                    "{source_name} holds {} of the {count} ascii values",
-                    values.len()
-                )));
-            }
-            samples::decode_f64::<T>(values, count, None)
-        }
+    let decoded = match stored {
+        Stored::Bytes(data) => samples::decode::<T>(&data, ty, big_endian, None),
+        Stored::Numbers(values) => samples::decode_f64::<T>(values, want.count, None),
     }
     .map_err(|e| NrrdError::BadValue {
-        path: p(),
+        path: path.to_path_buf(),
         message: samples::invalid_value_message::<T>(e, dims, false),
     })?;
-    samples::push_conversion_warnings(&decoded, &mut warnings);
-    let volume = Volume::new(geometry, decoded.values)
-        .map_err(|source| NrrdError::Geometry { path: p(), source })?;
-    Ok(ReadVolume {
-        volume,
-        path: p(),
-        warnings,
-    })
+    decoded
+        .into_read_volume(geometry, path, warnings)
+        .map_err(|source| NrrdError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn header_problem(path: &Path, e: HeaderProblem) -> NrrdError {
+    let path = path.to_path_buf();
+    match e {
+        HeaderProblem::NotNrrd(reason) => NrrdError::NotNrrd { path, reason },
+        HeaderProblem::Bad(reason) => NrrdError::BadHeader { path, reason },
+        HeaderProblem::Unsupported(what) => NrrdError::Unsupported { path, what },
+    }
+}
+
+/// The stored values, before conversion.
+enum Stored<'a> {
+    /// Raw or gunzipped bytes.
+    Bytes(Cow<'a, [u8]>),
+    /// Parsed ascii numbers.
+    Numbers(Vec<f64>),
+}
+
+/// The bytes the data is read from (after the line skip), how to name them in messages,
+/// and the header's byte skip.
+#[derive(Clone, Copy)]
+struct Region<'r> {
+    bytes: &'r [u8],
+    name: &'r str,
+    byte_skip: i64,
+}
+
+/// What the data must hold: `count` samples of `ty`, `nbytes` bytes, for the header's
+/// `sizes`.
+struct Expected<'s> {
+    ty: SampleType,
+    sizes: &'s [usize],
+    count: usize,
+    nbytes: usize,
+}
+
+/// The header fields of one file, with the file for error messages.
+struct Fields<'a> {
+    path: &'a Path,
+    fields: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    fn require(&self, name: &'static str) -> Result<&'a str, NrrdError> {
+        self.get(name)
+            .ok_or_else(|| self.bad(format!("the required field \"{name}\" is missing")))
+    }
+
+    fn bad(&self, reason: String) -> NrrdError {
+        NrrdError::BadHeader {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+
+    fn unsupported(&self, what: String) -> NrrdError {
+        NrrdError::Unsupported {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    fn truncated(&self, what: String) -> NrrdError {
+        NrrdError::Truncated {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    /// `type`.
+    fn sample_type(&self) -> Result<SampleType, NrrdError> {
+        let type_name = self.require("type")?;
+        sample_type(type_name).ok_or_else(|| {
+            self.unsupported(format!(
+                "type \"{type_name}\" (supported: signed/unsigned char, short, int, long long, float, double and their aliases)"
+            ))
+        })
+    }
+
+    /// `sizes`, one per axis of `dimension`.
+    fn sizes(&self) -> Result<Vec<usize>, NrrdError> {
+        let dimension_text = self.require("dimension")?;
+        let dimension: usize = dimension_text
+            .parse()
+            .ok()
+            .filter(|d| (1..=16).contains(d))
+            .ok_or_else(|| {
+                self.bad(format!(
+                    "dimension \"{dimension_text}\" is not a number in 1..=16"
+                ))
+            })?;
+        let sizes_text = self.require("sizes")?;
+        let sizes: Vec<usize> = sizes_text
+            .split_whitespace()
+            .map(|s| s.parse::<usize>().ok().filter(|&n| n >= 1))
+            .collect::<Option<_>>()
+            .ok_or_else(|| self.bad(format!("sizes \"{sizes_text}\" are not positive integers")))?;
+        if sizes.len() != dimension {
+            return Err(self.bad(format!(
+                "sizes \"{sizes_text}\" give {} axes but dimension is {dimension}",
+                sizes.len()
+            )));
+        }
+        Ok(sizes)
+    }
+
+    /// `encoding`.
+    fn encoding(&self) -> Result<Encoding, NrrdError> {
+        let encoding_name = self.require("encoding")?;
+        Ok(match encoding_name.to_ascii_lowercase().as_str() {
+            "raw" => Encoding::Raw,
+            "gzip" | "gz" => Encoding::Gzip,
+            "ascii" | "text" | "txt" => Encoding::Ascii,
+            other => {
+                return Err(self.unsupported(format!(
+                    "encoding \"{other}\" (supported: raw, gzip, ascii)"
+                )));
+            }
+        })
+    }
+
+    /// `endian`; little-endian when absent (with a warning where the byte order matters).
+    fn big_endian(
+        &self,
+        ty: SampleType,
+        encoding: Encoding,
+        warnings: &mut Vec<String>,
+    ) -> Result<bool, NrrdError> {
+        Ok(
+            match self.get("endian").map(str::to_ascii_lowercase).as_deref() {
+                Some("little") => false,
+                Some("big") => true,
+                Some(other) => {
+                    return Err(self.bad(format!("endian \"{other}\" is neither little nor big")));
+                }
+                None => {
+                    if ty.size() > 1 && encoding != Encoding::Ascii {
+                        warnings.push("no \"endian\" field; little-endian was assumed".into());
+                    }
+                    false
+                }
+            },
+        )
+    }
+
+    /// The sample count and byte size of the volume (its non-spatial axes have size 1).
+    fn expected<'s>(
+        &self,
+        ty: SampleType,
+        sizes: &'s [usize],
+        dims: [usize; 3],
+    ) -> Result<Expected<'s>, NrrdError> {
+        let too_large = || self.bad(format!("sizes {sizes:?} are too large"));
+        let count = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(too_large)?;
+        let nbytes = count.checked_mul(ty.size()).ok_or_else(too_large)?;
+        Ok(Expected {
+            ty,
+            sizes,
+            count,
+            nbytes,
+        })
+    }
+
+    /// The bytes holding the data (the detached `data file`, else what follows the
+    /// header in `bytes`) and how to name them in messages.
+    fn data_region<'b>(
+        &self,
+        bytes: &'b [u8],
+        data_start: Option<usize>,
+    ) -> Result<(Cow<'b, [u8]>, String), NrrdError> {
+        let Some(name) = self.get("datafile") else {
+            return match data_start {
+                Some(start) => Ok((Cow::Borrowed(&bytes[start..]), "the attached data".into())),
+                None => Err(self.bad(
+                    "the header has no \"data file\" field and no blank line before attached data"
+                        .into(),
+                )),
+            };
+        };
+        let name = name.trim();
+        let rel = Path::new(name);
+        let data_path = if rel.is_absolute() {
+            rel.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new("")).join(rel)
+        };
+        let multi = name.eq_ignore_ascii_case("LIST")
+            || (name.contains('%') && name.split_whitespace().count() > 1);
+        if multi {
+            return Err(self.unsupported(format!(
+                "data file \"{name}\": data split over several files"
+            )));
+        }
+        let detached = fs::read(&data_path).map_err(|source| NrrdError::DataFile {
+            path: self.path.to_path_buf(),
+            data_file: data_path.clone(),
+            source,
+        })?;
+        Ok((
+            Cow::Owned(detached),
+            format!("data file {}", data_path.display()),
+        ))
+    }
+
+    /// `line skip` (>= 0) and `byte skip` (>= -1).
+    fn skips(&self) -> Result<(i64, i64), NrrdError> {
+        let parse_skip = |name: &str| -> Result<i64, NrrdError> {
+            match self.get(name) {
+                None => Ok(0),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|&n| n >= -1)
+                    .ok_or_else(|| self.bad(format!("{name} \"{v}\" is not an integer >= -1"))),
+            }
+        };
+        let line_skip = parse_skip("lineskip")?;
+        let byte_skip = parse_skip("byteskip")?;
+        if line_skip < 0 {
+            return Err(self.bad("line skip cannot be -1".into()));
+        }
+        Ok((line_skip, byte_skip))
+    }
+
+    /// `region` after its first `line_skip` lines.
+    fn skip_lines<'r>(
+        &self,
+        mut region: &'r [u8],
+        line_skip: i64,
+        source_name: &str,
+    ) -> Result<&'r [u8], NrrdError> {
+        for _ in 0..line_skip {
+            match region.iter().position(|&b| b == b'\n') {
+                Some(n) => region = &region[n + 1..],
+                None => {
+                    return Err(self.truncated(format!(
+                        "{source_name} has fewer than the {line_skip} lines \"line skip\" asks to skip"
+                    )));
+                }
+            }
+        }
+        Ok(region)
+    }
+
+    /// Raw encoding: the voxel bytes, after `byte_skip` bytes (-1: the last bytes).
+    fn raw_bytes<'r>(&self, region: &Region<'r>, want: &Expected) -> Result<&'r [u8], NrrdError> {
+        let Region {
+            bytes: region,
+            name: source_name,
+            byte_skip,
+        } = *region;
+        let nbytes = want.nbytes;
+        let start = if byte_skip == -1 {
+            region.len().checked_sub(nbytes)
+        } else {
+            Some(byte_skip as usize).filter(|&s| s <= region.len())
+        };
+        start
+            .and_then(|s| region.get(s..s.checked_add(nbytes)?))
+            .ok_or_else(|| {
+                self.truncated(format!(
+                    "{source_name} holds {} bytes but {nbytes} bytes of voxel data ({:?} of {}) are needed{}",
+                    region.len(),
+                    want.sizes,
+                    want.ty.name(),
+                    if byte_skip > 0 { format!(" after a byte skip of {byte_skip}") } else { String::new() }
+                ))
+            })
+    }
+
+    /// Refuses `byte skip: -1`, which only raw encoding allows.
+    fn forward_byte_skip(&self, byte_skip: i64) -> Result<u64, NrrdError> {
+        if byte_skip == -1 {
+            return Err(self.bad("byte skip -1 is only allowed with raw encoding".into()));
+        }
+        Ok(byte_skip as u64)
+    }
+
+    /// Gzip encoding: the voxel bytes, `byte_skip` bytes into the decompressed stream,
+    /// which is decompressed to its end so that its trailer (CRC, length) is checked.
+    fn gunzip(&self, region: &Region, want: &Expected) -> Result<Vec<u8>, NrrdError> {
+        let skip = self.forward_byte_skip(region.byte_skip)?;
+        let source_name = region.name;
+        let nbytes = want.nbytes;
+        let total = skip.saturating_add(nbytes as u64);
+        let mut data = Vec::new();
+        data.try_reserve_exact(nbytes).map_err(|_| {
+            self.bad(format!(
+                "sizes {:?} need {nbytes} bytes, which cannot be allocated",
+                want.sizes
+            ))
+        })?;
+        let mut dec = MultiGzDecoder::new(region.bytes);
+        io::copy(&mut (&mut dec).take(skip), &mut io::sink())
+            .and_then(|_| (&mut dec).take(total - skip).read_to_end(&mut data))
+            .and_then(|_| io::copy(&mut dec, &mut io::sink()))
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    self.truncated(format!("the gzip stream of {source_name} ends early: {e}"))
+                } else {
+                    NrrdError::Corrupt {
+                        path: self.path.to_path_buf(),
+                        what: format!("cannot decompress {source_name}: {e}"),
+                    }
+                }
+            })?;
+        if data.len() < nbytes {
+            return Err(self.truncated(format!(
+                "{source_name} decompresses to {} bytes (after a byte skip of {skip}) but {nbytes} bytes of voxel data ({:?} of {}) are needed",
+                data.len(),
+                want.sizes,
+                want.ty.name()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Ascii encoding: the first `count` numbers (separated by white space or commas)
+    /// after `byte_skip` bytes.
+    fn ascii_values(&self, region: &Region, want: &Expected) -> Result<Vec<f64>, NrrdError> {
+        let skip = self.forward_byte_skip(region.byte_skip)?;
+        let source_name = region.name;
+        let count = want.count;
+        let text = region.bytes.get(skip as usize..).unwrap_or(&[]);
+        let text = String::from_utf8_lossy(text);
+        let mut values = Vec::with_capacity(count.min(1 << 24));
+        for token in text
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .take(count)
+        {
+            let v = token
+                .parse::<f64>()
+                .map_err(|_| self.bad(format!("ascii data: {token:?} is not a number")))?;
+            values.push(v);
+        }
+        if values.len() < count {
+            return Err(self.truncated(format!(
+                "{source_name} holds {} of the {count} ascii values",
+                values.len()
+            )));
+        }
+        Ok(values)
+    }
 }
 
 /// The spatial dims and the grid (in LPS) of a header.

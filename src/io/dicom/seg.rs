@@ -25,6 +25,8 @@
 //! values exactly; other tools' segments are matched by name to the default table, else
 //! numbered by segment number.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +34,7 @@ use dicom_core::smallvec::smallvec;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use nalgebra::{Point3, Vector3};
 
 use super::SeriesMeta;
@@ -325,18 +327,11 @@ pub fn write_seg(
         message,
     };
     let g = &labels.geometry;
-    let [nx, ny, nz] = g.dims;
+    let [nx, ny, _] = g.dims;
     if nx > u16::MAX as usize || ny > u16::MAX as usize {
         return Err(build(format!("slices of {nx} x {ny} exceed 65535")));
     }
-    let plane = nx * ny;
-    // Which label values are present on which slices.
-    let mut present = vec![[false; 256]; nz];
-    for (k, slice_present) in present.iter_mut().enumerate() {
-        for &v in &labels.voxels[k * plane..(k + 1) * plane] {
-            slice_present[v as usize] = true;
-        }
-    }
+    let present = values_per_slice(labels);
     let values: Vec<u8> = (1..=255u8)
         .filter(|&v| present.iter().any(|p| p[v as usize]))
         .collect();
@@ -345,107 +340,188 @@ pub fn write_seg(
             path: path.to_path_buf(),
         });
     }
-    let refs: Option<&[String]> =
-        (source.sop_instance_uids.len() == nz).then_some(&source.sop_instance_uids[..]);
-    let ref_class = source
-        .sop_class_uid
-        .clone()
-        .unwrap_or_else(|| CT_IMAGE_STORAGE.to_string());
-    let (date, time) = today();
-    let study_uid = source.study_uid.clone().unwrap_or_else(new_uid);
-    let for_uid = source
-        .frame_of_reference_uid
-        .clone()
-        .unwrap_or_else(new_uid);
-    let series_uid = new_uid();
-    let sop_uid = new_uid();
-    let dim_org_uid = new_uid();
+    let refs = SourceRefs::of(source, g.dims[2]);
+    let ids = SegIds::new(source);
+    let frames = seg_frames(&values, &present);
 
     let mut obj = InMemDicomObject::new_empty();
     let o = &mut obj;
+    put_patient_study_series(o, source, options, &ids);
+    put_dimension_organization(o, &ids.dim_org_uid);
+    put_image_and_content(o, [nx, ny], options);
+    let segments = values
+        .iter()
+        .enumerate()
+        .map(|(n, &v)| segment_item(n, v, table, options))
+        .collect();
+    put_seq(o, tags::SEGMENT_SEQUENCE, segments);
+    put_seq(
+        o,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![shared_functional_groups(g)],
+    );
+    let per_frame = frames
+        .iter()
+        .map(|frame| per_frame_functional_groups(g, frame, &refs))
+        .collect();
+    put(o, tags::NUMBER_OF_FRAMES, VR::IS, frames.len().to_string());
+    put_seq(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame);
+    put_seq(
+        o,
+        tags::REFERENCED_SERIES_SEQUENCE,
+        vec![referenced_series(source, &refs)],
+    );
+    put(o, tags::PIXEL_DATA, VR::OB, pack_frames(labels, &frames));
+
+    let file = with_meta(obj, EXPLICIT_VR_LE).map_err(build)?;
+    crate::io::atomic::write_atomically(path, None, |w| {
+        file.write_all(w)
+            .map_err(|e| io::Error::other(e.to_string()))
+    })
+    .map_err(|e| SegError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Which label values are present on which slices: `[slice][value]`.
+fn values_per_slice(labels: &LabelVolume) -> Vec<[bool; 256]> {
+    let [nx, ny, nz] = labels.geometry.dims;
+    let plane = nx * ny;
+    let mut present = vec![[false; 256]; nz];
+    for (k, slice_present) in present.iter_mut().enumerate() {
+        for &v in &labels.voxels[k * plane..(k + 1) * plane] {
+            slice_present[v as usize] = true;
+        }
+    }
+    present
+}
+
+/// The source CT's instances a SEG references.
+struct SourceRefs<'a> {
+    /// Their SOP Class UID (CT Image Storage when the series does not say).
+    sop_class: String,
+    /// One SOP Instance UID per slice, when the series has exactly one per slice.
+    instances: Option<&'a [String]>,
+}
+
+impl<'a> SourceRefs<'a> {
+    fn of(source: &'a SeriesMeta, slices: usize) -> Self {
+        SourceRefs {
+            sop_class: source
+                .sop_class_uid
+                .clone()
+                .unwrap_or_else(|| CT_IMAGE_STORAGE.to_string()),
+            instances: (source.sop_instance_uids.len() == slices)
+                .then_some(&source.sop_instance_uids[..]),
+        }
+    }
+
+    /// A referenced image: its class and instance UID.
+    fn image(&self, uid: &str, more: impl FnOnce(&mut InMemDicomObject)) -> InMemDicomObject {
+        item(|i| {
+            put_str(i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &self.sop_class);
+            put_str(i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid);
+            more(i);
+        })
+    }
+}
+
+/// The new SEG's UIDs (the study's and frame of reference's are the source's when it
+/// has them) and its creation date and time.
+struct SegIds {
+    date: String,
+    time: String,
+    study_uid: String,
+    frame_of_reference_uid: String,
+    series_uid: String,
+    sop_uid: String,
+    dim_org_uid: String,
+}
+
+impl SegIds {
+    fn new(source: &SeriesMeta) -> Self {
+        let (date, time) = today();
+        let study_uid = source.study_uid.clone().unwrap_or_else(new_uid);
+        let frame_of_reference_uid = source
+            .frame_of_reference_uid
+            .clone()
+            .unwrap_or_else(new_uid);
+        SegIds {
+            date,
+            time,
+            study_uid,
+            frame_of_reference_uid,
+            series_uid: new_uid(),
+            sop_uid: new_uid(),
+            dim_org_uid: new_uid(),
+        }
+    }
+}
+
+/// SOP common, patient, study, series, equipment and frame of reference attributes.
+fn put_patient_study_series(
+    o: &mut InMemDicomObject,
+    source: &SeriesMeta,
+    options: &SegWriteOptions,
+    ids: &SegIds,
+) {
+    let or_empty = |v: &Option<String>| v.as_deref().unwrap_or("").to_string();
     put_str(o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
     put_str(o, tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY");
     put_str(o, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
-    put_str(o, tags::SOP_INSTANCE_UID, VR::UI, &sop_uid);
-    put_str(
-        o,
-        tags::STUDY_DATE,
-        VR::DA,
-        source.study_date.as_deref().unwrap_or(""),
-    );
-    put_str(o, tags::SERIES_DATE, VR::DA, &date);
-    put_str(o, tags::CONTENT_DATE, VR::DA, &date);
+    put_str(o, tags::SOP_INSTANCE_UID, VR::UI, &ids.sop_uid);
+    put_str(o, tags::STUDY_DATE, VR::DA, &or_empty(&source.study_date));
+    put_str(o, tags::SERIES_DATE, VR::DA, &ids.date);
+    put_str(o, tags::CONTENT_DATE, VR::DA, &ids.date);
     put_str(o, tags::STUDY_TIME, VR::TM, "");
-    put_str(o, tags::CONTENT_TIME, VR::TM, &time);
+    put_str(o, tags::CONTENT_TIME, VR::TM, &ids.time);
     put_str(o, tags::ACCESSION_NUMBER, VR::SH, "");
     put_str(o, tags::MODALITY, VR::CS, "SEG");
     put_str(o, tags::MANUFACTURER, VR::LO, "pulmo");
     put_str(o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
-    put_str(
-        o,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        &options.series_description,
-    );
+    let description = &options.series_description;
+    put_str(o, tags::SERIES_DESCRIPTION, VR::LO, description);
     put_str(o, tags::MANUFACTURER_MODEL_NAME, VR::LO, "pulmo");
     put_str(
         o,
         tags::PATIENT_NAME,
         VR::PN,
-        source.patient_name.as_deref().unwrap_or(""),
+        &or_empty(&source.patient_name),
     );
-    put_str(
-        o,
-        tags::PATIENT_ID,
-        VR::LO,
-        source.patient_id.as_deref().unwrap_or(""),
-    );
+    put_str(o, tags::PATIENT_ID, VR::LO, &or_empty(&source.patient_id));
     put_str(o, tags::PATIENT_BIRTH_DATE, VR::DA, "");
     put_str(o, tags::PATIENT_SEX, VR::CS, "");
     put_str(o, tags::DEVICE_SERIAL_NUMBER, VR::LO, "1");
-    put_str(
-        o,
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        env!("CARGO_PKG_VERSION"),
-    );
-    put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid);
-    put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid);
+    let version = env!("CARGO_PKG_VERSION");
+    put_str(o, tags::SOFTWARE_VERSIONS, VR::LO, version);
+    put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, &ids.study_uid);
+    put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, &ids.series_uid);
     put_str(o, tags::STUDY_ID, VR::SH, "");
-    put(
-        o,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        options.series_number.to_string(),
-    );
+    let number = options.series_number.to_string();
+    put(o, tags::SERIES_NUMBER, VR::IS, number);
     put_str(o, tags::INSTANCE_NUMBER, VR::IS, "1");
-    put_str(o, tags::FRAME_OF_REFERENCE_UID, VR::UI, &for_uid);
+    let for_uid = &ids.frame_of_reference_uid;
+    put_str(o, tags::FRAME_OF_REFERENCE_UID, VR::UI, for_uid);
     put_str(o, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+}
 
-    // Dimensions: segment, then position.
+/// The multi-frame dimensions: segment, then position.
+fn put_dimension_organization(o: &mut InMemDicomObject, dim_org_uid: &str) {
     put_seq(
         o,
         tags::DIMENSION_ORGANIZATION_SEQUENCE,
         vec![item(|i| {
-            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dim_org_uid)
+            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, dim_org_uid)
         })],
     );
     put_str(o, tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "3D");
     let dim = |index: Tag, group: Tag, label: &str| {
         item(|i| {
-            put(
-                i,
-                tags::DIMENSION_INDEX_POINTER,
-                VR::AT,
-                PrimitiveValue::Tags(smallvec![index]),
-            );
-            put(
-                i,
-                tags::FUNCTIONAL_GROUP_POINTER,
-                VR::AT,
-                PrimitiveValue::Tags(smallvec![group]),
-            );
-            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dim_org_uid);
+            let pointer = |tag: Tag| PrimitiveValue::Tags(smallvec![tag]);
+            put(i, tags::DIMENSION_INDEX_POINTER, VR::AT, pointer(index));
+            put(i, tags::FUNCTIONAL_GROUP_POINTER, VR::AT, pointer(group));
+            put_str(i, tags::DIMENSION_ORGANIZATION_UID, VR::UI, dim_org_uid);
             put_str(i, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
         })
     };
@@ -465,273 +541,208 @@ pub fn write_seg(
             ),
         ],
     );
+}
 
-    put(
-        o,
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(1u16),
-    );
+/// Image pixel (1-bit monochrome frames of `nx` x `ny`), segmentation type and content
+/// attributes.
+fn put_image_and_content(
+    o: &mut InMemDicomObject,
+    [nx, ny]: [usize; 2],
+    options: &SegWriteOptions,
+) {
+    let us = |v: u16| PrimitiveValue::from(v);
+    put(o, tags::SAMPLES_PER_PIXEL, VR::US, us(1));
     put_str(o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
-    put(o, tags::ROWS, VR::US, PrimitiveValue::from(ny as u16));
-    put(o, tags::COLUMNS, VR::US, PrimitiveValue::from(nx as u16));
-    put(o, tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16));
-    put(o, tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16));
-    put(o, tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16));
-    put(
-        o,
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
+    put(o, tags::ROWS, VR::US, us(ny as u16));
+    put(o, tags::COLUMNS, VR::US, us(nx as u16));
+    put(o, tags::BITS_ALLOCATED, VR::US, us(1));
+    put(o, tags::BITS_STORED, VR::US, us(1));
+    put(o, tags::HIGH_BIT, VR::US, us(0));
+    put(o, tags::PIXEL_REPRESENTATION, VR::US, us(0));
     put_str(o, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
     put_str(o, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
     put_str(o, tags::CONTENT_LABEL, VR::CS, &options.content_label);
-    put_str(
-        o,
-        tags::CONTENT_DESCRIPTION,
-        VR::LO,
-        &options.content_description,
-    );
-    put_str(
-        o,
-        tags::CONTENT_CREATOR_NAME,
-        VR::PN,
-        &options.content_creator,
-    );
+    let description = &options.content_description;
+    put_str(o, tags::CONTENT_DESCRIPTION, VR::LO, description);
+    let creator = &options.content_creator;
+    put_str(o, tags::CONTENT_CREATOR_NAME, VR::PN, creator);
+}
 
-    // Segments.
-    let segments: Vec<InMemDicomObject> = values
-        .iter()
-        .enumerate()
-        .map(|(n, &v)| {
-            let label = table.get(v);
-            let name = label
-                .map(|l| l.name.clone())
-                .unwrap_or_else(|| format!("label {v}"));
-            let color = label.map(|l| l.color).unwrap_or([200, 200, 200]);
-            let (category, kind, modifier) = segment_codes(v);
-            item(|s| {
-                put(
-                    s,
-                    tags::SEGMENT_NUMBER,
-                    VR::US,
-                    PrimitiveValue::from((n + 1) as u16),
-                );
-                put_str(s, tags::SEGMENT_LABEL, VR::LO, &name);
-                put_str(
-                    s,
-                    tags::SEGMENT_DESCRIPTION,
-                    VR::ST,
-                    &format!("pulmo label value {v}"),
-                );
-                put_str(
-                    s,
-                    tags::SEGMENT_ALGORITHM_TYPE,
-                    VR::CS,
-                    options.algorithm.code(),
-                );
-                if options.algorithm != SegAlgorithm::Manual {
-                    put_str(
-                        s,
-                        tags::SEGMENT_ALGORITHM_NAME,
-                        VR::LO,
-                        &options.algorithm_name,
-                    );
-                }
-                put_seq(
-                    s,
-                    tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
-                    vec![category],
-                );
-                let mut kind = kind;
-                if let Some(m) = modifier {
-                    put_seq(
-                        &mut kind,
-                        tags::SEGMENTED_PROPERTY_TYPE_MODIFIER_CODE_SEQUENCE,
-                        vec![m],
-                    );
-                }
-                put_seq(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![kind]);
-                let lab = srgb_to_dicom_lab(color);
-                put(
-                    s,
-                    tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
-                    VR::US,
-                    PrimitiveValue::U16(smallvec![lab[0], lab[1], lab[2]]),
-                );
-            })
-        })
-        .collect();
-    put_seq(o, tags::SEGMENT_SEQUENCE, segments);
+/// The SegmentSequence item of label value `v`, segment number `n + 1`.
+fn segment_item(
+    n: usize,
+    v: u8,
+    table: &LabelTable,
+    options: &SegWriteOptions,
+) -> InMemDicomObject {
+    let label = table.get(v);
+    let name = label
+        .map(|l| l.name.clone())
+        .unwrap_or_else(|| format!("label {v}"));
+    let color = label.map(|l| l.color).unwrap_or([200, 200, 200]);
+    let (category, kind, modifier) = segment_codes(v);
+    item(|s| {
+        let number = PrimitiveValue::from((n + 1) as u16);
+        put(s, tags::SEGMENT_NUMBER, VR::US, number);
+        put_str(s, tags::SEGMENT_LABEL, VR::LO, &name);
+        let description = format!("pulmo label value {v}");
+        put_str(s, tags::SEGMENT_DESCRIPTION, VR::ST, &description);
+        let algorithm = options.algorithm;
+        put_str(s, tags::SEGMENT_ALGORITHM_TYPE, VR::CS, algorithm.code());
+        if algorithm != SegAlgorithm::Manual {
+            let name = &options.algorithm_name;
+            put_str(s, tags::SEGMENT_ALGORITHM_NAME, VR::LO, name);
+        }
+        let category_tag = tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE;
+        put_seq(s, category_tag, vec![category]);
+        let mut kind = kind;
+        if let Some(m) = modifier {
+            let modifier_tag = tags::SEGMENTED_PROPERTY_TYPE_MODIFIER_CODE_SEQUENCE;
+            put_seq(&mut kind, modifier_tag, vec![m]);
+        }
+        put_seq(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, vec![kind]);
+        let lab = srgb_to_dicom_lab(color);
+        let lab = PrimitiveValue::U16(smallvec![lab[0], lab[1], lab[2]]);
+        put(s, tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE, VR::US, lab);
+    })
+}
 
-    // Shared functional groups: orientation and pixel measures.
+/// The shared functional groups: orientation and pixel measures of the grid `g`.
+fn shared_functional_groups(g: &Geometry) -> InMemDicomObject {
     let row = g.direction.column(0).into_owned();
     let col = g.direction.column(1).into_owned();
-    let shared = item(|s| {
+    item(|s| {
+        let orientation = ds_multi(&[row.x, row.y, row.z, col.x, col.y, col.z]);
         put_seq(
             s,
             tags::PLANE_ORIENTATION_SEQUENCE,
             vec![item(|i| {
-                put(
-                    i,
-                    tags::IMAGE_ORIENTATION_PATIENT,
-                    VR::DS,
-                    ds_multi(&[row.x, row.y, row.z, col.x, col.y, col.z]),
-                )
+                put(i, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, orientation)
             })],
         );
         put_seq(
             s,
             tags::PIXEL_MEASURES_SEQUENCE,
             vec![item(|i| {
-                put(
-                    i,
-                    tags::PIXEL_SPACING,
-                    VR::DS,
-                    ds_multi(&[g.spacing_mm.y, g.spacing_mm.x]),
-                );
+                let pixel_spacing = ds_multi(&[g.spacing_mm.y, g.spacing_mm.x]);
+                put(i, tags::PIXEL_SPACING, VR::DS, pixel_spacing);
                 put(i, tags::SLICE_THICKNESS, VR::DS, fmt_ds(g.spacing_mm.z));
-                put(
-                    i,
-                    tags::SPACING_BETWEEN_SLICES,
-                    VR::DS,
-                    fmt_ds(g.spacing_mm.z),
-                );
+                let between = fmt_ds(g.spacing_mm.z);
+                put(i, tags::SPACING_BETWEEN_SLICES, VR::DS, between);
             })],
         );
-    });
-    put_seq(o, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]);
+    })
+}
 
-    // Frames: per segment, the slices holding it, in slice order.
-    let mut frames: Vec<(u16, usize, u8)> = Vec::new();
+/// One frame of the SEG: a segment on a slice.
+#[derive(Debug, Clone, Copy)]
+struct SegFrame {
+    /// Segment number (1-based).
+    segment: u16,
+    /// Slice index in the CT.
+    k: usize,
+    /// The label value the segment holds.
+    value: u8,
+}
+
+/// The frames: per segment, the slices holding it, in slice order.
+fn seg_frames(values: &[u8], present: &[[bool; 256]]) -> Vec<SegFrame> {
+    let mut frames = Vec::new();
     for (n, &v) in values.iter().enumerate() {
         for (k, p) in present.iter().enumerate() {
             if p[v as usize] {
-                frames.push(((n + 1) as u16, k, v));
+                frames.push(SegFrame {
+                    segment: (n + 1) as u16,
+                    k,
+                    value: v,
+                });
             }
         }
     }
-    let per_frame: Vec<InMemDicomObject> = frames
-        .iter()
-        .map(|&(segment, k, _)| {
-            let pos = g.world_at_voxel(Vector3::new(0.0, 0.0, k as f64));
-            item(|f| {
-                if let Some(refs) = refs {
-                    let source_image = item(|s| {
-                        put_str(s, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &ref_class);
-                        put_str(s, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &refs[k]);
-                        put_seq(
-                            s,
-                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                            vec![code(
-                                "121322",
-                                "DCM",
-                                "Source image for image processing operation",
-                            )],
-                        );
-                    });
-                    put_seq(
-                        f,
-                        tags::DERIVATION_IMAGE_SEQUENCE,
-                        vec![item(|d| {
-                            put_seq(
-                                d,
-                                tags::DERIVATION_CODE_SEQUENCE,
-                                vec![code("113076", "DCM", "Segmentation")],
-                            );
-                            put_seq(d, tags::SOURCE_IMAGE_SEQUENCE, vec![source_image]);
-                        })],
-                    );
-                }
-                put_seq(
-                    f,
-                    tags::FRAME_CONTENT_SEQUENCE,
-                    vec![item(|c| {
-                        put(
-                            c,
-                            tags::DIMENSION_INDEX_VALUES,
-                            VR::UL,
-                            PrimitiveValue::U32(smallvec![segment as u32, k as u32 + 1]),
-                        )
-                    })],
-                );
-                put_seq(
-                    f,
-                    tags::PLANE_POSITION_SEQUENCE,
-                    vec![item(|i| {
-                        put(
-                            i,
-                            tags::IMAGE_POSITION_PATIENT,
-                            VR::DS,
-                            ds_multi(&[pos.x, pos.y, pos.z]),
-                        )
-                    })],
-                );
-                put_seq(
-                    f,
-                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-                    vec![item(|i| {
-                        put(
-                            i,
-                            tags::REFERENCED_SEGMENT_NUMBER,
-                            VR::US,
-                            PrimitiveValue::from(segment),
-                        )
-                    })],
-                );
-            })
-        })
-        .collect();
-    put(o, tags::NUMBER_OF_FRAMES, VR::IS, frames.len().to_string());
-    put_seq(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame);
+    frames
+}
 
-    // Referenced series.
-    put_seq(
-        o,
-        tags::REFERENCED_SERIES_SEQUENCE,
-        vec![item(|s| {
-            if let Some(refs) = refs {
-                put_seq(
-                    s,
-                    tags::REFERENCED_INSTANCE_SEQUENCE,
-                    refs.iter()
-                        .map(|uid| {
-                            item(|i| {
-                                put_str(i, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &ref_class);
-                                put_str(i, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid);
-                            })
-                        })
-                        .collect(),
-                );
-            }
-            put_str(s, tags::SERIES_INSTANCE_UID, VR::UI, &source.series_uid);
-        })],
-    );
+/// A frame's functional groups: its source image (when the source has one per slice),
+/// dimension index values, position and segment.
+fn per_frame_functional_groups(
+    g: &Geometry,
+    frame: &SegFrame,
+    refs: &SourceRefs,
+) -> InMemDicomObject {
+    let SegFrame { segment, k, .. } = *frame;
+    let pos = g.world_at_voxel(Vector3::new(0.0, 0.0, k as f64));
+    item(|f| {
+        if let Some(instances) = refs.instances {
+            put_seq(
+                f,
+                tags::DERIVATION_IMAGE_SEQUENCE,
+                vec![derivation_image(refs, &instances[k])],
+            );
+        }
+        let index = PrimitiveValue::U32(smallvec![segment as u32, k as u32 + 1]);
+        let content = item(|c| put(c, tags::DIMENSION_INDEX_VALUES, VR::UL, index));
+        put_seq(f, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
+        let position = ds_multi(&[pos.x, pos.y, pos.z]);
+        let plane = item(|i| put(i, tags::IMAGE_POSITION_PATIENT, VR::DS, position));
+        put_seq(f, tags::PLANE_POSITION_SEQUENCE, vec![plane]);
+        let number = PrimitiveValue::from(segment);
+        let segment = item(|i| put(i, tags::REFERENCED_SEGMENT_NUMBER, VR::US, number));
+        put_seq(f, tags::SEGMENT_IDENTIFICATION_SEQUENCE, vec![segment]);
+    })
+}
 
-    // Pixel data: 1 bit per pixel, frames packed back to back, LSB first.
+/// The DerivationImageSequence item of a frame derived from the CT slice `uid`.
+fn derivation_image(refs: &SourceRefs, uid: &str) -> InMemDicomObject {
+    let source_image = refs.image(uid, |s| {
+        put_seq(
+            s,
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            vec![code(
+                "121322",
+                "DCM",
+                "Source image for image processing operation",
+            )],
+        );
+    });
+    item(|d| {
+        put_seq(
+            d,
+            tags::DERIVATION_CODE_SEQUENCE,
+            vec![code("113076", "DCM", "Segmentation")],
+        );
+        put_seq(d, tags::SOURCE_IMAGE_SEQUENCE, vec![source_image]);
+    })
+}
+
+/// The ReferencedSeriesSequence item: the source series and its instances.
+fn referenced_series(source: &SeriesMeta, refs: &SourceRefs) -> InMemDicomObject {
+    item(|s| {
+        if let Some(instances) = refs.instances {
+            let images = instances.iter().map(|uid| refs.image(uid, |_| {}));
+            put_seq(s, tags::REFERENCED_INSTANCE_SEQUENCE, images.collect());
+        }
+        put_str(s, tags::SERIES_INSTANCE_UID, VR::UI, &source.series_uid);
+    })
+}
+
+/// Pixel data: 1 bit per pixel, frames packed back to back, LSB first, padded to an
+/// even length.
+fn pack_frames(labels: &LabelVolume, frames: &[SegFrame]) -> PrimitiveValue {
+    let [nx, ny, _] = labels.geometry.dims;
+    let plane = nx * ny;
     let total_bits = frames.len() * plane;
     let mut bytes = vec![0u8; total_bits.div_ceil(8).next_multiple_of(2)];
-    for (f, &(_, k, v)) in frames.iter().enumerate() {
+    for (f, frame) in frames.iter().enumerate() {
         let base = f * plane;
+        let k = frame.k;
         for (p, &x) in labels.voxels[k * plane..(k + 1) * plane].iter().enumerate() {
-            if x == v {
+            if x == frame.value {
                 let bit = base + p;
                 bytes[bit / 8] |= 1 << (bit % 8);
             }
         }
     }
-    put(o, tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(bytes));
-
-    let file = with_meta(obj, EXPLICIT_VR_LE).map_err(build)?;
-    crate::io::atomic::write_atomically(path, None, |w| {
-        file.write_all(w)
-            .map_err(|e| io::Error::other(e.to_string()))
-    })
-    .map_err(|e| SegError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    PrimitiveValue::from(bytes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -799,164 +810,313 @@ struct SegmentInfo {
 /// the CT's orientation, pixel spacing, rows and columns.
 pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
     let r = Reader { path };
-    let file = dicom_object::open_file(path).map_err(|e| SegError::NotDicom {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let sop_class = r.str_opt(&file, tags::SOP_CLASS_UID).unwrap_or_else(|| {
-        file.meta()
-            .media_storage_sop_class_uid()
-            .trim_end_matches('\0')
-            .to_string()
-    });
-    if sop_class != SEGMENTATION_STORAGE {
-        return Err(SegError::NotSeg {
-            path: path.to_path_buf(),
-            sop_class,
-        });
-    }
+    let file = r.open_seg()?;
     let ts = file
         .meta()
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
     let obj: &InMemDicomObject = &file;
-    let rows = r.int(obj, tags::ROWS, "Rows")? as usize;
-    let columns = r.int(obj, tags::COLUMNS, "Columns")? as usize;
-    let n_frames = r.int(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?;
-    if n_frames < 1 {
-        return Err(r.malformed(format!("NumberOfFrames {n_frames}")));
-    }
-    let n_frames = n_frames as usize;
-    let bits = r.int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
-    let seg_type = r
-        .str_opt(obj, tags::SEGMENTATION_TYPE)
-        .unwrap_or_else(|| "BINARY".into());
     let mut warnings = Vec::new();
-    let fractional = match (seg_type.as_str(), bits) {
-        ("BINARY", 1) => None,
-        ("FRACTIONAL", 8) => {
-            let max = r
-                .int(
-                    obj,
-                    tags::MAXIMUM_FRACTIONAL_VALUE,
-                    "MaximumFractionalValue",
-                )
-                .unwrap_or(255)
-                .max(1);
-            warnings.push(format!(
-                "{}: FRACTIONAL segmentation thresholded at 0.5 (stored value >= {}/2 of {max})",
-                path.display(),
-                max
-            ));
-            Some(max as f64)
-        }
-        (t, b) => {
-            return Err(SegError::Unsupported {
-                path: path.to_path_buf(),
-                message: format!("SegmentationType {t} with BitsAllocated {b}"),
-            });
-        }
-    };
-
-    // Grid checks.
-    let [nx, ny, nz] = ct.dims;
-    if rows != ny || columns != nx {
+    let format = r.frame_format(obj, &mut warnings)?;
+    let [nx, ny, _] = ct.dims;
+    if format.rows != ny || format.columns != nx {
         return Err(r.grid(format!(
-            "frames are {columns} x {rows} but CT slices are {nx} x {ny}"
+            "frames are {} x {} but CT slices are {nx} x {ny}",
+            format.columns, format.rows
         )));
     }
     let shared = r.first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
-    let per_frame = obj
-        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .and_then(|e| e.items())
-        .ok_or_else(|| r.malformed("missing PerFrameFunctionalGroupsSequence"))?;
-    if per_frame.len() != n_frames {
-        return Err(r.malformed(format!(
-            "{} per-frame functional groups for {n_frames} frames",
-            per_frame.len()
-        )));
-    }
-    let ct_row = ct.direction.column(0).into_owned();
-    let ct_col = ct.direction.column(1).into_owned();
+    let per_frame = r.per_frame_groups(obj, format.n_frames)?;
+    let segments = r.segments(obj)?;
+    let value_of = r.label_values(&segments)?;
+    let table = label_table(&segments, &value_of);
+    let data = r.pixel_data(obj, &ts, &format)?;
+    let frames = r.frame_slices(per_frame, shared, ct, &value_of)?;
+    let (voxels, overlaps) = paint_frames(ct, &format, &data, &frames);
+    push_overlap_warnings(path, &table, overlaps, &mut warnings);
+    let labels = LabelVolume::new(ct.clone(), voxels).map_err(|e| r.malformed(e.to_string()))?;
+    Ok(SegImport {
+        labels,
+        table,
+        warnings,
+    })
+}
 
-    // Segments.
-    let mut segments: Vec<SegmentInfo> = obj
-        .get(tags::SEGMENT_SEQUENCE)
-        .and_then(|e| e.items())
-        .ok_or_else(|| r.malformed("missing SegmentSequence"))?
-        .iter()
-        .map(|s| {
-            let number = r.int(s, tags::SEGMENT_NUMBER, "SegmentNumber")?;
-            let number = u16::try_from(number)
-                .map_err(|_| r.malformed(format!("SegmentNumber {number}")))?;
-            let color = s
-                .get(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE)
-                .and_then(|e| e.to_multi_int::<u16>().ok())
-                .filter(|v| v.len() == 3)
-                .map(|v| dicom_lab_to_srgb([v[0], v[1], v[2]]));
-            Ok(SegmentInfo {
-                number,
-                name: r
-                    .str_opt(s, tags::SEGMENT_LABEL)
-                    .unwrap_or_else(|| format!("segment {number}")),
-                description: r.str_opt(s, tags::SEGMENT_DESCRIPTION),
-                color,
-            })
-        })
-        .collect::<Result<_, SegError>>()?;
-    segments.sort_by_key(|s| s.number);
+/// The frames' size and count, and how their pixels are stored.
+struct FrameFormat {
+    rows: usize,
+    columns: usize,
+    n_frames: usize,
+    /// `None` for BINARY (1 bit per pixel); for FRACTIONAL (8 bits), the
+    /// MaximumFractionalValue that stands for 1.
+    fractional: Option<f64>,
+}
 
-    // Label value per segment.
-    let defaults = LabelTable::default();
-    let mut used = [false; 256];
-    let mut value_of = std::collections::BTreeMap::new();
-    let mut table = LabelTable { labels: Vec::new() };
-    let mut pending = Vec::new();
-    for s in &segments {
-        let own = s
-            .description
-            .as_deref()
-            .and_then(|d| d.strip_prefix("pulmo label value "))
-            .and_then(|v| v.trim().parse::<u8>().ok())
-            .filter(|&v| v != 0 && !used[v as usize]);
-        let by_name = || {
-            defaults
-                .labels
-                .iter()
-                .find(|l| l.name.eq_ignore_ascii_case(&s.name))
-                .map(|l| l.value)
-                .filter(|&v| !used[v as usize])
-        };
-        match own.or_else(by_name) {
-            Some(v) => {
-                used[v as usize] = true;
-                value_of.insert(s.number, v);
-            }
-            None => pending.push(s.number),
+/// Where a frame goes: its segment, its index in the file, the CT slice and the label.
+#[derive(Debug, Clone, Copy)]
+struct FrameSlice {
+    segment: i64,
+    frame: usize,
+    k: usize,
+    value: u8,
+}
+
+impl Reader<'_> {
+    /// Opens the file and checks it is a Segmentation.
+    fn open_seg(&self) -> Result<DefaultDicomObject, SegError> {
+        let file = dicom_object::open_file(self.path).map_err(|e| SegError::NotDicom {
+            path: self.path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let sop_class = self.str_opt(&file, tags::SOP_CLASS_UID).unwrap_or_else(|| {
+            file.meta()
+                .media_storage_sop_class_uid()
+                .trim_end_matches('\0')
+                .to_string()
+        });
+        if sop_class != SEGMENTATION_STORAGE {
+            return Err(SegError::NotSeg {
+                path: self.path.to_path_buf(),
+                sop_class,
+            });
         }
+        Ok(file)
     }
-    // Other segments keep their number when it is free and not one of pulmo's default
-    // labels, else take the first free value after the defaults (then any free one).
-    let first_custom = defaults.labels.iter().map(|l| l.value).max().unwrap_or(0) as usize + 1;
-    for number in pending {
-        let free = |v: usize| (1..=255).contains(&v) && !used[v];
-        let v = if free(number as usize) && defaults.get(number as u8).is_none() {
-            number as usize
-        } else {
-            (first_custom..=255)
-                .chain(1..first_custom)
-                .find(|&v| free(v))
-                .ok_or_else(|| SegError::Unsupported {
-                    path: path.to_path_buf(),
-                    message: "more than 255 segments".into(),
-                })?
+
+    /// Rows, columns, number of frames and segmentation type (FRACTIONAL is warned
+    /// about: it is thresholded at 0.5).
+    fn frame_format(
+        &self,
+        obj: &InMemDicomObject,
+        warnings: &mut Vec<String>,
+    ) -> Result<FrameFormat, SegError> {
+        let rows = self.int(obj, tags::ROWS, "Rows")? as usize;
+        let columns = self.int(obj, tags::COLUMNS, "Columns")? as usize;
+        let n_frames = self.int(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")?;
+        if n_frames < 1 {
+            return Err(self.malformed(format!("NumberOfFrames {n_frames}")));
+        }
+        let bits = self.int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+        let seg_type = self
+            .str_opt(obj, tags::SEGMENTATION_TYPE)
+            .unwrap_or_else(|| "BINARY".into());
+        let fractional = match (seg_type.as_str(), bits) {
+            ("BINARY", 1) => None,
+            ("FRACTIONAL", 8) => {
+                let max = self
+                    .int(
+                        obj,
+                        tags::MAXIMUM_FRACTIONAL_VALUE,
+                        "MaximumFractionalValue",
+                    )
+                    .unwrap_or(255)
+                    .max(1);
+                warnings.push(format!(
+                    "{}: FRACTIONAL segmentation thresholded at 0.5 (stored value >= {}/2 of {max})",
+                    self.path.display(),
+                    max
+                ));
+                Some(max as f64)
+            }
+            (t, b) => {
+                return Err(SegError::Unsupported {
+                    path: self.path.to_path_buf(),
+                    message: format!("SegmentationType {t} with BitsAllocated {b}"),
+                });
+            }
         };
-        let v = v as u8;
-        used[v as usize] = true;
-        value_of.insert(number, v);
+        Ok(FrameFormat {
+            rows,
+            columns,
+            n_frames: n_frames as usize,
+            fractional,
+        })
     }
-    for s in &segments {
+
+    /// The per-frame functional groups, one per frame.
+    fn per_frame_groups<'o>(
+        &self,
+        obj: &'o InMemDicomObject,
+        n_frames: usize,
+    ) -> Result<&'o [InMemDicomObject], SegError> {
+        let per_frame = obj
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .and_then(|e| e.items())
+            .ok_or_else(|| self.malformed("missing PerFrameFunctionalGroupsSequence"))?;
+        if per_frame.len() != n_frames {
+            return Err(self.malformed(format!(
+                "{} per-frame functional groups for {n_frames} frames",
+                per_frame.len()
+            )));
+        }
+        Ok(per_frame)
+    }
+
+    /// The SegmentSequence, by segment number.
+    fn segments(&self, obj: &InMemDicomObject) -> Result<Vec<SegmentInfo>, SegError> {
+        let mut segments: Vec<SegmentInfo> = obj
+            .get(tags::SEGMENT_SEQUENCE)
+            .and_then(|e| e.items())
+            .ok_or_else(|| self.malformed("missing SegmentSequence"))?
+            .iter()
+            .map(|s| {
+                let number = self.int(s, tags::SEGMENT_NUMBER, "SegmentNumber")?;
+                let number = u16::try_from(number)
+                    .map_err(|_| self.malformed(format!("SegmentNumber {number}")))?;
+                let color = s
+                    .get(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE)
+                    .and_then(|e| e.to_multi_int::<u16>().ok())
+                    .filter(|v| v.len() == 3)
+                    .map(|v| dicom_lab_to_srgb([v[0], v[1], v[2]]));
+                Ok(SegmentInfo {
+                    number,
+                    name: self
+                        .str_opt(s, tags::SEGMENT_LABEL)
+                        .unwrap_or_else(|| format!("segment {number}")),
+                    description: self.str_opt(s, tags::SEGMENT_DESCRIPTION),
+                    color,
+                })
+            })
+            .collect::<Result<_, SegError>>()?;
+        segments.sort_by_key(|s| s.number);
+        Ok(segments)
+    }
+
+    /// The label value of each segment number: pulmo's own value (from the
+    /// SegmentDescription "pulmo label value N"), else the default label of that name,
+    /// else the segment number when it is free and not one of pulmo's default labels,
+    /// else the first free value after the defaults (then any free one).
+    fn label_values(&self, segments: &[SegmentInfo]) -> Result<BTreeMap<u16, u8>, SegError> {
+        let defaults = LabelTable::default();
+        let mut used = [false; 256];
+        let mut value_of = BTreeMap::new();
+        let mut pending = Vec::new();
+        for s in segments {
+            let own = s
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix("pulmo label value "))
+                .and_then(|v| v.trim().parse::<u8>().ok())
+                .filter(|&v| v != 0 && !used[v as usize]);
+            let by_name = || {
+                defaults
+                    .labels
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(&s.name))
+                    .map(|l| l.value)
+                    .filter(|&v| !used[v as usize])
+            };
+            match own.or_else(by_name) {
+                Some(v) => {
+                    used[v as usize] = true;
+                    value_of.insert(s.number, v);
+                }
+                None => pending.push(s.number),
+            }
+        }
+        let first_custom = defaults.labels.iter().map(|l| l.value).max().unwrap_or(0) as usize + 1;
+        for number in pending {
+            let free = |v: usize| (1..=255).contains(&v) && !used[v];
+            let v = if free(number as usize) && defaults.get(number as u8).is_none() {
+                number as usize
+            } else {
+                (first_custom..=255)
+                    .chain(1..first_custom)
+                    .find(|&v| free(v))
+                    .ok_or_else(|| SegError::Unsupported {
+                        path: self.path.to_path_buf(),
+                        message: "more than 255 segments".into(),
+                    })?
+            };
+            let v = v as u8;
+            used[v as usize] = true;
+            value_of.insert(number, v);
+        }
+        Ok(value_of)
+    }
+
+    /// The uncompressed pixel data, checked to hold all the frames.
+    fn pixel_data<'o>(
+        &self,
+        obj: &'o InMemDicomObject,
+        ts: &str,
+        format: &FrameFormat,
+    ) -> Result<Cow<'o, [u8]>, SegError> {
+        let pixel = obj
+            .get(tags::PIXEL_DATA)
+            .ok_or_else(|| self.malformed("missing PixelData"))?;
+        if pixel.value().fragments().is_some() {
+            return Err(SegError::Unsupported {
+                path: self.path.to_path_buf(),
+                message: format!(
+                    "compressed pixel data (transfer syntax {ts} {}) is not supported",
+                    super::transfer_syntax_name(ts)
+                ),
+            });
+        }
+        let data = pixel
+            .to_bytes()
+            .map_err(|e| self.malformed(format!("PixelData: {e}")))?;
+        let FrameFormat {
+            rows,
+            columns,
+            n_frames,
+            fractional,
+        } = *format;
+        let plane = rows * columns;
+        let needed = match fractional {
+            None => (n_frames * plane).div_ceil(8),
+            Some(_) => n_frames * plane,
+        };
+        if data.len() < needed {
+            return Err(self.malformed(format!(
+                "PixelData holds {} bytes, {n_frames} frames of {columns} x {rows} need {needed}",
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Where each frame goes, in segment number order (then file order), so that the
+    /// later segment wins on overlap.
+    fn frame_slices(
+        &self,
+        per_frame: &[InMemDicomObject],
+        shared: Option<&InMemDicomObject>,
+        ct: &Geometry,
+        value_of: &BTreeMap<u16, u8>,
+    ) -> Result<Vec<FrameSlice>, SegError> {
+        let mut frames = Vec::with_capacity(per_frame.len());
+        for (f, frame) in per_frame.iter().enumerate() {
+            let groups = FrameGroups {
+                reader: self,
+                f,
+                frame,
+                shared,
+            };
+            let (segment, value) = groups.segment(value_of)?;
+            groups.check_orientation(ct)?;
+            groups.check_pixel_spacing(ct)?;
+            let k = groups.slice(ct)?;
+            frames.push(FrameSlice {
+                segment,
+                frame: f,
+                k,
+                value,
+            });
+        }
+        frames.sort_by_key(|s| (s.segment, s.frame));
+        Ok(frames)
+    }
+}
+
+/// The label table of the segments, by label value (colours from the SEG, else pulmo's
+/// defaults, else grey).
+fn label_table(segments: &[SegmentInfo], value_of: &BTreeMap<u16, u8>) -> LabelTable {
+    let defaults = LabelTable::default();
+    let mut table = LabelTable { labels: Vec::new() };
+    for s in segments {
         let v = value_of[&s.number];
         table.labels.push(Label {
             value: v,
@@ -970,43 +1130,37 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
         });
     }
     table.labels.sort_by_key(|l| l.value);
+    table
+}
 
-    // Pixel data.
-    let pixel = obj
-        .get(tags::PIXEL_DATA)
-        .ok_or_else(|| r.malformed("missing PixelData"))?;
-    if pixel.value().fragments().is_some() {
-        return Err(SegError::Unsupported {
-            path: path.to_path_buf(),
-            message: format!(
-                "compressed pixel data (transfer syntax {ts} {}) is not supported",
-                super::transfer_syntax_name(&ts)
-            ),
-        });
-    }
-    let data = pixel
-        .to_bytes()
-        .map_err(|e| r.malformed(format!("PixelData: {e}")))?;
-    let plane = rows * columns;
-    let needed = match fractional {
-        None => (n_frames * plane).div_ceil(8),
-        Some(_) => n_frames * plane,
-    };
-    if data.len() < needed {
-        return Err(r.malformed(format!(
-            "PixelData holds {} bytes, {n_frames} frames of {columns} x {rows} need {needed}",
-            data.len()
-        )));
-    }
+/// One frame's functional groups (its own, else the shared ones), for the checks
+/// against the CT grid.
+struct FrameGroups<'a> {
+    reader: &'a Reader<'a>,
+    /// 0-based frame index.
+    f: usize,
+    frame: &'a InMemDicomObject,
+    shared: Option<&'a InMemDicomObject>,
+}
 
-    // Frames, in segment number order (the later segment wins on overlap).
-    let mut frame_info = Vec::with_capacity(n_frames);
-    for (f, frame) in per_frame.iter().enumerate() {
-        let seg_item = r
-            .group(frame, shared, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
+impl FrameGroups<'_> {
+    /// The group `tag`, or a malformed-SEG error naming it as `name`.
+    fn group(&self, tag: Tag, name: &str) -> Result<&InMemDicomObject, SegError> {
+        self.reader
+            .group(self.frame, self.shared, tag)
             .ok_or_else(|| {
-                r.malformed(format!("frame {}: no SegmentIdentificationSequence", f + 1))
-            })?;
+                self.reader
+                    .malformed(format!("frame {}: no {name}", self.f + 1))
+            })
+    }
+
+    /// The frame's segment number and its label value.
+    fn segment(&self, value_of: &BTreeMap<u16, u8>) -> Result<(i64, u8), SegError> {
+        let r = self.reader;
+        let seg_item = self.group(
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            "SegmentIdentificationSequence",
+        )?;
         let number = r.int(
             seg_item,
             tags::REFERENCED_SEGMENT_NUMBER,
@@ -1016,10 +1170,17 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
             .ok()
             .and_then(|n| value_of.get(&n))
             .copied()
-            .ok_or_else(|| r.malformed(format!("frame {}: unknown segment {number}", f + 1)))?;
-        let orient_item = r
-            .group(frame, shared, tags::PLANE_ORIENTATION_SEQUENCE)
-            .ok_or_else(|| r.malformed(format!("frame {}: no PlaneOrientationSequence", f + 1)))?;
+            .ok_or_else(|| {
+                r.malformed(format!("frame {}: unknown segment {number}", self.f + 1))
+            })?;
+        Ok((number, value))
+    }
+
+    /// ImageOrientationPatient must be the CT's.
+    fn check_orientation(&self, ct: &Geometry) -> Result<(), SegError> {
+        let (r, f) = (self.reader, self.f);
+        let orient_item =
+            self.group(tags::PLANE_ORIENTATION_SEQUENCE, "PlaneOrientationSequence")?;
         let iop = r.floats(
             orient_item,
             tags::IMAGE_ORIENTATION_PATIENT,
@@ -1028,6 +1189,8 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
         if iop.len() != 6 {
             return Err(r.malformed(format!("frame {}: ImageOrientationPatient {iop:?}", f + 1)));
         }
+        let ct_row = ct.direction.column(0).into_owned();
+        let ct_col = ct.direction.column(1).into_owned();
         let row = Vector3::new(iop[0], iop[1], iop[2]);
         let col = Vector3::new(iop[3], iop[4], iop[5]);
         if (row - ct_row).norm() > 1e-3 || (col - ct_col).norm() > 1e-3 {
@@ -1037,22 +1200,31 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
                 ct_row.x, ct_row.y, ct_row.z, ct_col.x, ct_col.y, ct_col.z
             )));
         }
-        let measures = r
-            .group(frame, shared, tags::PIXEL_MEASURES_SEQUENCE)
-            .ok_or_else(|| r.malformed(format!("frame {}: no PixelMeasuresSequence", f + 1)))?;
+        Ok(())
+    }
+
+    /// PixelSpacing must be the CT's (to 0.1 %).
+    fn check_pixel_spacing(&self, ct: &Geometry) -> Result<(), SegError> {
+        let r = self.reader;
+        let measures = self.group(tags::PIXEL_MEASURES_SEQUENCE, "PixelMeasuresSequence")?;
         let ps = r.floats(measures, tags::PIXEL_SPACING, "PixelSpacing")?;
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1e-3);
         if ps.len() != 2 || !close(ps[0], ct.spacing_mm.y) || !close(ps[1], ct.spacing_mm.x) {
             return Err(r.grid(format!(
                 "frame {}: PixelSpacing {ps:?} differs from the CT's [{}, {}]",
-                f + 1,
+                self.f + 1,
                 ct.spacing_mm.y,
                 ct.spacing_mm.x
             )));
         }
-        let pos_item = r
-            .group(frame, shared, tags::PLANE_POSITION_SEQUENCE)
-            .ok_or_else(|| r.malformed(format!("frame {}: no PlanePositionSequence", f + 1)))?;
+        Ok(())
+    }
+
+    /// The CT slice at the frame's ImagePositionPatient (within half a slice along the
+    /// normal and a tenth of a pixel in plane).
+    fn slice(&self, ct: &Geometry) -> Result<usize, SegError> {
+        let (r, f) = (self.reader, self.f);
+        let pos_item = self.group(tags::PLANE_POSITION_SEQUENCE, "PlanePositionSequence")?;
         let ipp = r.floats(
             pos_item,
             tags::IMAGE_POSITION_PATIENT,
@@ -1061,6 +1233,7 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
         if ipp.len() != 3 {
             return Err(r.malformed(format!("frame {}: ImagePositionPatient {ipp:?}", f + 1)));
         }
+        let nz = ct.dims[2];
         let v = ct.voxel_at_world(Point3::new(ipp[0], ipp[1], ipp[2]));
         let k = v.z.round();
         if v.x.abs() > 0.1 || v.y.abs() > 0.1 || (v.z - k).abs() > 0.5 || k < 0.0 || k >= nz as f64
@@ -1073,16 +1246,28 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
                 v.z
             )));
         }
-        frame_info.push((number, f, k as usize, value));
+        Ok(k as usize)
     }
-    frame_info.sort_by_key(|&(number, f, _, _)| (number, f));
+}
 
+/// The label map the frames paint (in order: later frames win), and how many voxels
+/// each (earlier, later) pair of label values overlapped on.
+fn paint_frames(
+    ct: &Geometry,
+    format: &FrameFormat,
+    data: &[u8],
+    frames: &[FrameSlice],
+) -> (Vec<u8>, BTreeMap<(u8, u8), usize>) {
+    let plane = format.rows * format.columns;
     let mut voxels = vec![0u8; ct.voxel_count()];
-    let mut overlaps: std::collections::BTreeMap<(u8, u8), usize> = Default::default();
-    for &(_, f, k, value) in &frame_info {
+    let mut overlaps: BTreeMap<(u8, u8), usize> = Default::default();
+    for &FrameSlice {
+        frame: f, k, value, ..
+    } in frames
+    {
         let out = &mut voxels[k * plane..(k + 1) * plane];
         for (p, o) in out.iter_mut().enumerate() {
-            let on = match fractional {
+            let on = match format.fractional {
                 None => {
                     let bit = f * plane + p;
                     data[bit / 8] >> (bit % 8) & 1 == 1
@@ -1097,6 +1282,16 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
             }
         }
     }
+    (voxels, overlaps)
+}
+
+/// One warning per pair of overlapping segments.
+fn push_overlap_warnings(
+    path: &Path,
+    table: &LabelTable,
+    overlaps: BTreeMap<(u8, u8), usize>,
+    warnings: &mut Vec<String>,
+) {
     let name = |v: u8| {
         table
             .get(v)
@@ -1112,10 +1307,4 @@ pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
             name(b)
         ));
     }
-    let labels = LabelVolume::new(ct.clone(), voxels).map_err(|e| r.malformed(e.to_string()))?;
-    Ok(SegImport {
-        labels,
-        table,
-        warnings,
-    })
 }

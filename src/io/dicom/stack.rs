@@ -150,12 +150,16 @@ fn expand_frames(
     Ok(out)
 }
 
+/// How a series' slices stack, step by step: one frame per slice, the majority image
+/// size, placed slices only, the majority orientation, the in-plane axes and pixel size,
+/// order along the normal without duplicates, then the spacing (regular, or resampled
+/// for missing slices, uneven spacing or gantry tilt).
 fn plan(
     series: &str,
     files: &[Arc<FileHeader>],
     report: &mut LoadReport,
 ) -> Result<Plan, DicomError> {
-    let mut slices = expand_frames(files, report)?;
+    let slices = expand_frames(files, report)?;
     if slices.is_empty() {
         return Err(DicomError::Geometry {
             series: series.into(),
@@ -163,62 +167,87 @@ fn plan(
         });
     }
     // Pixel matrix must agree.
-    slices = keep_majority(
+    let slices = keep_majority(
         slices,
         |s| (s.header.rows, s.header.columns, s.header.bits_allocated),
         |a, b| a == b,
         report,
         "image sizes",
     );
-
-    // Orientation.
-    let missing_orientation: Vec<&SliceRef> = slices
-        .iter()
-        .filter(|s| s.geom.orientation.is_none())
-        .collect();
-    let fallback_geometry = missing_orientation.len() == slices.len()
-        || slices.iter().all(|s| s.geom.position_mm.is_none());
-    if fallback_geometry {
+    if !any_placed(&slices) {
         return plan_without_geometry(series, slices, report);
     }
-    if !missing_orientation.is_empty() || slices.iter().any(|s| s.geom.position_mm.is_none()) {
-        let bad: Vec<SliceRef> = slices
-            .iter()
-            .filter(|s| s.geom.orientation.is_none() || s.geom.position_mm.is_none())
-            .cloned()
-            .collect();
-        let refs: Vec<&SliceRef> = bad.iter().collect();
-        report.warn(
-            WarningKind::InconsistentTags,
-            format!(
-                "{} slice(s) lack ImagePositionPatient or ImageOrientationPatient and were excluded",
-                bad.len()
-            ),
-            paths(&refs),
-        );
-        for s in &bad {
-            report.skipped_files.push(FileProblem {
-                path: s.path(),
-                problem: "excluded: no ImagePositionPatient/ImageOrientationPatient".into(),
-            });
-        }
-        slices.retain(|s| s.geom.orientation.is_some() && s.geom.position_mm.is_some());
-    }
-    slices = keep_majority(
+    let slices = exclude_unplaced(slices, report);
+    let slices = keep_majority(
         slices,
         |s| s.geom.orientation.unwrap_or([Vector3::x(), Vector3::y()]),
         close,
         report,
         "orientations (ImageOrientationPatient)",
     );
-    let [row, col] = slices[0]
+    let [row, col, normal] = slice_axes(&slices[0]);
+    let pixel_mm = pixel_spacing(&slices, report);
+    let slices = drop_duplicates(sorted_along(slices, normal), report);
+    let (regular, slice_spacing_mm) = stacking(&slices, normal, report);
+    Ok(Plan {
+        slices,
+        row,
+        col,
+        normal,
+        pixel_mm,
+        regular,
+        slice_spacing_mm,
+    })
+}
+
+/// Whether the series can be placed in space: some slice has an orientation and some
+/// slice a position.
+fn any_placed(slices: &[SliceRef]) -> bool {
+    let all_lack_orientation = slices.iter().all(|s| s.geom.orientation.is_none());
+    let all_lack_position = slices.iter().all(|s| s.geom.position_mm.is_none());
+    !(all_lack_orientation || all_lack_position)
+}
+
+/// Excludes (and reports) the slices that lack a position or an orientation.
+fn exclude_unplaced(mut slices: Vec<SliceRef>, report: &mut LoadReport) -> Vec<SliceRef> {
+    let placed = |s: &SliceRef| s.geom.orientation.is_some() && s.geom.position_mm.is_some();
+    let bad: Vec<&SliceRef> = slices.iter().filter(|s| !placed(s)).collect();
+    if bad.is_empty() {
+        return slices;
+    }
+    report.warn(
+        WarningKind::InconsistentTags,
+        format!(
+            "{} slice(s) lack ImagePositionPatient or ImageOrientationPatient and were excluded",
+            bad.len()
+        ),
+        paths(&bad),
+    );
+    for s in &bad {
+        report.skipped_files.push(FileProblem {
+            path: s.path(),
+            problem: "excluded: no ImagePositionPatient/ImageOrientationPatient".into(),
+        });
+    }
+    slices.retain(placed);
+    slices
+}
+
+/// The slice's row and column directions, orthonormalised (stored cosines carry
+/// rounding), and its normal.
+fn slice_axes(slice: &SliceRef) -> [Vector3<f64>; 3] {
+    let [row, col] = slice
         .geom
         .orientation
         .unwrap_or([Vector3::x(), Vector3::y()]);
-    // Orthonormalise the in-plane axes (stored cosines carry rounding).
     let normal = row.cross(&col).normalize();
     let col = normal.cross(&row).normalize();
+    [row, col, normal]
+}
 
+/// The first slice's pixel size (between columns, between rows) in mm, 1 x 1 mm when it
+/// has no PixelSpacing; a warning when the slices disagree.
+fn pixel_spacing(slices: &[SliceRef], report: &mut LoadReport) -> [f64; 2] {
     let pixel_mm = match slices[0].geom.pixel_spacing_mm {
         Some([between_rows, between_cols]) => [between_cols, between_rows],
         None => {
@@ -241,7 +270,12 @@ fn plan(
             vec![],
         );
     }
+    pixel_mm
+}
 
+/// The slices with their depth along `normal`, sorted by it (ties by InstanceNumber,
+/// path and frame).
+fn sorted_along(mut slices: Vec<SliceRef>, normal: Vector3<f64>) -> Vec<SliceRef> {
     for s in &mut slices {
         s.depth_mm = s.geom.position_mm.map_or(0.0, |p| p.dot(&normal));
     }
@@ -252,8 +286,12 @@ fn plan(
             .then(a.header.path.cmp(&b.header.path))
             .then(a.frame.cmp(&b.frame))
     });
+    slices
+}
 
-    // Duplicates.
+/// Excludes (and reports) the sorted slices at the position of the slice before them,
+/// keeping the first of each pair.
+fn drop_duplicates(slices: Vec<SliceRef>, report: &mut LoadReport) -> Vec<SliceRef> {
     let mut kept: Vec<SliceRef> = Vec::with_capacity(slices.len());
     let mut duplicates: Vec<(PathBuf, PathBuf)> = Vec::new();
     for s in slices {
@@ -284,7 +322,13 @@ fn plan(
             duplicates.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect(),
         );
     }
-    let slices = kept;
+    kept
+}
+
+/// Whether the sorted slices can be copied straight into a volume, and the slice spacing
+/// (mm) of the volume: the mean spacing when regular, else the spacing they are
+/// resampled at. Missing slices, uneven spacing and gantry tilt are reported.
+fn stacking(slices: &[SliceRef], normal: Vector3<f64>, report: &mut LoadReport) -> (bool, f64) {
     let n = slices.len();
     if n == 1 {
         let h = &slices[0].header;
@@ -292,36 +336,72 @@ fn plan(
             .spacing_between_slices_mm
             .or(h.slice_thickness_mm)
             .unwrap_or(1.0);
-        return Ok(Plan {
-            slices,
-            row,
-            col,
-            normal,
-            pixel_mm,
-            regular: true,
-            slice_spacing_mm: spacing,
-        });
+        return (true, spacing);
+    }
+    let gaps = Gaps::of(slices);
+    let missing = gaps.report_missing_slices(slices, report);
+    let finest = gaps.finest_real();
+    let non_uniform = gaps.report_non_uniform(slices, finest, report);
+    let tilted = report_gantry_tilt(slices, normal, report);
+    let regular = !missing && !non_uniform && !tilted;
+    let slice_spacing_mm = if regular {
+        (slices[n - 1].depth_mm - slices[0].depth_mm) / (n - 1) as f64
+    } else if non_uniform {
+        finest
+    } else {
+        gaps.median
+    };
+    (regular, slice_spacing_mm)
+}
+
+/// The gaps between consecutive sorted slices along the normal (at least two slices).
+struct Gaps {
+    gaps: Vec<f64>,
+    /// The gaps, ascending.
+    sorted: Vec<f64>,
+    median: f64,
+    /// How far a gap may be from the median and still count as the usual spacing.
+    tolerance: f64,
+    /// Per gap: whether it is a whole multiple (>= 2) of the usual spacing, i.e. slices
+    /// are missing there.
+    missing: Vec<bool>,
+}
+
+impl Gaps {
+    fn of(slices: &[SliceRef]) -> Gaps {
+        let gaps: Vec<f64> = slices
+            .windows(2)
+            .map(|w| w[1].depth_mm - w[0].depth_mm)
+            .collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let tolerance = (0.01 * median).max(0.005);
+        let missing = gaps
+            .iter()
+            .map(|g| {
+                let ratio = g / median;
+                ratio > 1.5 && (ratio - ratio.round()).abs() * median < tolerance.max(0.05 * median)
+            })
+            .collect();
+        Gaps {
+            gaps,
+            sorted,
+            median,
+            tolerance,
+            missing,
+        }
     }
 
-    // Gaps along the normal.
-    let gaps: Vec<f64> = slices
-        .windows(2)
-        .map(|w| w[1].depth_mm - w[0].depth_mm)
-        .collect();
-    let mut sorted = gaps.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let tolerance = (0.01 * median).max(0.005);
-    let mut regular = true;
-
-    // Missing slices: a gap close to a multiple (>= 2) of the usual spacing.
-    let mut missing_msgs = Vec::new();
-    let mut missing_files = Vec::new();
-    let mut missing_gap = vec![false; gaps.len()];
-    for (i, g) in gaps.iter().enumerate() {
-        let ratio = g / median;
-        if ratio > 1.5 && (ratio - ratio.round()).abs() * median < tolerance.max(0.05 * median) {
-            missing_gap[i] = true;
+    /// Reports the gaps where slices are missing; returns whether there are any.
+    fn report_missing_slices(&self, slices: &[SliceRef], report: &mut LoadReport) -> bool {
+        let mut missing_msgs = Vec::new();
+        let mut missing_files = Vec::new();
+        for (i, g) in self.gaps.iter().enumerate() {
+            if !self.missing[i] {
+                continue;
+            }
+            let ratio = g / self.median;
             missing_msgs.push(format!(
                 "{} slice(s) missing between {:.2} and {:.2} mm",
                 ratio.round() as i64 - 1,
@@ -331,9 +411,9 @@ fn plan(
             missing_files.push(slices[i].path());
             missing_files.push(slices[i + 1].path());
         }
-    }
-    if !missing_msgs.is_empty() {
-        regular = false;
+        if missing_msgs.is_empty() {
+            return false;
+        }
         report.warn(
             WarningKind::MissingSlices,
             format!(
@@ -342,69 +422,76 @@ fn plan(
             ),
             missing_files,
         );
-    }
-    let (min_gap, max_gap) = (sorted[0], sorted[sorted.len() - 1]);
-    let non_uniform = gaps
-        .iter()
-        .zip(&missing_gap)
-        .any(|(g, missing)| !missing && (g - median).abs() > tolerance);
-    // Resample at the finest real spacing (missing-slice gaps aside), so thin parts of
-    // the stack keep their resolution; bounded so a stray close pair cannot blow up the
-    // grid.
-    let finest = gaps
-        .iter()
-        .zip(&missing_gap)
-        .filter(|(_, m)| !**m)
-        .map(|(g, _)| *g)
-        .fold(median, f64::min)
-        .max(median / 4.0);
-    if non_uniform {
-        regular = false;
-        report.warn(
-            WarningKind::NonUniformSpacing,
-            format!(
-                "slice spacing varies from {min_gap:.3} to {max_gap:.3} mm (median {median:.3} mm): resampled onto a uniform grid of {finest:.3} mm"
-            ),
-            vec![slices[0].path(), slices[n - 1].path()],
-        );
+        true
     }
 
-    // Gantry tilt: the stacking direction is not the slice normal.
+    /// The finest real spacing (missing-slice gaps aside), so that thin parts of the
+    /// stack keep their resolution when resampled; bounded so a stray close pair cannot
+    /// blow up the grid.
+    fn finest_real(&self) -> f64 {
+        self.real_gaps()
+            .fold(self.median, f64::min)
+            .max(self.median / 4.0)
+    }
+
+    fn real_gaps(&self) -> impl Iterator<Item = f64> + '_ {
+        self.gaps
+            .iter()
+            .zip(&self.missing)
+            .filter(|(_, missing)| !**missing)
+            .map(|(g, _)| *g)
+    }
+
+    /// Reports uneven spacing (missing-slice gaps aside), resampled at `finest`; returns
+    /// whether there is any.
+    fn report_non_uniform(
+        &self,
+        slices: &[SliceRef],
+        finest: f64,
+        report: &mut LoadReport,
+    ) -> bool {
+        let median = self.median;
+        let non_uniform = self
+            .real_gaps()
+            .any(|g| (g - median).abs() > self.tolerance);
+        if non_uniform {
+            let (min_gap, max_gap) = (self.sorted[0], self.sorted[self.sorted.len() - 1]);
+            report.warn(
+                WarningKind::NonUniformSpacing,
+                format!(
+                    "slice spacing varies from {min_gap:.3} to {max_gap:.3} mm (median {median:.3} mm): resampled onto a uniform grid of {finest:.3} mm"
+                ),
+                vec![slices[0].path(), slices[slices.len() - 1].path()],
+            );
+        }
+        non_uniform
+    }
+}
+
+/// Reports a gantry tilt (the stacking direction is not the slice normal); returns
+/// whether there is one.
+fn report_gantry_tilt(slices: &[SliceRef], normal: Vector3<f64>, report: &mut LoadReport) -> bool {
+    let n = slices.len();
     let first = slices[0].geom.position_mm.unwrap_or_default();
     let last = slices[n - 1].geom.position_mm.unwrap_or_default();
     let stacking = (last - first).normalize();
     let tilt_deg = stacking.dot(&normal).abs().min(1.0).acos().to_degrees();
-    if tilt_deg > TILT_THRESHOLD_DEG {
-        regular = false;
-        let tag = slices[0]
-            .header
-            .gantry_tilt_deg
-            .map(|t| format!(" (GantryDetectorTilt tag: {t:.1} degrees)"))
-            .unwrap_or_default();
-        report.warn(
-            WarningKind::GantryTilt,
-            format!(
-                "gantry tilt of {tilt_deg:.1} degrees{tag}: slices were de-tilted by resampling onto an orthogonal grid"
-            ),
-            vec![slices[0].path(), slices[n - 1].path()],
-        );
+    if tilt_deg <= TILT_THRESHOLD_DEG {
+        return false;
     }
-    let slice_spacing_mm = if regular {
-        (slices[n - 1].depth_mm - slices[0].depth_mm) / (n - 1) as f64
-    } else if non_uniform {
-        finest
-    } else {
-        median
-    };
-    Ok(Plan {
-        slices,
-        row,
-        col,
-        normal,
-        pixel_mm,
-        regular,
-        slice_spacing_mm,
-    })
+    let tag = slices[0]
+        .header
+        .gantry_tilt_deg
+        .map(|t| format!(" (GantryDetectorTilt tag: {t:.1} degrees)"))
+        .unwrap_or_default();
+    report.warn(
+        WarningKind::GantryTilt,
+        format!(
+            "gantry tilt of {tilt_deg:.1} degrees{tag}: slices were de-tilted by resampling onto an orthogonal grid"
+        ),
+        vec![slices[0].path(), slices[n - 1].path()],
+    );
+    true
 }
 
 /// No usable positions/orientations: stack by InstanceNumber with assumed geometry.
