@@ -12,7 +12,7 @@ pub mod ai;
 use crate::io::{self, Format, dicom, load_ct};
 use crate::metrics;
 use crate::metrics::report::CompareRow;
-use crate::metrics::workflow::{BatchTable, compare_text, rows_with_intensity};
+use crate::session::compare::{BatchTable, compare_text, rows_with_intensity};
 use crate::volume::CtVolume;
 
 #[derive(Parser, Debug)]

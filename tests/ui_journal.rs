@@ -30,27 +30,9 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
     let dir = tempfile::tempdir().unwrap();
     let painted = {
         let mut h = harness(dir.path());
-        let before = h
-            .state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            .clone();
+        let before = ui::labels(&h);
         stroke(&mut h);
-        let after = h
-            .state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            .clone();
+        let after = ui::labels(&h);
         assert!(before != after, "the stroke painted");
         assert_eq!(h.state().unsaved_edits(), 1);
         // Opening another study now asks first.
@@ -76,30 +58,13 @@ fn a_journaled_stroke_is_offered_and_restored_in_a_new_session() {
     );
     h.get_by_label("Restore edits").click();
     h.run();
-    let restored = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .editor
-        .labels()
-        .voxels
-        .clone();
+    let restored = ui::labels(&h);
     assert!(
         restored == painted,
         "the restored labels equal the painted ones"
     );
     assert_eq!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .history()
-            .undo_steps()
-            .count(),
+        ui::study(&h).editor.history().undo_steps().count(),
         1,
         "restoring is one undoable step"
     );
@@ -121,15 +86,7 @@ fn labels_save_and_open_with_itksnap_descriptions() {
     assert_eq!(h.state().unsaved_edits(), 0);
 
     // An edited copy of the map (as another tool would write it) opens as one step.
-    let original = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .editor
-        .labels()
-        .clone();
+    let original = ui::study(&h).editor.labels().clone();
     let mut other = original.clone();
     other
         .voxels
@@ -145,34 +102,14 @@ fn labels_save_and_open_with_itksnap_descriptions() {
     h.state_mut().open_labels_from(&other_path);
     h.run();
     assert!(h.state().save_error.is_none(), "{:?}", h.state().save_error);
-    assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == other.voxels
-    );
+    assert!(ui::study(&h).editor.labels().voxels == other.voxels);
     assert_eq!(
         h.state().session.label_table.labels[0].name,
         "Left (theirs)"
     );
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
-    assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == original.voxels
-    );
+    assert!(ui::study(&h).editor.labels().voxels == original.voxels);
 
     // Another grid is refused and changes nothing.
     let small = pulmo::volume::Volume::filled(
@@ -188,15 +125,5 @@ fn labels_save_and_open_with_itksnap_descriptions() {
         msg.contains("small.nii.gz") && msg.contains("nothing was changed"),
         "{msg}"
     );
-    assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == original.voxels
-    );
+    assert!(ui::study(&h).editor.labels().voxels == original.voxels);
 }

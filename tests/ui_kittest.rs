@@ -93,22 +93,13 @@ fn demo_snapshot_on_lavapipe() {
 #[test]
 fn brush_paints_one_undo_step_and_undo_restores() {
     let mut h = harness(false, egui::vec2(1000.0, 700.0));
-    let before = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .editor
-        .labels()
-        .voxels
-        .clone();
+    let before = ui::labels(&h);
     h.key_press(Key::B);
     h.run();
     assert_eq!(h.state().tool, pulmo::ui::app::Tool::Brush);
     // Drag across the axial view (left half of the window).
     ui::drag(&mut h, egui::pos2(150.0, 330.0), egui::pos2(260.0, 360.0));
-    let study = h.state().session.study.as_ref().unwrap();
+    let study = ui::study(&h);
     let after = study.editor.labels().voxels.clone();
     let changed = before.iter().zip(&after).filter(|(x, y)| x != y).count();
     assert!(changed > 20, "the brush changed {changed} voxels");
@@ -127,29 +118,13 @@ fn brush_paints_one_undo_step_and_undo_restores() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
     assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == before,
+        ui::study(&h).editor.labels().voxels == before,
         "undo restores the map"
     );
     h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, Key::Z);
     h.run();
     assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == after,
+        ui::study(&h).editor.labels().voxels == after,
         "redo re-applies it"
     );
 }
@@ -224,23 +199,14 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     // The demo opens with its truth as labels: start from its lungs only, so the
     // lesions are what the annotator would still have to draw.
     {
-        let study = h.state_mut().session.study.as_mut().unwrap();
+        let study = ui::study_mut(&mut h);
         let lungs = study
             .editor
             .labels()
             .map(|v| if v == 3 || v == 4 { 1 } else { v });
         study.editor = pulmo::annotate::Editor::new(lungs, pulmo::annotate::LabelTable::default());
     }
-    let before = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .editor
-        .labels()
-        .voxels
-        .clone();
+    let before = ui::labels(&h);
 
     h.get_by_label("Propose lesions").click();
     let start = std::time::Instant::now();
@@ -259,17 +225,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     assert!(rows.len() >= 2, "the demo has several lesions: {rows:?}");
     assert!(rows.iter().all(|r| r.1 == Decision::Pending));
     // Nothing enters the label map by proposing.
-    assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == before
-    );
+    assert!(ui::study(&h).editor.labels().voxels == before);
     h.get_by_label(&format!("oracle 0 on cpu: {} pending", rows.len()));
 
     h.get_by_label("Accept #1").click();
@@ -279,7 +235,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     let rows_after = h.state().proposal_rows();
     assert_eq!(rows_after[0].1, Decision::Accepted);
     assert_eq!(rows_after[1].1, Decision::Rejected);
-    let study = h.state().session.study.as_ref().unwrap();
+    let study = ui::study(&h);
     let after = study.editor.labels().voxels.clone();
     let added = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     let inst = &h
@@ -316,15 +272,7 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, Key::Z);
     h.run();
     assert!(
-        h.state()
-            .session
-            .study
-            .as_ref()
-            .unwrap()
-            .editor
-            .labels()
-            .voxels
-            == before,
+        ui::study(&h).editor.labels().voxels == before,
         "undo removes the accepted instance"
     );
 }
@@ -364,7 +312,7 @@ fn compare_truth_with_brushed_labels_and_quantify() {
         study.editor.commit();
     }
     let (truth, labels) = {
-        let study = h.state().session.study.as_ref().unwrap();
+        let study = ui::study(&h);
         (study.truth.clone().unwrap(), study.editor.labels().clone())
     };
     assert!(
@@ -447,12 +395,8 @@ fn compare_truth_with_brushed_labels_and_quantify() {
     run_until(&mut h, "quantification", |a| {
         a.compare.quantification.is_some()
     });
-    let q = pulmo::metrics::quantify::quantify(
-        &h.state().session.study.as_ref().unwrap().ct,
-        &labels,
-        &Default::default(),
-    )
-    .unwrap();
+    let q = pulmo::metrics::quantify::quantify(&ui::study(&h).ct, &labels, &Default::default())
+        .unwrap();
     // Rows of the involvement and HU band tables.
     assert_eq!(h.get_all_by_label("left lung").count(), 2);
     assert_eq!(h.get_all_by_label("both lung").count(), 2);

@@ -23,15 +23,7 @@ fn tall() -> Harness<'static, PulmoApp> {
 }
 
 fn undo_steps(h: &Harness<'static, PulmoApp>) -> usize {
-    h.state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .editor
-        .history()
-        .undo_steps()
-        .count()
+    ui::study(h).editor.history().undo_steps().count()
 }
 
 fn press(pressed: bool, pos: egui::Pos2) -> egui::Event {
@@ -87,7 +79,7 @@ fn hu_limited_brush_paints_only_voxels_in_range() {
     let after = labels(&h);
     let diff = changed(&before, &after);
     assert!(!diff.is_empty(), "the HU-limited brush painted nothing");
-    let study = h.state().session.study.as_ref().unwrap();
+    let study = ui::study(&h);
     let ct = &study.ct.voxels;
     assert!(
         diff.iter().all(|&i| (-800..=-300).contains(&ct[i])),
@@ -137,7 +129,7 @@ fn region_grow_click_fills_a_connected_region_in_one_undo_step() {
         "region growing filled {} voxels",
         diff.len()
     );
-    let study = h.state().session.study.as_ref().unwrap();
+    let study = ui::study(&h);
     let g = &study.ct.geometry;
     let ct = &study.ct.voxels;
     assert!(
@@ -273,15 +265,7 @@ fn interpolate_fills_the_slices_between_two_annotated_ones() {
     h.get_by_label("Interpolate slices").click();
     h.run();
     let after = labels(&h);
-    let g = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .ct
-        .geometry
-        .clone();
+    let g = ui::study(&h).ct.geometry.clone();
     for k in (31..36).chain(37..42) {
         assert_eq!(after[g.index(62, 62, k)], ggo, "slice {k} not filled");
     }
@@ -339,15 +323,7 @@ fn polygon_clicks_then_fill_is_one_undo_step_in_one_slice() {
     let diff = changed(&before, &after);
     assert!(diff.len() > 50, "the polygon filled {} voxels", diff.len());
     assert!(diff.iter().all(|&i| after[i] == value));
-    let g = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .ct
-        .geometry
-        .clone();
+    let g = ui::study(&h).ct.geometry.clone();
     let slice = |i: usize| i / (g.dims[0] * g.dims[1]);
     assert!(diff.iter().all(|&i| slice(i) == slice(diff[0])));
     assert_eq!(undo_steps(&h), steps + 1);
@@ -366,7 +342,7 @@ fn only_background_policy_keeps_labelled_voxels() {
     h.get_by_label("Paint only background").click();
     h.run();
     assert_eq!(
-        h.state().session.study.as_ref().unwrap().editor.policy,
+        ui::study(&h).editor.policy,
         pulmo::annotate::OverwritePolicy::OnlyBackground
     );
     h.state_mut().brush_radius_mm = 20.0;
@@ -412,15 +388,7 @@ fn region_grow_in_3d_inside_the_lungs_stays_in_the_lungs() {
     );
     let lungs = [pulmo::annotate::LEFT_LUNG, pulmo::annotate::RIGHT_LUNG];
     assert!(diff.iter().all(|&i| lungs.contains(&before[i])));
-    let g = h
-        .state()
-        .session
-        .study
-        .as_ref()
-        .unwrap()
-        .ct
-        .geometry
-        .clone();
+    let g = ui::study(&h).ct.geometry.clone();
     let slice = |i: usize| i / (g.dims[0] * g.dims[1]);
     assert!(
         diff.iter().any(|&i| slice(i) != slice(diff[0])),
@@ -440,7 +408,7 @@ fn labels_can_be_added_renamed_and_locked() {
     h.run();
     assert_eq!(h.state().active_label, 7);
     assert!(h.state().session.label_table.get(7).is_some());
-    let study = h.state().session.study.as_ref().unwrap();
+    let study = ui::study(&h);
     assert!(
         study.editor.table().get(7).is_some(),
         "the editor knows the new label"
@@ -449,13 +417,6 @@ fn labels_can_be_added_renamed_and_locked() {
     h.run();
     h.get_by_label("7 nodule");
     // The new label can be locked like the built-in ones.
-    let locked = h
-        .state_mut()
-        .session
-        .study
-        .as_mut()
-        .unwrap()
-        .editor
-        .set_locked(7, true);
+    let locked = ui::study_mut(&mut h).editor.set_locked(7, true);
     assert!(locked);
 }

@@ -15,7 +15,6 @@
 //! | case level: % of lung involved | [`case`] | [`lung_involvement`] |
 //! | per-label HU statistics, involvement per lung and third, HU bands | [`quantify`] | [`quantify::quantify`] |
 //! | JSON / CSV writing, summary statistics over cases, comparison tables | [`report`] | [`report::to_json_text`], [`report::summarize`], [`report::compare_csv`] |
-//! | the compare / quantify workflows of the CLI and the viewer: results and report documents | [`workflow`] | [`workflow::CompareResult`], [`workflow::QuantResult`], [`workflow::report_lines`] |
 //! | agreement map (TP / FP / FN voxels), worst slices, slice ROC curve | [`agreement`] | [`agreement::agreement_map`] |
 //!
 //! [`compare`] bundles overlap and surface metrics for a list of labels and for "any
@@ -49,7 +48,6 @@ pub mod quantify;
 pub mod report;
 pub mod slices;
 pub mod surface;
-pub mod workflow;
 
 use std::fmt;
 

@@ -7,11 +7,14 @@
 //! - [`proposals`]: AI proposals (worker, running job, the proposal under review);
 //! - [`load`]: opening a study or the demo off the UI thread, with progress and Cancel;
 //! - [`labels_file`]: saving and opening label maps with their sidecars;
+//! - [`compare`]: the compare / quantify workflows of the CLI and the viewer (inputs
+//!   read on the job's thread, results, CSV / JSON / report documents);
 //! - [`journal`]: the edit journal file that makes every completed edit survive a crash,
 //!   and [`edit_journal`], the open study's use of it (restore offer, unsaved count);
 //! - [`jobs`]: background jobs (thread, result, cancel, progress, contained panics);
 //! - [`startup`]: the start-up trace.
 
+pub mod compare;
 pub mod edit_journal;
 pub mod jobs;
 pub mod journal;

@@ -61,15 +61,17 @@ pub fn drag(h: &mut Harness<'static, PulmoApp>, a: egui::Pos2, b: egui::Pos2) {
     h.run();
 }
 
+/// The open study.
+pub fn study<'a>(h: &'a Harness<'static, PulmoApp>) -> &'a pulmo::session::Study {
+    h.state().session.study.as_ref().expect("a study")
+}
+
+/// The open study, to change it.
+pub fn study_mut<'a>(h: &'a mut Harness<'static, PulmoApp>) -> &'a mut pulmo::session::Study {
+    h.state_mut().session.study.as_mut().expect("a study")
+}
+
 /// The labels of the open study.
 pub fn labels(h: &Harness<'static, PulmoApp>) -> Vec<u8> {
-    h.state()
-        .session
-        .study
-        .as_ref()
-        .expect("a study")
-        .editor
-        .labels()
-        .voxels
-        .clone()
+    study(h).editor.labels().voxels.clone()
 }

@@ -11,7 +11,7 @@
 //!
 //! Both work on snapshots of the maps taken when the job starts; later edits do not
 //! change a result until it is run again. The computations and the report documents
-//! (CSV, JSON, the PNG report's text) are `metrics::workflow`'s; this file draws them,
+//! (CSV, JSON, the PNG report's text) are `session::compare`'s; this file draws them,
 //! runs them on background threads and writes the exports.
 
 use std::path::{Path, PathBuf};
@@ -26,14 +26,14 @@ use crate::metrics::agreement::AgreementCodes;
 use crate::metrics::quantify::{HU_BAND_NAMES, THIRD_NAMES};
 use crate::metrics::report::{CompareRow, HD95_NOTE};
 // Re-exported for `ui::app`'s users (the window state holds them).
-pub use crate::metrics::workflow::{CompareResult, QuantResult, TargetDetail};
-use crate::metrics::workflow::{MapInput, report_lines, target_detail};
 use crate::metrics::{Target, fmt_opt};
 use crate::render::report::{KeyImage, compose_report, encode_png};
 use crate::render::{
     AGREEMENT_COLORS, AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED,
     FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors,
 };
+pub use crate::session::compare::{CompareResult, QuantResult, TargetDetail};
+use crate::session::compare::{MapInput, report_lines, target_detail};
 use crate::session::jobs::{Job, JobFailure, take_finished};
 use crate::view::{Plane, ViewFrame, ViewState, slice_index};
 
@@ -232,7 +232,7 @@ fn poll<T>(slot: &mut Option<ComputeJob<T>>) -> Option<Result<Box<T>, String>> {
 
 /// A target as the windows name it, with the names of `table`.
 fn target_name(table: &LabelTable, target: Target) -> String {
-    crate::metrics::workflow::target_name(target, &|v| table.get(v).map(|l| l.name.clone()))
+    crate::session::compare::target_name(target, &|v| table.get(v).map(|l| l.name.clone()))
 }
 
 fn label_color(table: &LabelTable, label: u8) -> Color32 {
@@ -1031,7 +1031,7 @@ mod tests {
     use crate::render::FLAG_LINEAR;
 
     fn result() -> CompareResult {
-        let (g, r, t) = crate::metrics::workflow::tests::maps();
+        let (g, r, t) = crate::session::compare::tests::maps();
         CompareResult::run(
             (MapInput::Ready(r), "r".into()),
             (MapInput::Ready(t), "t".into()),

@@ -6,10 +6,10 @@
 //! own threads and draws their results; the CLI prints the same documents.
 //!
 //! - Compare: both label maps are read (a file must lie on the CT's grid), every label
-//!   present in either map and "any foreground" are compared ([`super::compare`]), and
+//!   present in either map and "any foreground" are compared ([`crate::metrics::compare`]), and
 //!   one target gets slice-level detail ([`TargetDetail`]: per-slice Dice, the worst
 //!   slices, the slice ROC and the TP / FP / FN agreement map).
-//! - Quantify: [`super::quantify::quantify`] with the default options and HU histograms
+//! - Quantify: [`crate::metrics::quantify::quantify`] with the default options and HU histograms
 //!   of the lungs and lesions.
 //! - `pulmo compare --batch`: [`BatchTable`], one row per case and label, then summary
 //!   rows per label.
@@ -18,16 +18,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::agreement::{AgreementCodes, agreement_map, roc_curve, slice_scores, worst_slices};
-use super::quantify::{
+use crate::io::{IoError, read_label_map};
+use crate::metrics::agreement::{
+    AgreementCodes, agreement_map, roc_curve, slice_scores, worst_slices,
+};
+use crate::metrics::quantify::{
     HU_BAND_NAMES, HuHistogram, LabelName, Quantification, QuantifyOptions, hu_histogram, quantify,
 };
-use super::report::{
+use crate::metrics::report::{
     COMPARE_COLUMNS, CompareDoc, CompareRow, Summary, compare_csv, compare_json, compare_rows,
     csv_field, csv_opt, summarize, target_label, to_json_text,
 };
-use super::{Comparison, MetricsError, SliceMetrics, Target, fmt_opt};
-use crate::io::{IoError, read_label_map};
+use crate::metrics::{Comparison, MetricsError, SliceMetrics, Target, fmt_opt};
 use crate::view::{Plane, slice_index};
 use crate::volume::{CtVolume, Geometry, LabelVolume};
 
@@ -64,7 +66,7 @@ impl MapInput {
             MapInput::File(p) => p,
         };
         let volume = read_label_map(&path)?.volume;
-        match super::check_same_grid("CT", ct_grid, side, &volume.geometry) {
+        match crate::metrics::check_same_grid("CT", ct_grid, side, &volume.geometry) {
             Ok(()) => Ok(volume),
             Err(reason) => Err(CompareError::OffGrid { path, reason }),
         }
@@ -94,9 +96,9 @@ pub fn target_detail(
     target: Target,
     codes: AgreementCodes,
 ) -> Result<TargetDetail, MetricsError> {
-    let slices = super::slice_metrics(reference, test, target)?;
+    let slices = crate::metrics::slice_metrics(reference, test, target)?;
     let (scores, truth) = slice_scores(&slices);
-    let auc = super::roc_auc(&scores, &truth)?;
+    let auc = crate::metrics::roc_auc(&scores, &truth)?;
     let agreement = agreement_map(reference, test, target, codes)?;
     let g = &reference.geometry;
     let [nx, ny, nz] = g.dims;
@@ -203,8 +205,8 @@ impl CompareResult {
         let t0 = Instant::now();
         let r = reference.0.load(ct_grid, "reference map")?;
         let t = test.0.load(ct_grid, "test map")?;
-        let labels = super::labels_present(&r, &t);
-        let comparison = super::compare(&r, &t, &labels)?;
+        let labels = crate::metrics::labels_present(&r, &t);
+        let comparison = crate::metrics::compare(&r, &t, &labels)?;
         let rows = compare_rows(&comparison);
         let detail = target_detail(&r, &t, target, codes)?;
         Ok(CompareResult {
@@ -260,7 +262,9 @@ pub fn rows_with_intensity(
         .chain(std::iter::once(&cmp.foreground))
         .map(|c| {
             let intensity = match ct {
-                Some(ct) => Some(super::intensity_metrics(ct, reference, test, c.target)?),
+                Some(ct) => Some(crate::metrics::intensity_metrics(
+                    ct, reference, test, c.target,
+                )?),
                 None => None,
             };
             Ok(CompareRow::new(c, intensity))
@@ -384,12 +388,12 @@ impl QuantResult {
 
     /// The tables as CSV.
     pub fn to_csv(&self, label_name: LabelName<'_>) -> String {
-        super::quantify::to_csv(&self.quantification, label_name)
+        crate::metrics::quantify::to_csv(&self.quantification, label_name)
     }
 
     /// The quantification document as JSON text with a final newline.
     pub fn to_json(&self, ct: &str, labels_file: &str, label_name: LabelName<'_>) -> String {
-        let doc = super::quantify::to_json(
+        let doc = crate::metrics::quantify::to_json(
             &self.quantification,
             &QuantifyOptions::default(),
             ct,
@@ -427,7 +431,10 @@ pub fn report_lines(
     match quantification {
         Some(q) => {
             lines.push("Quantification of the current labels".to_string());
-            lines.extend(super::quantify::text_lines(&q.quantification, label_name));
+            lines.extend(crate::metrics::quantify::text_lines(
+                &q.quantification,
+                label_name,
+            ));
             let both = &q.quantification.lungs[2].whole;
             let bands: Vec<String> = HU_BAND_NAMES
                 .iter()
@@ -566,7 +573,7 @@ pub(crate) mod tests {
     #[test]
     fn batch_table_rows_then_summaries() {
         let (_, r, t) = maps();
-        let cmp = super::super::compare(&r, &t, &[3]).expect("same grid");
+        let cmp = crate::metrics::compare(&r, &t, &[3]).expect("same grid");
         let mut table = BatchTable::default();
         table.add_case("a,b", compare_rows(&cmp));
         table.add_case("c", compare_rows(&cmp));
