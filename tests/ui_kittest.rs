@@ -238,24 +238,11 @@ fn propose_accept_one_reject_one_and_undo_the_accept() {
     let study = ui::study(&h);
     let after = study.editor.labels().voxels.clone();
     let added = before.iter().zip(&after).filter(|(a, b)| a != b).count();
-    let inst = &h
-        .state()
-        .session
-        .proposals
-        .review
-        .as_ref()
-        .unwrap()
-        .instances[0];
+    let review = h.state().session.proposals.review.as_ref().unwrap();
+    let inst = &review.instances[0];
     assert!(added > 0 && added <= inst.voxels.len());
     assert!(inst.voxels.iter().all(|&i| after[i as usize] == inst.label || study.editor.is_locked(before[i as usize])));
-    let rejected = &h
-        .state()
-        .session
-        .proposals
-        .review
-        .as_ref()
-        .unwrap()
-        .instances[1];
+    let rejected = &review.instances[1];
     assert!(
         rejected
             .voxels
