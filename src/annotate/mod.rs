@@ -17,7 +17,7 @@ pub mod tools;
 
 pub use editor::{Editor, OverwritePolicy};
 pub use history::{DEFAULT_MEMORY_CAP_BYTES, History, StepInfo};
-pub use morph::label_bbox;
+pub use morph::{interpolate_between, label_bbox};
 pub use tools::{
     Brush, BrushExtent, BrushShape, Morphology, RegionGrow, Scope, Stroke, ToolError, flood_fill,
     interpolate_slices, morphology, paint_stroke, polygon_fill,

@@ -418,6 +418,52 @@ pub fn interpolate_slices(
     })
 }
 
+/// [`interpolate_slices`] of `label` along the axial axis, only between axial layers
+/// `from..=to`: the interpolation runs on a scratch copy holding the label only in those
+/// layers (locks lifted there), and the new voxels are written through `ed` (locks,
+/// policy) as one undo step.
+pub fn interpolate_between(
+    ed: &mut Editor,
+    label: u8,
+    from: usize,
+    to: usize,
+) -> Result<Option<VoxelBox>, ToolError> {
+    let labels = ed.labels();
+    let g = labels.geometry.clone();
+    let ax = normal_axis(&g, Plane::Axial);
+    let mut scratch = labels.clone();
+    for k in 0..g.dims[2] {
+        for j in 0..g.dims[1] {
+            for i in 0..g.dims[0] {
+                let idx = g.index(i, j, k);
+                if scratch.voxels[idx] == label && !(from..=to).contains(&[i, j, k][ax]) {
+                    scratch.voxels[idx] = 0;
+                }
+            }
+        }
+    }
+    let mut table = ed.table().clone();
+    table.labels.iter_mut().for_each(|l| l.locked = false);
+    let mut work = Editor::new(scratch, table);
+    let Some(bb) = interpolate_slices(&mut work, label, Plane::Axial)? else {
+        return Ok(None);
+    };
+    // The committed step's box is the changed voxels' box.
+    in_transaction(ed, "Interpolate slices", |ed| {
+        for k in bb.min[2]..=bb.max[2] {
+            for j in bb.min[1]..=bb.max[1] {
+                for i in bb.min[0]..=bb.max[0] {
+                    let idx = g.index(i, j, k);
+                    if work.labels().voxels[idx] == label {
+                        ed.set_index(idx, label);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

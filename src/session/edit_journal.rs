@@ -6,9 +6,8 @@
 
 use std::path::PathBuf;
 
-use crossbeam_channel::Receiver;
-
 use super::Study;
+use super::jobs::{Job, JobControl};
 use super::journal::{Journal, JournalError, Recovered, journal_path, recover};
 use crate::volume::VoxelBox;
 
@@ -19,7 +18,7 @@ pub struct EditJournal {
     pub dir: Option<PathBuf>,
     journal: Option<Journal>,
     /// The new journal being written off the UI thread.
-    creating: Option<Receiver<Result<Journal, JournalError>>>,
+    creating: Option<Job<Result<Journal, JournalError>>>,
     /// Completed changes not yet journaled (recorded once no stroke is open).
     pending: Option<VoxelBox>,
     /// Completed edits since the study was opened or saved (also without a journal).
@@ -70,36 +69,42 @@ impl EditJournal {
                 }
             }
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
         let (key, labels) = (study.key.clone(), study.editor.labels().clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(Journal::create(&path, &key, &labels));
-        });
-        self.creating = Some(rx);
+        let what = "writing the edit journal";
+        self.creating = Some(Job::spawn(
+            "pulmo-journal",
+            what,
+            JobControl::default(),
+            move |_| Journal::create(&path, &key, &labels),
+        ));
     }
 
     /// Takes the journal once its background creation is done (waiting for it only when
     /// an edit has to be recorded).
     fn finish_creation(&mut self) {
-        let Some(rx) = &self.creating else {
+        let Some(job) = &self.creating else {
             return;
         };
         let done = if self.pending.is_some() {
-            rx.recv().ok()
+            Some(job.wait())
         } else {
-            rx.try_recv().ok()
+            job.try_take()
         };
-        if let Some(result) = done {
-            self.creating = None;
-            match result {
-                Ok(j) => self.journal = Some(j),
-                Err(e) => {
-                    self.error = Some(format!(
-                        "Edits cannot be journaled (they are kept in memory; save often): {e}"
-                    ))
-                }
+        let Some(result) = done else {
+            return;
+        };
+        self.creating = None;
+        let error = match result {
+            Ok(Ok(j)) => {
+                self.journal = Some(j);
+                return;
             }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(failure) => failure.message("the journal writer"),
+        };
+        self.error = Some(format!(
+            "Edits cannot be journaled (they are kept in memory; save often): {error}"
+        ));
     }
 
     /// Restores (or discards) the offered edits into `study`'s labels (one undo step).

@@ -88,6 +88,17 @@ pub enum JobFailure {
     Stopped,
 }
 
+impl JobFailure {
+    /// The failure as the user reads it, naming the job (`who`: "the loader").
+    pub fn message(&self, who: &str) -> String {
+        match self {
+            JobFailure::Crashed => format!("{who} crashed (internal error)"),
+            JobFailure::NotStarted(e) => format!("cannot start {who}: {e}"),
+            JobFailure::Stopped => format!("{who} stopped unexpectedly"),
+        }
+    }
+}
+
 /// A job in flight: its description, result channel and control.
 pub struct Job<T> {
     pub what: String,

@@ -152,4 +152,27 @@ mod tests {
         );
         assert!(matches!(e, Err(LabelsFileError::NotSaved(_))));
     }
+
+    /// Files that are not label maps on the CT's grid are errors naming the file, and
+    /// nothing panics: another file type, a truncated map, a missing file.
+    #[test]
+    fn broken_and_foreign_files_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Geometry::axis_aligned([4, 4, 3], [1.0; 3], [0.0; 3]);
+        let labels = Volume::filled(g.clone(), 2u8).unwrap();
+        let good = dir.path().join("labels.nii.gz");
+        save_labels(&good, &labels, &LabelTable::default(), &[]).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let truncated = dir.path().join("truncated.nii.gz");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let foreign = dir.path().join("slice.dcm");
+        std::fs::write(&foreign, b"not a label map").unwrap();
+        let missing = dir.path().join("missing.nrrd");
+        for path in [&truncated, &foreign, &missing] {
+            let e = open_labels(path, &g).err().expect("an error");
+            assert!(matches!(e, LabelsFileError::Unreadable(_)), "{e}");
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(e.to_string().contains(&name), "{e}");
+        }
+    }
 }

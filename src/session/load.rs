@@ -27,18 +27,7 @@ pub type LoadJob = Job<LoadOutcome>;
 
 impl From<Result<LoadOutcome, JobFailure>> for LoadOutcome {
     fn from(r: Result<LoadOutcome, JobFailure>) -> Self {
-        match r {
-            Ok(outcome) => outcome,
-            Err(JobFailure::Crashed) => {
-                LoadOutcome::Failed("the loader crashed (internal error)".into())
-            }
-            Err(JobFailure::NotStarted(e)) => {
-                LoadOutcome::Failed(format!("cannot start the loader: {e}"))
-            }
-            Err(JobFailure::Stopped) => {
-                LoadOutcome::Failed("the loader stopped unexpectedly".into())
-            }
-        }
+        r.unwrap_or_else(|failure| LoadOutcome::Failed(failure.message("the loader")))
     }
 }
 

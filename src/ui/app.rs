@@ -154,12 +154,13 @@ impl PulmoApp {
                     .collect()
             })
             .unwrap_or_default();
+        let lung = WindowPreset::lung();
         let mut app = Self {
             session: Session::new(options.journal_dir.clone(), options.ai_factory.clone()),
             views: Plane::ALL.map(ViewState::new),
             cursor_mm: Point3::origin(),
-            window_center_hu: WindowPreset::lung().center_hu,
-            window_width_hu: WindowPreset::lung().width_hu,
+            window_center_hu: lung.center_hu,
+            window_width_hu: lung.width_hu,
             presets: standard_presets(),
             linear: true,
             show_labels: true,

@@ -1,8 +1,6 @@
 //! The AI proposals panel: propose lungs / lesions on the open study through the worker,
 //! review the instances, accept or reject them (accepting is one undo step).
 
-use std::sync::Arc;
-
 use egui::{Color32, RichText};
 use nalgebra::{Point3, Vector3};
 
@@ -51,8 +49,7 @@ impl PulmoApp {
         let Some(study) = &self.session.study else {
             return;
         };
-        let ctx = ctx.clone();
-        let wake = Arc::new(move || ctx.request_repaint());
+        let wake = super::repaint_waker(ctx);
         self.session.proposals.propose(study, task, wake);
     }
 

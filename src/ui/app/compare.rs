@@ -34,7 +34,7 @@ use crate::render::{
 };
 pub use crate::session::compare::{CompareResult, QuantResult, TargetDetail};
 use crate::session::compare::{MapInput, report_lines, target_detail};
-use crate::session::jobs::{Job, JobFailure, take_finished};
+use crate::session::jobs::{Job, take_finished};
 use crate::view::{Plane, ViewFrame, ViewState, slice_index};
 
 /// The agreement overlay's values (reserved colour-table entries).
@@ -221,13 +221,7 @@ fn spawn_job<T: Send + 'static>(
 /// Takes a finished job's result, if any (a crash or a lost job as its error).
 fn poll<T>(slot: &mut Option<ComputeJob<T>>) -> Option<Result<Box<T>, String>> {
     let result = take_finished(slot)?;
-    Some(result.unwrap_or_else(|failure| {
-        Err(match failure {
-            JobFailure::Crashed => "the computation crashed (internal error)".into(),
-            JobFailure::NotStarted(e) => format!("cannot start a thread: {e}"),
-            JobFailure::Stopped => "the computation stopped unexpectedly".into(),
-        })
-    }))
+    Some(result.unwrap_or_else(|failure| Err(failure.message("the computation"))))
 }
 
 /// A target as the windows name it, with the names of `table`.

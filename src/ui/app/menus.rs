@@ -2,14 +2,14 @@
 //! and saving labels and DICOM SEG (the work itself is the session's), the series choice,
 //! warnings and help windows, and the loading window with progress and Cancel.
 
-use super::PendingOpen;
-use super::PulmoApp;
-use super::Tool;
+use std::path::Path;
+
+use egui::Key;
+
+use super::{PendingOpen, PulmoApp, Tool};
 use crate::session::jobs::take_finished;
 use crate::session::load;
 use crate::view::ViewState;
-use egui::Key;
-use std::path::Path;
 
 impl PulmoApp {
     pub(super) fn menu_ui(&mut self, ui: &mut egui::Ui) {

@@ -1,11 +1,9 @@
 //! The side and status panels: the label table (names, colours, visibility, locks, the
 //! active label and history) and the status bar (cursor position, HU, slice numbers).
 
-use super::PulmoApp;
-use super::Tool;
-use egui::Color32;
-use egui::Sense;
-use egui::Vec2;
+use egui::{Color32, Sense, Vec2};
+
+use super::{PulmoApp, Tool};
 
 impl PulmoApp {
     pub(super) fn labels_ui(&mut self, ui: &mut egui::Ui) {

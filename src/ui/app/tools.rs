@@ -10,7 +10,7 @@ use super::{PulmoApp, Study, Tool};
 use crate::annotate::tools::normal_axis;
 use crate::annotate::{
     Editor, LEFT_LUNG, Morphology, OverwritePolicy, RIGHT_LUNG, RegionGrow, Scope, flood_fill,
-    interpolate_slices, label_bbox, morphology, polygon_fill,
+    interpolate_between, interpolate_slices, label_bbox, morphology, polygon_fill,
 };
 use crate::view::Plane;
 use crate::view::ViewFrame;
@@ -411,50 +411,4 @@ impl PulmoApp {
             Err(e) => self.save_error = Some(e.to_string()),
         }
     }
-}
-
-/// Interpolates `label` only between axial layers `from..=to`: the interpolation runs
-/// on a scratch copy holding the label only in those layers, and the new voxels are
-/// written through `editor` (locks, policy) as one undo step.
-fn interpolate_between(
-    editor: &mut Editor,
-    label: u8,
-    from: usize,
-    to: usize,
-) -> Result<Option<VoxelBox>, crate::annotate::ToolError> {
-    let labels = editor.labels();
-    let g = labels.geometry.clone();
-    let ax = normal_axis(&g, Plane::Axial);
-    let mut scratch = labels.clone();
-    for k in 0..g.dims[2] {
-        for j in 0..g.dims[1] {
-            for i in 0..g.dims[0] {
-                let p = [i, j, k];
-                let idx = g.index(i, j, k);
-                if scratch.voxels[idx] == label && !(from..=to).contains(&p[ax]) {
-                    scratch.voxels[idx] = 0;
-                }
-            }
-        }
-    }
-    let mut table = editor.table().clone();
-    table.labels.iter_mut().for_each(|l| l.locked = false);
-    let mut work = Editor::new(scratch, table);
-    let Some(bb) = interpolate_slices(&mut work, label, Plane::Axial)? else {
-        return Ok(None);
-    };
-    editor.begin("Interpolate slices");
-    let mut dirty = None;
-    for k in bb.min[2]..=bb.max[2] {
-        for j in bb.min[1]..=bb.max[1] {
-            for i in bb.min[0]..=bb.max[0] {
-                let idx = g.index(i, j, k);
-                if work.labels().voxels[idx] == label && editor.set_index(idx, label) {
-                    dirty = VoxelBox::merge(dirty, Some(VoxelBox::point([i, j, k])));
-                }
-            }
-        }
-    }
-    editor.commit();
-    Ok(dirty)
 }

@@ -3,38 +3,19 @@
 //! zoom, pan, painting and click tools), keeping the GPU textures in step with the
 //! session (the volume once, then the boxes the editor hands out) and the window presets.
 
-use super::PulmoApp;
-use super::Tool;
-use crate::annotate::Brush;
-use crate::annotate::BrushExtent;
-use crate::annotate::BrushShape;
-use crate::annotate::Stroke as PaintStroke;
-use crate::render::FLAG_LINEAR;
-use crate::render::FLAG_OUTLINE;
-use crate::render::FLAG_SHOW_LABELS;
-use crate::render::FLAG_SHOW_PROPOSALS;
-use crate::render::LabelColors;
-use crate::render::SliceRenderer;
-use crate::render::SliceUniforms;
-use crate::session::Study;
-use crate::session::proposals::LayerUpdate;
-use crate::session::startup;
-use crate::view::Plane;
-use crate::view::ViewFrame;
-use crate::view::slice_index;
-use crate::view::slice_step_mm;
-use crate::view::world_bounds;
 use eframe::egui_wgpu;
-use egui::Color32;
-use egui::Key;
-use egui::Pos2;
-use egui::Rect;
-use egui::Sense;
-use egui::Stroke;
-use egui::Vec2;
-use nalgebra::Point3;
-use nalgebra::Vector2;
-use nalgebra::Vector3;
+use egui::{Color32, Key, Pos2, Rect, Sense, Stroke, Vec2};
+use nalgebra::{Point3, Vector2, Vector3};
+
+use super::{PulmoApp, Tool};
+use crate::annotate::{Brush, BrushExtent, BrushShape, Stroke as PaintStroke};
+use crate::render::{
+    FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer,
+    SliceUniforms,
+};
+use crate::session::proposals::LayerUpdate;
+use crate::session::{Study, startup};
+use crate::view::{Plane, ViewFrame, slice_index, slice_step_mm, world_bounds};
 
 impl PulmoApp {
     pub fn apply_preset(&mut self, index: usize) {
