@@ -68,7 +68,12 @@ pub enum Command {
     /// Train a built-in model (lung: on LCTSC-layout data) and write its weights and
     /// manifest.
     Train(Box<ai::TrainArgs>),
-    /// Measure a lung model on cases with reference masks (JSON report).
+    /// Fine-tune a copy of the lesion model on your own label maps (NAME_labels.nii.gz
+    /// beside NAME_ct.nii.gz, or --ct in the same order) and write it as a new model
+    /// version with before/after figures; the parent model is never changed.
+    Finetune(Box<ai::FinetuneArgs>),
+    /// Measure a model: lung on cases with reference masks, lesion on COVID-SemiSeg test
+    /// slices or on real volumes with slice labels (JSON report).
     Eval(ai::EvalArgs),
     /// Test support: journals an endless deterministic edit sequence into DIR, printing
     /// "durable N" after each synced record (the kill -9 test kills it mid-way).
@@ -167,6 +172,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Segment(a)) => ai::segment(&a),
         Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
+        Some(Command::Finetune(_)) => ai::forward_to_ai("finetune"),
         Some(Command::Eval(a)) => ai::eval(&a),
         Some(Command::ExportSeg { ct, labels, output }) => {
             export_seg_cmd(&ct, &labels, &output, cli.series.as_deref())

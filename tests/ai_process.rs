@@ -78,6 +78,178 @@ fn committed_lesion_weights_reach_their_reported_dice() {
     }
 }
 
+/// The committed lesion model still gives the slice-level scores and lesion volumes its
+/// manifest reports on the real COVID-CT-MD volumes in HU (lung model first, lesions
+/// inside the lungs, a slice positive at >= 20 mm² of proposal).
+#[test]
+fn committed_lesion_weights_reach_their_reported_scores_on_real_volumes() {
+    use pulmo::infer::evaluate::{
+        evaluate_slice_labelled, pooled_slice_scores, read_slice_labelled_volumes,
+    };
+    let Some(data) = common::data_dir("covid-ct-md") else {
+        return;
+    };
+    use_built_helper();
+    let manifest = weights("lesion.json");
+    let m = Manifest::read(&manifest).unwrap();
+    let reported = &m.metrics["real_volumes"];
+    let mut lung =
+        segmenter_for(Task::Lung, Some(&weights("lung.json")), DeviceChoice::Cpu).unwrap();
+    let mut lesion = segmenter_for(Task::Lesion, Some(&manifest), DeviceChoice::Cpu).unwrap();
+    let mut rows = Vec::new();
+    for v in read_slice_labelled_volumes(&data).unwrap() {
+        let (r, _) = evaluate_slice_labelled(lung.as_mut(), lesion.as_mut(), &v, 20.0).unwrap();
+        eprintln!(
+            "{}: sensitivity {:?} specificity {:?} lesion {:.1} mL",
+            r.case,
+            r.sensitivity,
+            r.specificity,
+            r.ggo_ml + r.consolidation_ml
+        );
+        // Each volume's lesion mL as reported (the normal volume's is the false-positive
+        // volume users see on clear lungs).
+        let want = reported["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["case"] == r.case.as_str()))
+            .unwrap_or_else(|| panic!("metrics.real_volumes.volumes has {}", r.case));
+        let want_ml = want["ggo_ml"].as_f64().unwrap() + want["consolidation_ml"].as_f64().unwrap();
+        let got_ml = r.ggo_ml + r.consolidation_ml;
+        assert!(
+            (got_ml - want_ml).abs() <= 0.5 + 0.02 * want_ml,
+            "{}: {got_ml:.1} mL of lesion, manifest says {want_ml:.1}",
+            r.case
+        );
+        rows.push(r);
+    }
+    assert_eq!(rows.len(), 3);
+    let (sens, spec, _) = pooled_slice_scores(&rows);
+    for (name, got) in [("sensitivity", sens), ("specificity", spec)] {
+        let want = reported[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metrics.real_volumes.{name} in the manifest"));
+        let got = got.unwrap();
+        assert!(
+            (got - want).abs() < 0.01,
+            "{name}: {got:.4}, manifest says {want:.4}"
+        );
+    }
+}
+
+/// `pulmo finetune lesion` on a small study: a new model folder with its parent, the
+/// study's sha256, the split and before/after figures; the parent is untouched; a second
+/// run into the same folder, a study without lesions and a map on another grid are
+/// refused with the file named.
+#[test]
+fn finetune_writes_a_new_versioned_model_and_never_touches_the_parent() {
+    use pulmo::volume::{Geometry, Volume};
+    let dir = tempfile::tempdir().unwrap();
+    let g = Geometry::axis_aligned([96, 96, 24], [1.0, 1.0, 3.0], [0.0; 3]);
+    let (mut ct, mut labels) = (Vec::new(), Vec::new());
+    for k in 0..24usize {
+        for j in 0..96usize {
+            for i in 0..96usize {
+                let in_lung = (16..80).contains(&i) && (16..80).contains(&j);
+                let d2 = (i as i64 - 40).pow(2) + (j as i64 - 48).pow(2);
+                let blob = in_lung && d2 < (6 + (k % 5) as i64).pow(2);
+                ct.push(if blob {
+                    -450i16
+                } else if in_lung {
+                    -860
+                } else {
+                    30
+                });
+                labels.push(if blob {
+                    3u8
+                } else if in_lung {
+                    1
+                } else {
+                    0
+                });
+            }
+        }
+    }
+    let ct = Volume::new(g.clone(), ct).unwrap();
+    let labels = Volume::new(g, labels).unwrap();
+    pulmo::io::nifti::write_nifti(&dir.path().join("s1_ct.nii.gz"), &ct).unwrap();
+    pulmo::io::nifti::write_nifti(&dir.path().join("s1_labels.nii.gz"), &labels).unwrap();
+    let parent = weights("lesion.json");
+    let parent_sha = pulmo::infer::manifest::sha256_file(&weights("lesion.safetensors")).unwrap();
+    let out = dir.path().join("model");
+    let run = |labels: &Path, out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pulmo"))
+            .args(["finetune", "lesion", "--labels"])
+            .arg(labels)
+            .arg("-o")
+            .arg(out)
+            .args(["--time-budget-min", "0.1", "--data", "none", "--steps", "2"])
+            .args(["--device", "cpu", "--model"])
+            .arg(&parent)
+            .env("PULMO_AI_BIN", env!("CARGO_BIN_EXE_pulmo-ai"))
+            .output()
+            .unwrap()
+    };
+    let o = run(dir.path(), &out);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("held out"), "{log}");
+    let m = Manifest::read(&out.join("lesion.json")).unwrap();
+    assert!(
+        m.version.starts_with("1-ft") || m.version.contains("-ft"),
+        "{}",
+        m.version
+    );
+    assert_eq!(
+        m.training["parent"]["sha256"].as_str(),
+        Some(parent_sha.as_str())
+    );
+    let study = &m.training["studies"][0];
+    assert_eq!(study["name"], "s1");
+    assert_eq!(study["labels_sha256"].as_str().unwrap().len(), 64);
+    // Blocks 16..24 of the 24 slices are held out.
+    assert_eq!(study["held_out_slices"], 8);
+    assert!(m.metrics["held_out_user_slices"]["before"]["dice_infection"].is_f64());
+    assert!(m.metrics["held_out_user_slices"]["after"]["dice_infection"].is_f64());
+    // The new model loads and runs.
+    let mut seg = segmenter_for(
+        Task::Lesion,
+        Some(&out.join("lesion.json")),
+        DeviceChoice::Cpu,
+    )
+    .unwrap();
+    pulmo::infer::RunContext::detached(|ctx| {
+        seg.segment(&ct, pulmo::infer::SegmentInput::default(), ctx)
+    })
+    .unwrap();
+    // The parent is untouched, and a model folder is never overwritten.
+    assert_eq!(
+        pulmo::infer::manifest::sha256_file(&weights("lesion.safetensors")).unwrap(),
+        parent_sha
+    );
+    let before = std::fs::read(out.join("lesion.safetensors")).unwrap();
+    let o = run(dir.path(), &out);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && log.contains("never overwritten"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("lesion.safetensors")).unwrap(),
+        before
+    );
+    // No lesion labels: a clear error naming the file; nothing written.
+    let clear = labels.map(|v| v.min(1));
+    pulmo::io::nifti::write_nifti(&dir.path().join("s2_ct.nii.gz"), &ct).unwrap();
+    pulmo::io::nifti::write_nifti(&dir.path().join("s2_labels.nii.gz"), &clear).unwrap();
+    let out2 = dir.path().join("model2");
+    let o = run(&dir.path().join("s2_labels.nii.gz"), &out2);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && log.contains("s2_labels.nii.gz") && log.contains("no lesion labels"),
+        "{log}"
+    );
+    assert!(!out2.join("lesion.json").exists());
+}
+
 /// A model the helper cannot load is an error naming the file, from the AI process.
 #[test]
 fn a_broken_model_is_a_clear_error_from_the_ai_process() {

@@ -525,3 +525,45 @@ fn agreement_overlay_and_proposals_share_the_layer() {
         "the proposal layer is back as it was"
     );
 }
+
+/// The lesion model chooser lists the built-in model and a fine-tuned version from the
+/// user's library; choosing one is a click, and so is switching back.
+#[test]
+fn lesion_model_versions_are_chosen_and_switched_back_in_one_click() {
+    use pulmo::infer::Task;
+    use pulmo::infer::manifest::{Manifest, default_manifest_path};
+    let dir = tempfile::tempdir().unwrap();
+    let library = pulmo::session::models::ModelLibrary::new(dir.path().to_path_buf());
+    let mut m = Manifest::read(&default_manifest_path(Task::Lesion)).unwrap();
+    let builtin = format!("{} {} (built-in)", m.name, m.version);
+    m.version = "9-ft-test".into();
+    m.training = serde_json::json!({"parent": {"name": m.name, "version": "9"}});
+    m.metrics = serde_json::Value::Null;
+    let sub = dir.path().join("lesion-test");
+    std::fs::create_dir_all(&sub).unwrap();
+    m.write(&sub.join("lesion.json")).unwrap();
+    let mut h = harness(false, egui::vec2(1200.0, 1600.0));
+    h.state_mut().ai.library = library.clone();
+    h.state_mut().ai.refresh_models(true);
+    h.run();
+    h.get_by_label("Lesion model").click();
+    h.run();
+    let tuned = format!("{} 9-ft-test", m.name);
+    h.get_by_label(&tuned).click();
+    h.run();
+    assert_eq!(
+        library.active(Task::Lesion),
+        Some(sub.join("lesion.json")),
+        "the fine-tuned model is chosen"
+    );
+    h.get_by_label("Lesion model").click();
+    h.run();
+    // The entry in the list carries the model's test figure after its name.
+    h.get_by_label_contains(&format!("{builtin} — ")).click();
+    h.run();
+    assert_eq!(
+        library.active(Task::Lesion),
+        None,
+        "back to the built-in model"
+    );
+}

@@ -105,10 +105,50 @@ pub struct TrainArgs {
     pub device: DeviceChoice,
 }
 
+/// Arguments of `pulmo finetune` (run by `pulmo-ai finetune`).
+#[derive(clap::Args, Debug)]
+pub struct FinetuneArgs {
+    /// lesion (the only task that learns from the user's labels).
+    pub task: Task,
+    /// Label maps, or folders of them: NAME_labels.nii.gz (or _lesions, _seg, _mask;
+    /// .nii, .nrrd) beside NAME_ct.nii.gz; 3 = GGO, 4 = consolidation, 1/2 = lungs
+    /// (lung slices without lesions teach "no lesion here").
+    #[arg(long, num_args = 1.., required = true)]
+    pub labels: Vec<PathBuf>,
+    /// The CTs of the label maps, in the same order (default: NAME_ct beside each map).
+    #[arg(long, num_args = 1..)]
+    pub ct: Vec<PathBuf>,
+    /// New folder for the fine-tuned model (lesion.safetensors + lesion.json).
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// The model to start from (default: weights/lesion.json).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training time in minutes (the evaluations before and after come on top).
+    #[arg(long, default_value_t = 10.0)]
+    pub time_budget_min: f64,
+    /// Shared data root for the replay sample and the standard test split (default
+    /// $PULMO_DATA or ../shared/data; "none" to go without).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Version of the new model (default: the parent's + "-ft" + a time stamp).
+    #[arg(long)]
+    pub model_version: Option<String>,
+    /// Batches per progress line.
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+}
+
 /// Arguments of `pulmo eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// lung (LCTSC-layout cases) or lesion (a COVID-SemiSeg split folder).
+    /// lung (LCTSC-layout cases) or lesion (a COVID-SemiSeg split folder, or a folder of
+    /// real volumes with slice labels: NAME_ct.nii.gz + NAME_slice_labels.txt, as
+    /// covid-ct-md/).
     pub task: Task,
     /// Model manifest (default: weights/<task>.json); `threshold` for the classic model.
     #[arg(long)]
@@ -125,14 +165,20 @@ pub struct EvalArgs {
     pub output: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Slice-labelled volumes: the lung model run first (default: weights/lung.json).
+    #[arg(long)]
+    pub lung_model: Option<PathBuf>,
+    /// Slice-labelled volumes: a slice is called positive when the lesion proposal covers
+    /// at least this area on it.
+    #[arg(long, default_value_t = 20.0)]
+    pub min_area_mm2: f64,
+    /// Slice-labelled volumes: also write each volume's lesion proposal here
+    /// (NAME_lesions.nii.gz).
+    #[arg(long)]
+    pub save_labels: Option<PathBuf>,
 }
 
-/// `$PULMO_DATA` or `../shared/data` (relative to the working folder).
-pub fn data_root() -> PathBuf {
-    std::env::var_os("PULMO_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
-}
+pub use crate::infer::data_root;
 
 pub fn segment(a: &SegmentArgs) -> Result<()> {
     let t = Instant::now();
@@ -294,17 +340,35 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn eval_lesion(a: &EvalArgs) -> Result<()> {
-    use crate::infer::evaluate::{evaluate_semiseg, semiseg_means};
+    use crate::infer::evaluate::{evaluate_semiseg_full, semiseg_means};
     let data = a
         .data
         .clone()
         .unwrap_or_else(|| data_root().join("covid-semiseg/test"));
+    if !data.join("img").is_dir() {
+        return eval_lesion_volumes(a, &data);
+    }
     let mut seg = crate::infer::segmenter_for(Task::Lesion, a.model.as_deref(), a.device)?;
     let info = seg.info();
-    let rows = evaluate_semiseg(seg.as_mut(), &data)?;
+    let full = evaluate_semiseg_full(seg.as_mut(), &data)?;
+    let (rows, inst) = (full.slices, full.instances);
     let (inf, ggo, con) = semiseg_means(&rows);
     eprintln!(
         "{} slices: mean per-slice Dice infection {inf:.4}, GGO {ggo:.4}, consolidation {con:.4}",
+        rows.len()
+    );
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    eprintln!(
+        "lesion instances: {} reference, {} proposed; AP@0.5 {}, AP@0.75 {}, mAP@[0.5:0.95] {}; \
+         slice-level (any lesion): sensitivity {}, specificity {} ({} of {} slices with lesion)",
+        inst.reference_instances,
+        inst.predicted_instances,
+        f(inst.ap50),
+        f(inst.ap75),
+        f(inst.map50_95),
+        f(inst.slice_sensitivity),
+        f(inst.slice_specificity),
+        inst.slices_with_lesion,
         rows.len()
     );
     let report = serde_json::json!({
@@ -314,7 +378,75 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
         "dice_infection": inf,
         "dice_ggo": ggo,
         "dice_consolidation": con,
+        "instances": inst,
         "slices": rows,
+    });
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    match &a.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// `pulmo eval lesion --data DIR` on real volumes with slice-level infection labels.
+fn eval_lesion_volumes(a: &EvalArgs, data: &Path) -> Result<()> {
+    use crate::infer::evaluate::{
+        evaluate_slice_labelled, pooled_slice_scores, read_slice_labelled_volumes,
+    };
+    let volumes = read_slice_labelled_volumes(data)?;
+    let mut lung = crate::infer::segmenter_for(Task::Lung, a.lung_model.as_deref(), a.device)?;
+    let mut lesion = crate::infer::segmenter_for(Task::Lesion, a.model.as_deref(), a.device)?;
+    let info = lesion.info();
+    if let Some(dir) = &a.save_labels {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.3}", v));
+    let mut rows = Vec::new();
+    for v in &volumes {
+        let (m, labels) =
+            evaluate_slice_labelled(lung.as_mut(), lesion.as_mut(), v, a.min_area_mm2)?;
+        eprintln!(
+            "{}: {} slices ({} with lung, {} labelled infected): sensitivity {}, specificity {} \
+             (lung slices {}), GGO {:.1} mL, consolidation {:.1} mL, lungs {:.0} mL ({:.1} s)",
+            m.case,
+            m.slices,
+            m.lung_slices,
+            m.labelled_positive,
+            pct(m.sensitivity),
+            pct(m.specificity),
+            pct(m.specificity_lung_slices),
+            m.ggo_ml,
+            m.consolidation_ml,
+            m.lung_ml,
+            m.seconds
+        );
+        if let Some(dir) = &a.save_labels {
+            let path = dir.join(format!("{}_lesions.nii.gz", v.name));
+            crate::io::nifti::write_nifti(&path, &labels)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        rows.push(m);
+    }
+    let (sens, spec, spec_lung) = pooled_slice_scores(&rows);
+    eprintln!(
+        "pooled over {} volumes: slice sensitivity {}, specificity {} (lung slices {})",
+        rows.len(),
+        pct(sens),
+        pct(spec),
+        pct(spec_lung)
+    );
+    let report = serde_json::json!({
+        "model": info,
+        "data": data.display().to_string(),
+        "protocol": format!(
+            "slice-level: a slice is positive when the lesion proposal (GGO or consolidation, \
+             inside the lung model's lungs) covers at least {} mm² of it; labels are the \
+             radiologists' slice-level infection labels", a.min_area_mm2),
+        "sensitivity": sens,
+        "specificity": spec,
+        "specificity_lung_slices": spec_lung,
+        "volumes": rows,
     });
     let text = serde_json::to_string_pretty(&report)? + "\n";
     match &a.output {

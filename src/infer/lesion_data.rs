@@ -2,12 +2,16 @@
 //!
 //! - [`read_semiseg`]: COVID-SemiSeg slices (8-bit JPEG already windowed by the
 //!   publisher; PNG palette masks 0 background, 1 GGO, 2 consolidation) as one-slice CT
-//!   volumes. The grey values are mapped to HU by assuming the lung window W 1500 / L
-//!   -600 (`hu = -1350 + 1500 · v / 255`; soft tissue saturates white and aerated lung is
-//!   near black in these images, as in that window), at an assumed 0.75 mm pixel size
-//!   (the images are cropped from 512² CT slices of a ~380 mm field of view). Labels
-//!   become 3 (GGO) and 4 (consolidation). Intensity and scale jitter in training absorb
-//!   the error of these assumptions.
+//!   volumes at an assumed 0.75 mm pixel size (the images are cropped from 512² CT slices
+//!   of a ~380 mm field of view). Labels become 3 (GGO) and 4 (consolidation). Grey
+//!   values become HU by [`calibrate_windowed`], per image: the images were windowed by
+//!   different people with different windows (their aerated-lung peak lies anywhere from
+//!   grey 24 to 104, their soft-tissue peak from 184 to 231, 5-95 % of the images), so one
+//!   fixed window cannot put them on the HU scale a real CT has. Until model v3 a fixed
+//!   lung window
+//!   W 1500 / L -600 was assumed; it put the typical image's aerated lung at -1085 HU and
+//!   its ground glass at -809 HU, about 200 HU darker than in real CT, and the model
+//!   missed ground glass in real volumes (see `weights/README.md`).
 //! - [`insert_lesions`]: synthetic GGO and consolidation inserted into a real CT slice's
 //!   lungs, with exact labels: smooth blobs with noisy borders (partial-volume edges),
 //!   preferring the periphery (centres drawn near the lung boundary), sizes from a few mm
@@ -20,8 +24,100 @@ use std::path::{Path, PathBuf};
 use super::InferError;
 use crate::volume::{Geometry, LabelVolume, Volume};
 
-/// Assumed lung window of the 8-bit COVID-SemiSeg images.
-pub const SEMISEG_WINDOW_HU: (f32, f32) = (-1350.0, 150.0);
+/// The HU window the lesion model sees (from model v3; v1 used the lung window
+/// -1350..150): aerated lung to soft tissue, with room below for air and above for
+/// dense consolidation.
+pub const LESION_INPUT_WINDOW_HU: (f32, f32) = (-1150.0, 250.0);
+
+/// HU of the aerated-lung peak of a chest CT in inspiration (the peaks of the three
+/// covid-ct-md volumes lie at -875..-905 HU, LCTSC's exhale scans a little higher).
+pub const AERATED_LUNG_HU: f32 = -880.0;
+/// HU of the soft-tissue peak (muscle, mediastinum: 35..45 HU in covid-ct-md; the
+/// windowed images merge it with fat, hence a little lower).
+pub const SOFT_TISSUE_HU: f32 = 20.0;
+/// HU per grey level when only the lung peak can be found: the two pooled peaks of all
+/// 98 COVID-SemiSeg images (grey 45 and 211) set to the two HU above.
+pub const DEFAULT_HU_PER_LEVEL: f32 = (SOFT_TISSUE_HU - AERATED_LUNG_HU) / (211.0 - 45.0);
+
+/// How the grey values of one windowed 8-bit image map to HU: `hu = hu_at_0 + v · hu_per_level`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GreyToHu {
+    pub hu_at_0: f32,
+    pub hu_per_level: f32,
+    /// Which peaks were found: "lung+soft", "lung" or "default".
+    pub method: &'static str,
+}
+
+impl GreyToHu {
+    pub fn hu(&self, v: u8) -> f32 {
+        self.hu_at_0 + self.hu_per_level * v as f32
+    }
+}
+
+/// Finds the aerated-lung and soft-tissue peaks of a windowed 8-bit chest image
+/// (ignoring pixels where `lesions` is non-zero) and maps them to
+/// [`AERATED_LUNG_HU`] and [`SOFT_TISSUE_HU`]. A peak counts when at least 5 % of the
+/// pixels lie within 12 grey levels of it; a soft-tissue peak at the white end is
+/// clipped by the window and not used; without a lung peak the pooled mapping is used.
+pub fn calibrate_windowed(grey: &[u8], lesions: Option<&[u8]>) -> GreyToHu {
+    let mut hist = [0f64; 256];
+    let mut n = 0f64;
+    for (i, &v) in grey.iter().enumerate() {
+        if lesions.is_none_or(|m| m[i] == 0) {
+            hist[v as usize] += 1.0;
+            n += 1.0;
+        }
+    }
+    // Gaussian smoothing, sigma 3 levels.
+    let kernel: Vec<f64> = (-9i32..=9)
+        .map(|d| (-0.5 * (d as f64 / 3.0).powi(2)).exp())
+        .collect();
+    let ksum: f64 = kernel.iter().sum();
+    let smooth: Vec<f64> = (0..256i32)
+        .map(|i| {
+            kernel
+                .iter()
+                .enumerate()
+                .map(|(j, w)| {
+                    let k = i + j as i32 - 9;
+                    if (0..256).contains(&k) {
+                        hist[k as usize] * w
+                    } else {
+                        0.0
+                    }
+                })
+                .sum::<f64>()
+                / ksum
+        })
+        .collect();
+    let peak_in = |lo: usize, hi: usize| -> Option<usize> {
+        let p = (lo..hi).max_by(|&a, &b| smooth[a].total_cmp(&smooth[b]))?;
+        let near: f64 = hist[p.saturating_sub(12)..(p + 13).min(256)].iter().sum();
+        (n > 0.0 && near >= 0.05 * n).then_some(p)
+    };
+    let lung = peak_in(8, 110);
+    let soft = peak_in(140, 256).filter(|&p| p < 245);
+    match (lung, soft) {
+        (Some(l), Some(s)) if s >= l + 100 => {
+            let per = ((SOFT_TISSUE_HU - AERATED_LUNG_HU) / (s - l) as f32).clamp(4.0, 8.0);
+            GreyToHu {
+                hu_at_0: AERATED_LUNG_HU - per * l as f32,
+                hu_per_level: per,
+                method: "lung+soft",
+            }
+        }
+        (Some(l), _) => GreyToHu {
+            hu_at_0: AERATED_LUNG_HU - DEFAULT_HU_PER_LEVEL * l as f32,
+            hu_per_level: DEFAULT_HU_PER_LEVEL,
+            method: "lung",
+        },
+        _ => GreyToHu {
+            hu_at_0: AERATED_LUNG_HU - DEFAULT_HU_PER_LEVEL * 45.0,
+            hu_per_level: DEFAULT_HU_PER_LEVEL,
+            method: "default",
+        },
+    }
+}
 /// Assumed pixel size of the COVID-SemiSeg images (mm).
 pub const SEMISEG_PIXEL_MM: f64 = 0.75;
 
@@ -76,17 +172,16 @@ pub fn read_png_indices(path: &Path) -> Result<(usize, usize, Vec<u8>), InferErr
     Ok((w, h, out))
 }
 
-/// The one-slice volume of a windowed 8-bit image at `pixel_mm`.
-pub fn volume_from_windowed(w: usize, h: usize, grey: &[u8], pixel_mm: f64) -> Volume<i16> {
+/// The one-slice volume of a windowed 8-bit image at `pixel_mm`, grey mapped by `map`.
+pub fn volume_from_windowed(
+    w: usize,
+    h: usize,
+    grey: &[u8],
+    pixel_mm: f64,
+    map: &GreyToHu,
+) -> Volume<i16> {
     let g = Geometry::axis_aligned([w, h, 1], [pixel_mm, pixel_mm, 1.0], [0.0; 3]);
-    let (lo, hi) = SEMISEG_WINDOW_HU;
-    Volume::new(
-        g,
-        grey.iter()
-            .map(|&v| (lo + (hi - lo) * v as f32 / 255.0).round() as i16)
-            .collect(),
-    )
-    .expect("dims match")
+    Volume::new(g, grey.iter().map(|&v| map.hu(v).round() as i16).collect()).expect("dims match")
 }
 
 /// Every `img/N.jpg` + `mask/N.png` pair of a COVID-SemiSeg split folder, by N.
@@ -122,7 +217,10 @@ pub fn read_semiseg(dir: &Path) -> Result<Vec<Slice2d>, InferError> {
                 format!("palette index {bad} (expected 0, 1, 2)"),
             ));
         }
-        let ct = volume_from_windowed(w, h, img.as_raw(), SEMISEG_PIXEL_MM);
+        // Calibrated from the image alone: test images must not see their masks, and
+        // training images are read the same way.
+        let map = calibrate_windowed(img.as_raw(), None);
+        let ct = volume_from_windowed(w, h, img.as_raw(), SEMISEG_PIXEL_MM, &map);
         let labels = Volume::new(
             ct.geometry.clone(),
             idx.iter()
@@ -402,10 +500,57 @@ mod tests {
         assert!(seen > 200, "lesions were inserted ({seen} px)");
     }
 
+    /// A synthetic windowed image: `lung` share of pixels around grey `l`, the rest
+    /// around grey `s` (a little spread).
+    fn two_peaks(l: u8, s: u8, lung: f64) -> Vec<u8> {
+        (0..10_000i32)
+            .map(|i| {
+                let jitter = i % 7 - 3;
+                let base = if (i as f64) < lung * 10_000.0 { l } else { s };
+                (base as i32 + jitter).clamp(0, 255) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calibration_puts_the_lung_and_soft_tissue_peaks_at_their_hu() {
+        // Lung at grey 40, soft tissue at 200: both anchors.
+        let m = calibrate_windowed(&two_peaks(40, 200, 0.5), None);
+        assert_eq!(m.method, "lung+soft");
+        assert!((m.hu(40) - AERATED_LUNG_HU).abs() < 6.0, "{m:?}");
+        assert!((m.hu(200) - SOFT_TISSUE_HU).abs() < 6.0, "{m:?}");
+        // Soft tissue clipped at the white end: the lung anchor and the pooled slope.
+        let m = calibrate_windowed(&two_peaks(60, 252, 0.5), None);
+        assert_eq!(m.method, "lung");
+        assert!((m.hu(60) - AERATED_LUNG_HU).abs() < 6.0, "{m:?}");
+        assert_eq!(m.hu_per_level, DEFAULT_HU_PER_LEVEL);
+        // No aerated lung at all (a bright image): the pooled mapping.
+        let m = calibrate_windowed(&two_peaks(180, 200, 0.5), None);
+        assert_eq!(m.method, "default");
+        assert!((m.hu(45) - AERATED_LUNG_HU).abs() < 1e-3);
+        // Lesion pixels are ignored: a large lesion peak at 120 does not move the lung.
+        let grey = two_peaks(40, 200, 0.5);
+        let mut mixed = grey.clone();
+        let mut mask = vec![0u8; grey.len()];
+        for i in 0..3000 {
+            mixed[i] = 100;
+            mask[i] = 1;
+        }
+        let with = calibrate_windowed(&mixed, Some(&mask));
+        assert_eq!(with.method, "lung+soft");
+        assert!((with.hu(40) - AERATED_LUNG_HU).abs() < 6.0, "{with:?}");
+        assert!(calibrate_windowed(&[], None).method == "default");
+    }
+
     #[test]
     fn semiseg_windowing_and_dice() {
-        let v = volume_from_windowed(2, 1, &[0, 255], 0.75);
-        assert_eq!(v.voxels, vec![-1350, 150]);
+        let map = GreyToHu {
+            hu_at_0: -1000.0,
+            hu_per_level: 5.0,
+            method: "test",
+        };
+        let v = volume_from_windowed(2, 1, &[0, 200], 0.75, &map);
+        assert_eq!(v.voxels, vec![-1000, 0]);
         assert_eq!(slice_dice(&[0, 3, 4, 0], &[0, 4, 4, 0], None), 1.0);
         assert_eq!(slice_dice(&[0, 3, 4, 0], &[0, 4, 4, 0], Some(3)), 0.0);
         assert_eq!(slice_dice(&[0, 0], &[0, 0], Some(3)), 1.0);

@@ -21,6 +21,7 @@
 
 pub mod classic;
 pub mod evaluate;
+pub mod finetune;
 pub mod lesion_data;
 pub mod manifest;
 pub mod pipeline;
@@ -33,6 +34,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::volume::{LabelVolume, Volume};
+
+/// The shared training and test data: `$PULMO_DATA`, else `../shared/data` (relative to
+/// the working folder).
+pub fn data_root() -> PathBuf {
+    std::env::var_os("PULMO_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
 
 /// Label values written by the proposals (the default label table's).
 pub const LEFT_LUNG: u8 = 1;

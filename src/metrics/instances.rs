@@ -417,56 +417,7 @@ impl InstanceMatching {
     }
 
     fn ap_unchecked(&self, scores: &[f64], t: f64) -> Option<f64> {
-        let n_gt = self.reference.count();
-        if n_gt == 0 {
-            return None;
-        }
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        // IoUs by test instance.
-        let mut by_test: Vec<Vec<(usize, f64)>> = vec![Vec::new(); self.test.count()];
-        for &(a, b, iou) in &self.pairs {
-            by_test[b].push((a, iou));
-        }
-        let mut matched = vec![false; n_gt];
-        let (mut tp, mut fp) = (0usize, 0usize);
-        let mut recall = Vec::with_capacity(order.len());
-        let mut precision = Vec::with_capacity(order.len());
-        let thr = t.min(1.0 - 1e-10);
-        for &d in &order {
-            let mut best: Option<(usize, f64)> = None;
-            for &(g, iou) in &by_test[d] {
-                if matched[g] || iou < thr {
-                    continue;
-                }
-                if best.is_none_or(|(_, b)| iou > b) {
-                    best = Some((g, iou));
-                }
-            }
-            match best {
-                Some((g, _)) => {
-                    matched[g] = true;
-                    tp += 1;
-                }
-                None => fp += 1,
-            }
-            recall.push(tp as f64 / n_gt as f64);
-            precision.push(tp as f64 / (tp + fp) as f64);
-        }
-        for i in (1..precision.len()).rev() {
-            if precision[i] > precision[i - 1] {
-                precision[i - 1] = precision[i];
-            }
-        }
-        let mut sum = 0.0;
-        for i in 0..=100 {
-            let r = if i == 100 { 1.0 } else { i as f64 * 0.01 };
-            let idx = recall.partition_point(|&x| x < r);
-            if idx < precision.len() {
-                sum += precision[idx];
-            }
-        }
-        Some(sum / 101.0)
+        pooled_ap(&[(self, scores)], t)
     }
 
     /// AP at IoU 0.5, 0.75 and the mean over 0.50:0.05:0.95.
@@ -485,4 +436,97 @@ impl InstanceMatching {
             ap50_95: mean,
         })
     }
+}
+
+/// AP at one IoU threshold over several images, as pycocotools computes it: every
+/// image's detections ranked together by score, each matched greedily (highest IoU
+/// first) to an unmatched reference instance of its own image; precision made monotone
+/// and read at the 101 recall points. `None` when no image has a reference instance.
+fn pooled_ap(images: &[(&InstanceMatching, &[f64])], t: f64) -> Option<f64> {
+    let n_gt: usize = images.iter().map(|(m, _)| m.reference.count()).sum();
+    if n_gt == 0 {
+        return None;
+    }
+    let mut order: Vec<(usize, usize)> = images
+        .iter()
+        .enumerate()
+        .flat_map(|(im, (_, scores))| (0..scores.len()).map(move |d| (im, d)))
+        .collect();
+    // Stable: ties keep image order, as pycocotools' mergesort does.
+    order.sort_by(|&(ia, a), &(ib, b)| images[ib].1[b].total_cmp(&images[ia].1[a]));
+    // IoUs by test instance, per image.
+    let by_test: Vec<Vec<Vec<(usize, f64)>>> = images
+        .iter()
+        .map(|(m, _)| {
+            let mut v = vec![Vec::new(); m.test.count()];
+            for &(a, b, iou) in &m.pairs {
+                v[b].push((a, iou));
+            }
+            v
+        })
+        .collect();
+    let mut matched: Vec<Vec<bool>> = images
+        .iter()
+        .map(|(m, _)| vec![false; m.reference.count()])
+        .collect();
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut recall = Vec::with_capacity(order.len());
+    let mut precision = Vec::with_capacity(order.len());
+    let thr = t.min(1.0 - 1e-10);
+    for &(im, d) in &order {
+        let mut best: Option<(usize, f64)> = None;
+        for &(g, iou) in &by_test[im][d] {
+            if matched[im][g] || iou < thr {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| iou > b) {
+                best = Some((g, iou));
+            }
+        }
+        match best {
+            Some((g, _)) => {
+                matched[im][g] = true;
+                tp += 1;
+            }
+            None => fp += 1,
+        }
+        recall.push(tp as f64 / n_gt as f64);
+        precision.push(tp as f64 / (tp + fp) as f64);
+    }
+    for i in (1..precision.len()).rev() {
+        if precision[i] > precision[i - 1] {
+            precision[i - 1] = precision[i];
+        }
+    }
+    let mut sum = 0.0;
+    for i in 0..=100 {
+        let r = if i == 100 { 1.0 } else { i as f64 * 0.01 };
+        let idx = recall.partition_point(|&x| x < r);
+        if idx < precision.len() {
+            sum += precision[idx];
+        }
+    }
+    Some(sum / 101.0)
+}
+
+/// COCO-style AP (0.5, 0.75, mean over 0.50:0.05:0.95) over several images, each with
+/// its matching and one score per test instance (pycocotools' dataset-level AP).
+pub fn pooled_coco_ap(images: &[(&InstanceMatching, &[f64])]) -> Result<CocoAp, MetricsError> {
+    for (m, scores) in images {
+        m.check_scores(scores)?;
+    }
+    let all: Vec<Option<f64>> = coco_iou_thresholds()
+        .iter()
+        .map(|&t| pooled_ap(images, t))
+        .collect();
+    let mean = if all.iter().all(Option::is_some) {
+        Some(all.iter().flatten().sum::<f64>() / all.len() as f64)
+    } else {
+        None
+    };
+    Ok(CocoAp {
+        ap50: all[0],
+        ap75: all[5],
+        ap50_95: mean,
+    })
 }

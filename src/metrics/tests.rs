@@ -320,6 +320,29 @@ fn coco_ap_by_hand() {
     // Mean probability as score.
     let prob = Volume::filled(r.geometry.clone(), 0.25f32).unwrap();
     assert_eq!(m.test.mean_values(&prob), vec![0.25; 3]);
+
+    // Pooled over images (pycocotools ranks all images' detections together): one image
+    // alone gives its own AP; with a second image whose only detection is a false
+    // positive scored 0.85, the ranking is TP .9, FP .85, FP .8, TP .7 over 3 references.
+    let pooled = crate::metrics::instances::pooled_coco_ap(&[(&m, &scores[..])]).unwrap();
+    close(pooled.ap50.unwrap(), expected);
+    let r2 = {
+        let mut v = empty(g, SP);
+        v.set(0, 2, 2, 1);
+        v
+    };
+    let t2 = {
+        let mut v = empty(g, SP);
+        v.set(8, 2, 2, 1);
+        v
+    };
+    let m2 = match_instances(&r2, &t2, Target::Label(1), Connectivity::TwentySix).unwrap();
+    let both = crate::metrics::instances::pooled_coco_ap(&[(&m, &scores[..]), (&m2, &[0.85][..])])
+        .unwrap();
+    // recall 1/3 1/3 1/3 2/3, precision 1 .5 1/3 .5 -> interpolated 1 .5 .5 .5:
+    // recall points 0..=0.33 (34 of them) read 1, 0.34..=0.66 (33) read 0.5, the rest 0.
+    close(both.ap50.unwrap(), (34.0 + 33.0 * 0.5) / 101.0);
+    assert!(crate::metrics::instances::pooled_coco_ap(&[(&m, &[0.5][..])]).is_err());
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //!
 //! - [`study`]: the open study (CT, labels with the editor and undo history, metadata);
 //! - [`proposals`]: AI proposals (worker, running job, the proposal under review);
+//! - [`models`]: the user's model library (built-in and fine-tuned lesion models, which
+//!   one proposals use) and [`finetune`], "Improve the model from my labels" (the
+//!   training set of the user's studies, the fine-tuning job with progress and Cancel);
 //! - [`load`]: opening a study or the demo off the UI thread, with progress and Cancel;
 //! - [`labels_file`]: saving and opening label maps with their sidecars;
 //! - [`compare`]: the compare / quantify workflows of the CLI and the viewer (inputs
@@ -16,10 +19,12 @@
 
 pub mod compare;
 pub mod edit_journal;
+pub mod finetune;
 pub mod jobs;
 pub mod journal;
 pub mod labels_file;
 pub mod load;
+pub mod models;
 pub mod proposals;
 pub mod startup;
 pub mod study;

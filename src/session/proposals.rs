@@ -28,9 +28,18 @@ impl std::fmt::Debug for AiFactory {
 }
 
 impl Default for AiFactory {
-    /// The built-in models from `weights/` (threshold lungs without them), device auto.
+    /// The models chosen in the user's model library ([`super::models`]), else the
+    /// built-in ones from `weights/` (threshold lungs without them), device auto; read
+    /// each time a worker starts.
     fn default() -> Self {
-        AiFactory(Arc::new(|| default_factory(DeviceChoice::Auto, None, None)))
+        AiFactory(Arc::new(|| {
+            let library = super::models::ModelLibrary::default();
+            default_factory(
+                DeviceChoice::Auto,
+                library.active(Task::Lung),
+                library.active(Task::Lesion),
+            )
+        }))
     }
 }
 
@@ -125,6 +134,13 @@ impl Proposals {
             }
             Err(e) => self.error = Some(e.to_string()),
         }
+    }
+
+    /// Ends the worker (cancelling its job), so the next proposal starts one with the
+    /// models chosen now.
+    pub fn restart_worker(&mut self) {
+        self.cancel();
+        self.worker = None;
     }
 
     /// Cancels the running job.

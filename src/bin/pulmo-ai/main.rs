@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use pulmo::cli::ai::{TrainArgs, data_root};
+use pulmo::cli::ai::{FinetuneArgs, TrainArgs, data_root};
 use pulmo::infer::{DeviceChoice, InferError, Segmenter, Task};
 
 #[derive(Parser, Debug)]
@@ -35,6 +35,8 @@ enum Cmd {
     Serve,
     /// Train a built-in model (as `pulmo train`, which runs this).
     Train(Box<TrainArgs>),
+    /// Fine-tune a lesion model on the user's label maps (as `pulmo finetune`).
+    Finetune(Box<FinetuneArgs>),
     /// Report libtorch and CUDA.
     Doctor,
 }
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Serve => serve(),
         Cmd::Train(a) => train(&a),
+        Cmd::Finetune(a) => finetune(&a),
         Cmd::Doctor => {
             doctor();
             Ok(())
@@ -162,6 +165,37 @@ fn train(a: &TrainArgs) -> Result<()> {
         report.state.seconds
     );
     println!("{}", report.manifest_path.display());
+    Ok(())
+}
+
+fn finetune(a: &FinetuneArgs) -> Result<()> {
+    use torch::finetune::{FinetuneOptions, finetune};
+    if a.task != Task::Lesion {
+        bail!(
+            "only the lesion model learns from your labels (got {})",
+            a.task.name()
+        );
+    }
+    let parent = a
+        .model
+        .clone()
+        .unwrap_or_else(|| pulmo::infer::manifest::default_manifest_path(Task::Lesion));
+    let mut o = FinetuneOptions::new(parent, a.labels.clone(), a.out.clone());
+    o.cts = a.ct.clone();
+    o.time_budget_s = a.time_budget_min * 60.0;
+    o.data = match &a.data {
+        Some(d) if d.as_os_str() == "none" => None,
+        Some(d) => Some(d.clone()),
+        None => Some(data_root()),
+    };
+    o.device = a.device;
+    o.seed = a.seed;
+    o.version = a.model_version.clone();
+    o.steps_per_epoch = a.steps.max(1);
+    o.command = std::env::var("PULMO_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let manifest = finetune(&o, &mut |line| eprintln!("{line}"), &|| false)?;
+    println!("{}", manifest.display());
     Ok(())
 }
 

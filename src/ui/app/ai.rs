@@ -10,6 +10,11 @@ use crate::infer::review::{Decision, SortKey};
 use crate::infer::{ModelInfo, Task};
 pub use crate::session::AiFactory;
 use crate::session::Study;
+use crate::session::finetune::{
+    FinetuneJob, FinetuneOutcome, FinetuneRequest, STAGES, start_finetune, training_set,
+};
+use crate::session::jobs::{JobControl, take_finished};
+use crate::session::models::{ModelEntry, ModelLibrary};
 
 /// The viewer's settings of the AI panel (the proposals themselves are the session's).
 pub struct AiState {
@@ -20,6 +25,20 @@ pub struct AiState {
     pub sort: Option<(SortKey, bool)>,
     /// Brush and eraser edit the pending proposals instead of the labels.
     pub edit_proposals: bool,
+    /// The user's models (built-in and fine-tuned) and which lesion model is chosen.
+    pub library: ModelLibrary,
+    /// The library as last read (re-read every few seconds while the panel shows).
+    pub lesion_models: Vec<ModelEntry>,
+    pub active_lesion: Option<std::path::PathBuf>,
+    models_read: Option<std::time::Instant>,
+    pub model_error: Option<String>,
+    /// "Improve the model from my labels": the running job, its training minutes,
+    /// whether the open study joins the training set, the last outcome.
+    pub finetune: Option<FinetuneJob>,
+    pub finetune_minutes: f64,
+    pub finetune_add_study: bool,
+    pub finetune_result: Option<Result<FinetuneOutcome, String>>,
+    pub training_set: Vec<std::path::PathBuf>,
 }
 
 impl Default for AiState {
@@ -29,6 +48,32 @@ impl Default for AiState {
             accept_threshold: 0.8,
             sort: None,
             edit_proposals: false,
+            library: ModelLibrary::default(),
+            lesion_models: Vec::new(),
+            active_lesion: None,
+            models_read: None,
+            model_error: None,
+            finetune: None,
+            finetune_minutes: 10.0,
+            finetune_add_study: true,
+            finetune_result: None,
+            training_set: Vec::new(),
+        }
+    }
+}
+
+impl AiState {
+    /// Re-reads the model library when it was last read over 3 s ago (or `now`).
+    pub fn refresh_models(&mut self, now: bool) {
+        if now
+            || self
+                .models_read
+                .is_none_or(|t| t.elapsed().as_secs_f64() > 3.0)
+        {
+            self.lesion_models = self.library.list(Task::Lesion);
+            self.active_lesion = self.library.active(Task::Lesion);
+            self.training_set = training_set(&self.library);
+            self.models_read = Some(std::time::Instant::now());
         }
     }
 }
@@ -56,6 +101,196 @@ impl PulmoApp {
     /// Cancels the running job.
     pub fn cancel_proposal(&mut self) {
         self.session.proposals.cancel();
+    }
+
+    /// Makes `manifest` (None: the built-in model) the lesion model of the next proposals.
+    pub fn choose_lesion_model(&mut self, manifest: Option<&std::path::Path>) {
+        match self.ai.library.set_active(Task::Lesion, manifest) {
+            Ok(()) => {
+                self.ai.model_error = None;
+                self.session.proposals.restart_worker();
+            }
+            Err(e) => {
+                self.ai.model_error = Some(format!(
+                    "Could not choose the model ({}): {e}",
+                    self.ai.library.dir.display()
+                ))
+            }
+        }
+        self.ai.refresh_models(true);
+    }
+
+    /// Starts "Improve the model from my labels" from the chosen lesion model.
+    pub fn start_finetune(&mut self, ctx: &egui::Context) {
+        let program = match crate::infer::remote::program() {
+            Ok(p) => p,
+            Err(e) => {
+                self.ai.finetune_result = Some(Err(e.to_string()));
+                return;
+            }
+        };
+        let parent = self
+            .ai
+            .active_lesion
+            .clone()
+            .unwrap_or_else(|| crate::infer::manifest::default_manifest_path(Task::Lesion));
+        let add = self
+            .session
+            .study
+            .as_ref()
+            .filter(|_| self.ai.finetune_add_study)
+            .map(|s| {
+                (
+                    s.key.clone(),
+                    s.name.clone(),
+                    s.ct.clone(),
+                    s.editor.labels().clone(),
+                )
+            });
+        let data = crate::infer::data_root();
+        let req = FinetuneRequest {
+            library: self.ai.library.clone(),
+            parent,
+            time_budget_min: self.ai.finetune_minutes,
+            data: data.join("covid-semiseg").is_dir().then_some(data),
+            add,
+        };
+        let control = JobControl::default();
+        control.set_waker(super::repaint_waker(ctx));
+        self.ai.finetune_result = None;
+        self.ai.finetune = Some(start_finetune(program, req, control));
+    }
+
+    /// "Improve the model from my labels": training set, minutes, progress, Cancel,
+    /// before/after figures and "Use the new model".
+    fn finetune_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(r) = take_finished(&mut self.ai.finetune) {
+            self.ai.finetune_result = Some(r.unwrap_or_else(|f| Err(f.message("fine-tuning"))));
+            self.ai.refresh_models(true);
+        }
+        let ctx = ui.ctx().clone();
+        ui.collapsing("Improve the model from my labels", |ui| {
+            let has_study = self.session.study.is_some();
+            ui.label(format!(
+                "Training set: {} studies in {}",
+                self.ai.training_set.len(),
+                crate::session::finetune::studies_dir(&self.ai.library).display()
+            ));
+            ui.add_enabled(
+                has_study,
+                egui::Checkbox::new(
+                    &mut self.ai.finetune_add_study,
+                    "Add this study's labels to the training set",
+                ),
+            );
+            ui.add(
+                egui::Slider::new(&mut self.ai.finetune_minutes, 1.0..=120.0)
+                    .logarithmic(true)
+                    .text("minutes of training"),
+            );
+            let running = self.ai.finetune.is_some();
+            let can_start = !running
+                && ((has_study && self.ai.finetune_add_study) || !self.ai.training_set.is_empty());
+            if ui
+                .add_enabled(can_start, egui::Button::new("Improve the model"))
+                .on_hover_text(
+                    "Fine-tunes a copy of the chosen lesion model on your labelled studies \
+                     (slices held out to measure it), on the GPU when there is one; \
+                     the chosen model is not changed",
+                )
+                .clicked()
+            {
+                self.start_finetune(&ctx);
+            }
+            if let Some(job) = &self.ai.finetune {
+                let p = job.control().progress();
+                let stage = STAGES.get(p.stage).copied().unwrap_or("");
+                let frac = if p.stage == 2 {
+                    p.done as f32 / p.total.max(1) as f32
+                } else {
+                    0.0
+                };
+                let text = if p.stage == 2 {
+                    format!("{stage}: {} of {} s", p.done, p.total)
+                } else {
+                    stage.to_string()
+                };
+                ui.add(egui::ProgressBar::new(frac).text(text));
+                if ui.button("Cancel fine-tuning").clicked() {
+                    job.control().cancel();
+                }
+            }
+            let mut use_model = None;
+            match &self.ai.finetune_result {
+                Some(Ok(out)) => {
+                    ui.label(format!("New model: {}", out.manifest.display()));
+                    for line in &out.figures {
+                        ui.label(RichText::new(line).small());
+                    }
+                    if ui.button("Use the new model").clicked() {
+                        use_model = Some(out.manifest.clone());
+                    }
+                }
+                Some(Err(e)) => {
+                    ui.label(
+                        RichText::new(format!("Fine-tuning: {e}"))
+                            .color(Color32::from_rgb(255, 120, 100)),
+                    );
+                }
+                None => {}
+            }
+            if let Some(m) = use_model {
+                self.choose_lesion_model(Some(&m));
+            }
+        });
+    }
+
+    /// The lesion model chooser: the built-in model and every fine-tuned version.
+    fn lesion_model_ui(&mut self, ui: &mut egui::Ui) {
+        self.ai.refresh_models(false);
+        let label = |e: &ModelEntry| {
+            let mut t = format!("{} {}", e.name, e.version);
+            if e.built_in {
+                t.push_str(" (built-in)");
+            }
+            t
+        };
+        let current = self
+            .ai
+            .lesion_models
+            .iter()
+            .find(|e| match &self.ai.active_lesion {
+                Some(p) => &e.manifest == p,
+                None => e.built_in,
+            })
+            .map_or_else(|| "none".to_string(), label);
+        let mut chosen: Option<Option<std::path::PathBuf>> = None;
+        ui.horizontal(|ui| {
+            egui::ComboBox::from_label("Lesion model")
+                .selected_text(current)
+                .show_ui(ui, |ui| {
+                    for e in &self.ai.lesion_models {
+                        let selected = match &self.ai.active_lesion {
+                            Some(p) => &e.manifest == p,
+                            None => e.built_in,
+                        };
+                        let text = if e.summary.is_empty() {
+                            label(e)
+                        } else {
+                            format!("{} — {}", label(e), e.summary)
+                        };
+                        if ui.selectable_label(selected, text).clicked() && !selected {
+                            chosen = Some((!e.built_in).then(|| e.manifest.clone()));
+                        }
+                    }
+                });
+        });
+        if let Some(choice) = chosen {
+            self.choose_lesion_model(choice.as_deref());
+        }
+        if let Some(e) = &self.ai.model_error {
+            ui.label(RichText::new(e).color(Color32::from_rgb(255, 120, 100)));
+        }
     }
 
     /// Takes the worker's events; a new proposal is shown.
@@ -110,6 +345,8 @@ impl PulmoApp {
                 self.propose(&ctx, Task::Lesion);
             }
         });
+        self.lesion_model_ui(ui);
+        self.finetune_ui(ui);
         if let Some(job) = &self.session.proposals.job {
             let frac = job.done as f32 / job.total.max(1) as f32;
             ui.add(egui::ProgressBar::new(frac).text(format!(

@@ -2,6 +2,7 @@
 //! choice, loading from a manifest, and training ([`train`]).
 
 pub mod data;
+pub mod finetune;
 pub mod train;
 
 use std::path::Path;

@@ -15,7 +15,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use super::data::{Rng, Sample, case_samples, crop_into};
 use super::{builtin_net, device_name, load_weights};
 use pulmo::infer::evaluate::{
-    Case, evaluate_lung_case, evaluate_semiseg, read_lung_case, semiseg_means,
+    Case, evaluate_lung_case, evaluate_semiseg_full, read_lung_case, semiseg_means,
 };
 use pulmo::infer::manifest::{
     Arch, InputSpec, Manifest, PostprocessSpec, WeightFormat, sha256_file,
@@ -120,8 +120,7 @@ impl TrainOptions {
     pub fn input_spec(&self) -> InputSpec {
         let (hu_min, hu_max) = match self.task {
             Task::Lung => (-1000.0, 400.0),
-            // The lung window the COVID-SemiSeg images were published in.
-            Task::Lesion => pulmo::infer::lesion_data::SEMISEG_WINDOW_HU,
+            Task::Lesion => pulmo::infer::lesion_data::LESION_INPUT_WINDOW_HU,
         };
         InputSpec {
             spacing_mm: self.spacing_mm,
@@ -211,7 +210,7 @@ impl std::str::FromStr for Augment {
     }
 }
 
-fn augment(
+pub(crate) fn augment(
     x: &Tensor,
     y: &Tensor,
     rng: &mut Rng,
@@ -315,7 +314,7 @@ pub fn loss(logits: &Tensor, y: &Tensor, classes: i64) -> Tensor {
     ce + (1.0 - dice.narrow(0, 1, classes - 1).mean(Kind::Float))
 }
 
-fn batch_tensors(
+pub(crate) fn batch_tensors(
     samples: &[&Sample],
     channels: usize,
     crop: usize,
@@ -642,7 +641,8 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     if !opts.skip_eval && opts.task == Task::Lesion {
         log("evaluating on the 48 COVID-SemiSeg test slices (Inf-Net protocol)");
         let mut seg = super::load_segmenter(&manifest_path, opts.device)?;
-        let rows = evaluate_semiseg(seg.as_mut(), &opts.data.join("covid-semiseg/test"))?;
+        let full = evaluate_semiseg_full(seg.as_mut(), &opts.data.join("covid-semiseg/test"))?;
+        let (rows, inst) = (full.slices, full.instances);
         let (inf, ggo, con) = semiseg_means(&rows);
         log(&format!(
             "  mean per-slice Dice: infection {inf:.4}, GGO {ggo:.4}, consolidation {con:.4}"
@@ -653,6 +653,7 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
             "dice_infection": inf,
             "dice_ggo": ggo,
             "dice_consolidation": con,
+            "instances": inst,
             "slices": rows,
         });
         manifest.write(&manifest_path)?;
@@ -691,7 +692,7 @@ pub fn train(opts: &TrainOptions, log: &mut dyn FnMut(&str)) -> Result<TrainRepo
     })
 }
 
-fn class_of_lesion(v: u8) -> u8 {
+pub(crate) fn class_of_lesion(v: u8) -> u8 {
     match v {
         pulmo::infer::GGO => 1,
         pulmo::infer::CONSOLIDATION => 2,
@@ -703,7 +704,7 @@ fn class_of_lesion(v: u8) -> u8 {
 /// for validation) and synthetic lesions in the LCTSC training cases; half of each batch
 /// from each.
 #[allow(clippy::type_complexity)]
-fn lesion_pools(
+pub(crate) fn lesion_pools(
     opts: &TrainOptions,
     spec: &InputSpec,
     log: &mut dyn FnMut(&str),
@@ -773,7 +774,12 @@ fn lesion_pools(
         "real_validation_slices": val_names,
         "synthetic_slices": synth.len(),
         "synthetic_from_cases": opts.train_cases,
-        "semiseg_mapping": "8-bit grey v -> HU = -1350 + 1500 v / 255 (lung window W1500/L-600), 0.75 mm pixels",
+        "semiseg_mapping": format!(
+            "8-bit grey -> HU per image (lesion_data::calibrate_windowed): aerated-lung peak -> {} HU, soft-tissue peak -> {} HU (else {:.2} HU per level), 0.75 mm pixels",
+            pulmo::infer::lesion_data::AERATED_LUNG_HU,
+            pulmo::infer::lesion_data::SOFT_TISSUE_HU,
+            pulmo::infer::lesion_data::DEFAULT_HU_PER_LEVEL
+        ),
         "batch_mix": format!("{} real + {} synthetic", half, opts.batch.saturating_sub(half).max(1)),
     });
     Ok((
