@@ -9,8 +9,10 @@
 //!        ▼                               ▼            ▼
 //!   ┌──────────────────────── domain (no egui / eframe / wgpu) ─────────────────────────┐
 //!   │ session   – the open study: CT + labels + editor/history, loading and saving with  │
-//!   │             sidecars, the edit journal, AI proposals under review, background jobs │
-//!   │ infer     – the worker thread, segmenters, the AI process protocol (no libtorch)   │
+//!   │             sidecars, the edit journal, AI proposals under review, background jobs,│
+//!   │             the model library and fine-tuning from the user's labels               │
+//!   │ infer     – the worker thread, segmenters, the AI process protocol (no libtorch),  │
+//!   │             evaluation protocols, fine-tuning data                                 │
 //!   │ io        – DICOM (dicom-rs) series and SEG, NIfTI, NRRD; atomic writes            │
 //!   │ annotate  – label table, the editor (locks, changed boxes), tools, undo deltas     │
 //!   │ metrics   – overlap, surface distances, quantification, reports                    │
