@@ -146,10 +146,10 @@ pub fn read_user_studies(
     cts: &[PathBuf],
 ) -> Result<Vec<UserStudy>, InferError> {
     if labels.is_empty() {
-        return Err(InferError::Input("no label maps given".into()));
+        return Err(InferError::Finetune("no label maps given".into()));
     }
     if !cts.is_empty() && cts.len() != labels.len() {
-        return Err(InferError::Input(format!(
+        return Err(InferError::Finetune(format!(
             "{} label maps but {} CTs: give one CT per label map, in the same order, or none",
             labels.len(),
             cts.len()

@@ -147,8 +147,11 @@ pub enum InferError {
     NoModel { task: &'static str, message: String },
     #[error("the CT cannot be segmented: {0}")]
     Input(String),
-    #[error("training data {path}: {message}")]
+    #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
+    /// Fine-tuning cannot run as asked (already in words).
+    #[error("fine-tuning: {0}")]
+    Finetune(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -132,14 +132,14 @@ pub fn finetune(
     let t0 = Instant::now();
     let parent = Manifest::read(&o.parent)?;
     if parent.task != Task::Lesion {
-        return Err(InferError::Input(format!(
+        return Err(InferError::Finetune(format!(
             "{} is a {} model; fine-tuning is for lesion models",
             o.parent.display(),
             parent.task.name()
         )));
     }
     if parent.format != WeightFormat::Safetensors || parent.arch.is_none() {
-        return Err(InferError::Input(format!(
+        return Err(InferError::Finetune(format!(
             "{} is not one of pulmo's built-in U-Nets (TorchScript models cannot be fine-tuned here)",
             o.parent.display()
         )));
@@ -154,7 +154,7 @@ pub fn finetune(
         _ => false,
     };
     if same_dir(&o.out, o.parent.parent().unwrap_or(Path::new("."))) || manifest_path.exists() {
-        return Err(InferError::Input(format!(
+        return Err(InferError::Finetune(format!(
             "{}: choose a new folder for the fine-tuned model (it holds a model already; models are never overwritten)",
             o.out.display()
         )));
@@ -214,7 +214,7 @@ pub fn finetune(
         ));
     }
     if !train.iter().any(|s| s.target.iter().any(|&t| t != 0)) {
-        return Err(InferError::Input(
+        return Err(InferError::Finetune(
             "no lesion labels outside the held-out slices: label lesions on more slices".into(),
         ));
     }
