@@ -253,29 +253,24 @@ pub fn plan_slices(studies: &[UserStudy]) -> Vec<SliceUse> {
 /// against reference classes (0 background, 1 GGO, 2 consolidation) over slices:
 /// (infection, GGO, consolidation).
 pub fn mean_slice_dice(pairs: &[(&[u8], &[u8])]) -> (f64, f64, f64) {
-    let dice = |r: &[u8], p: &[u8], class: Option<u8>| {
-        let hit = |v: u8| match class {
-            None => v != 0,
-            Some(c) => v == c,
-        };
-        let (mut inter, mut sum) = (0usize, 0usize);
-        for (&a, &b) in r.iter().zip(p) {
-            let (a, b) = (hit(a), hit(b));
-            inter += usize::from(a && b);
-            sum += usize::from(a) + usize::from(b);
-        }
-        if sum == 0 {
-            1.0
-        } else {
-            2.0 * inter as f64 / sum as f64
-        }
+    use super::lesion_data::slice_dice;
+    // Class indices to the label values `slice_dice` counts.
+    let labels = |s: &[u8]| -> Vec<u8> {
+        s.iter()
+            .map(|&c| match c {
+                1 => GGO,
+                2 => CONSOLIDATION,
+                _ => 0,
+            })
+            .collect()
     };
     let n = pairs.len().max(1) as f64;
     let mut acc = (0.0, 0.0, 0.0);
     for (r, p) in pairs {
-        acc.0 += dice(r, p, None);
-        acc.1 += dice(r, p, Some(1));
-        acc.2 += dice(r, p, Some(2));
+        let (r, p) = (labels(r), labels(p));
+        acc.0 += slice_dice(&r, &p, None);
+        acc.1 += slice_dice(&r, &p, Some(GGO));
+        acc.2 += slice_dice(&r, &p, Some(CONSOLIDATION));
     }
     (acc.0 / n, acc.1 / n, acc.2 / n)
 }

@@ -395,7 +395,7 @@ impl InstanceMatching {
     ) -> Result<Option<f64>, MetricsError> {
         check_threshold(iou_threshold)?;
         self.check_scores(scores)?;
-        Ok(self.ap_unchecked(scores, iou_threshold))
+        Ok(pooled_ap(&[(self, scores)], iou_threshold))
     }
 
     fn check_scores(&self, scores: &[f64]) -> Result<(), MetricsError> {
@@ -416,25 +416,9 @@ impl InstanceMatching {
         }
     }
 
-    fn ap_unchecked(&self, scores: &[f64], t: f64) -> Option<f64> {
-        pooled_ap(&[(self, scores)], t)
-    }
-
     /// AP at IoU 0.5, 0.75 and the mean over 0.50:0.05:0.95.
     pub fn coco_ap(&self, scores: &[f64]) -> Result<CocoAp, MetricsError> {
-        self.check_scores(scores)?;
-        let thr = coco_iou_thresholds();
-        let all: Vec<Option<f64>> = thr.iter().map(|&t| self.ap_unchecked(scores, t)).collect();
-        let mean = if all.iter().all(Option::is_some) {
-            Some(all.iter().flatten().sum::<f64>() / all.len() as f64)
-        } else {
-            None
-        };
-        Ok(CocoAp {
-            ap50: all[0],
-            ap75: all[5],
-            ap50_95: mean,
-        })
+        pooled_coco_ap(&[(self, scores)])
     }
 }
 
