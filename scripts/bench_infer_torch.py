@@ -70,6 +70,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--half", action="store_true")
+    ap.add_argument("--flip", action="store_true",
+                    help="also run each batch mirrored left-right and average (the manifest's "
+                         "input.flip_average, as pulmo does)")
     ap.add_argument("--cold", action="store_true",
                     help="no warm-up: one run that includes the first batch's kernel and "
                          "cuDNN set-up (as pulmo's first job after loading the model)")
@@ -95,7 +98,10 @@ def main():
         xb = xb.to(dev)
         if a.half:
             xb = xb.half()
-        return net(xb).softmax(1, dtype=torch.float32).cpu()
+        p = net(xb).softmax(1, dtype=torch.float32)
+        if a.flip:
+            p = 0.5 * (p + net(xb.flip(-1)).softmax(1, dtype=torch.float32).flip(-1))
+        return p.cpu()
 
     times = []
     with torch.no_grad():
@@ -115,7 +121,7 @@ def main():
             times.append(time.perf_counter() - t)
     times.sort()
     med = times[len(times) // 2]
-    print(json.dumps({"peer": f"PyTorch {torch.__version__}", "threads": a.threads, "device": a.device, "half": a.half, "cold": a.cold,
+    print(json.dumps({"peer": f"PyTorch {torch.__version__}", "threads": a.threads, "device": a.device, "half": a.half, "flip": a.flip, "cold": a.cold,
                       "slices": a.slices, "input": [a.height, a.width], "batch": a.batch,
                       "seconds_median": med, "ms_per_slice": 1000 * med / a.slices,
                       "runs": times}))

@@ -135,6 +135,49 @@ fn committed_lesion_weights_reach_their_reported_scores_on_real_volumes() {
     }
 }
 
+/// The committed lesion model's false positives on the radiologist-graded normal MosMed
+/// slices it never saw (odd image numbers) are those its manifest reports.
+#[test]
+fn committed_lesion_weights_reach_their_reported_scores_on_unseen_normal_slices() {
+    use pulmo::infer::evaluate::evaluate_normal_slices;
+    use pulmo::infer::lesion_data::mosmed_normal_for_lesion_training;
+    let Some(dir) = common::data_dir("classify/mosmed-slices/CT-0") else {
+        return;
+    };
+    use_built_helper();
+    let manifest = weights("lesion.json");
+    let m = Manifest::read(&manifest).unwrap();
+    let reported = &m.metrics["normal_slices"];
+    let mut lung =
+        segmenter_for(Task::Lung, Some(&weights("lung.json")), DeviceChoice::Cpu).unwrap();
+    let mut lesion = segmenter_for(Task::Lesion, Some(&manifest), DeviceChoice::Cpu).unwrap();
+    let got = evaluate_normal_slices(
+        lung.as_mut(),
+        lesion.as_mut(),
+        &dir,
+        |n| !mosmed_normal_for_lesion_training(n),
+        20.0,
+    )
+    .unwrap();
+    eprintln!(
+        "{} slices, {} called, specificity {:?}, mean {:.1} mm²",
+        got.slices, got.called, got.specificity, got.mean_lesion_mm2
+    );
+    let want = |k: &str| {
+        reported[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metrics.normal_slices.{k} in the manifest"))
+    };
+    assert_eq!(got.slices as f64, want("slices"));
+    assert!((got.specificity.unwrap() - want("specificity")).abs() < 0.01);
+    let mm2 = want("mean_lesion_mm2");
+    assert!(
+        (got.mean_lesion_mm2 - mm2).abs() <= 2.0 + 0.05 * mm2,
+        "{:.1} mm² per slice, manifest says {mm2:.1}",
+        got.mean_lesion_mm2
+    );
+}
+
 /// `pulmo finetune lesion` on a small study: a new model folder with its parent, the
 /// study's sha256, the split and before/after figures; the parent is untouched; a second
 /// run into the same folder, a study without lesions and a map on another grid are

@@ -84,6 +84,10 @@ pub struct TrainArgs {
     /// Lesion training: real slices per batch (default half the batch).
     #[arg(long)]
     pub real_per_batch: Option<usize>,
+    /// Lesion training: normal slices per batch (MosMed CT-0 in
+    /// DATA/classify/mosmed-slices, even-numbered images, taught as "no lesion").
+    #[arg(long)]
+    pub normal_per_batch: Option<usize>,
     /// Augmentation: standard or strong (stronger intensity jitter, resolution loss).
     #[arg(long, default_value = "standard")]
     pub augment: String,
@@ -346,6 +350,17 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| data_root().join("covid-semiseg/test"));
     if !data.join("img").is_dir() {
+        let images = std::fs::read_dir(&data)
+            .with_context(|| format!("reading {}", data.display()))?
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "jpg" || x == "png")
+            });
+        if images {
+            return eval_lesion_normal_slices(a, &data);
+        }
         return eval_lesion_volumes(a, &data);
     }
     let mut seg = crate::infer::segmenter_for(Task::Lesion, a.model.as_deref(), a.device)?;
@@ -380,6 +395,58 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
         "dice_consolidation": con,
         "instances": inst,
         "slices": rows,
+    });
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    match &a.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// `pulmo eval lesion --data DIR` on a folder of normal slices (MosMed `CT-0/`): the
+/// odd-numbered images, which lesion training never sees.
+fn eval_lesion_normal_slices(a: &EvalArgs, data: &Path) -> Result<()> {
+    use crate::infer::evaluate::evaluate_normal_slices;
+    use crate::infer::lesion_data::mosmed_normal_for_lesion_training;
+    let mut lung = crate::infer::segmenter_for(Task::Lung, a.lung_model.as_deref(), a.device)?;
+    let mut lesion = crate::infer::segmenter_for(Task::Lesion, a.model.as_deref(), a.device)?;
+    let info = lesion.info();
+    let scores = evaluate_normal_slices(
+        lung.as_mut(),
+        lesion.as_mut(),
+        data,
+        |n| !mosmed_normal_for_lesion_training(n),
+        a.min_area_mm2,
+    )?;
+    let called: Vec<&str> = scores
+        .rows
+        .iter()
+        .filter(|r| r.called)
+        .map(|r| r.slice.as_str())
+        .collect();
+    eprintln!(
+        "{} normal slices (odd-numbered, never trained on; {} left out, windowing not calibrated): \
+         {} called (>= {} mm²), specificity {}, mean proposed lesion {:.1} mm² per slice ({} of the lungs); called: {}",
+        scores.slices,
+        scores.left_out_uncalibrated.len(),
+        scores.called,
+        a.min_area_mm2,
+        scores.specificity.map_or("-".into(), |v| format!("{v:.3}")),
+        scores.mean_lesion_mm2,
+        scores
+            .lesion_pct_of_lung
+            .map_or("-".into(), |v| format!("{v:.2} %")),
+        called.join(", ")
+    );
+    let report = serde_json::json!({
+        "model": info,
+        "data": data.display().to_string(),
+        "protocol": format!(
+            "radiologist-graded normal slices (no lesion): a slice is called when the lesion \
+             proposal inside the lung model's lungs covers at least {} mm²; odd image numbers \
+             only (even ones may be lesion training negatives)", a.min_area_mm2),
+        "normal_slices": scores,
     });
     let text = serde_json::to_string_pretty(&report)? + "\n";
     match &a.output {

@@ -23,6 +23,7 @@ impl ThresholdLungs {
             hu_min: -1100.0,
             hu_max: 900.0,
             pad_multiple: 8,
+            flip_average: false,
         }
     }
 

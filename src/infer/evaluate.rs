@@ -1,7 +1,9 @@
 //! Scoring lung proposals against reference masks on the full CT grid (Dice, Jaccard,
 //! mean (absolute) HU error, relative volume and mean-HU differences), as the
 //! lung-segmentation seed reports them; shared by `pulmo train`, `pulmo eval` and the
-//! tests (no libtorch needed).
+//! tests (no libtorch needed). Lesions: per-slice Dice and instances on the 2D test
+//! slices, slice-level calls on real volumes with slice labels, and false positives on
+//! radiologist-graded normal slices.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -469,6 +471,76 @@ pub fn evaluate_slice_labelled(
         seconds,
     )?;
     Ok((m, p.labels))
+}
+
+/// Lesion proposals on radiologist-graded normal slices (no lesion anywhere), one row per
+/// slice: the false positives a user would see on clear lungs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NormalSliceRow {
+    pub slice: String,
+    pub lung_mm2: f64,
+    pub lesion_mm2: f64,
+    /// At least the slice-call area of lesion was proposed.
+    pub called: bool,
+}
+
+/// [`NormalSliceRow`]s and their summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NormalSliceScores {
+    pub slices: usize,
+    pub called: usize,
+    /// Slices not called / all slices.
+    pub specificity: Option<f64>,
+    pub mean_lesion_mm2: f64,
+    /// Proposed lesion area / lung area, over all slices (%).
+    pub lesion_pct_of_lung: Option<f64>,
+    pub left_out_uncalibrated: Vec<String>,
+    pub rows: Vec<NormalSliceRow>,
+}
+
+/// Runs the lung model, then the lesion model inside those lungs, on the normal slices
+/// of `dir` that pass `select` (see [`super::lesion_data::read_normal_slices`]): a slice
+/// is called when the proposal covers at least `min_area_mm2`.
+pub fn evaluate_normal_slices(
+    lung: &mut dyn Segmenter,
+    lesion: &mut dyn Segmenter,
+    dir: &Path,
+    select: impl Fn(u64) -> bool,
+    min_area_mm2: f64,
+) -> Result<NormalSliceScores, InferError> {
+    use super::lesion_data::{SEMISEG_PIXEL_MM, read_normal_slices};
+    let (slices, skipped) = read_normal_slices(dir, SEMISEG_PIXEL_MM, select)?;
+    let mut rows = Vec::new();
+    for s in &slices {
+        let lungs = RunContext::detached(|ctx| lung.segment(&s.ct, SegmentInput::default(), ctx))?;
+        let input = SegmentInput {
+            lungs: Some(&lungs.labels),
+        };
+        let p = RunContext::detached(|ctx| lesion.segment(&s.ct, input, ctx))?;
+        let sp = s.ct.geometry.spacing_mm;
+        let pixel_mm2 = sp[0] * sp[1];
+        let count = |v: &[u8]| v.iter().filter(|&&x| x != 0).count() as f64 * pixel_mm2;
+        let lesion_mm2 = count(&p.labels.voxels);
+        rows.push(NormalSliceRow {
+            slice: s.name.clone(),
+            lung_mm2: count(&lungs.labels.voxels),
+            lesion_mm2,
+            called: lesion_mm2 >= min_area_mm2,
+        });
+    }
+    let called = rows.iter().filter(|r| r.called).count();
+    let n = rows.len();
+    let lung: f64 = rows.iter().map(|r| r.lung_mm2).sum();
+    let lesion_total: f64 = rows.iter().map(|r| r.lesion_mm2).sum();
+    Ok(NormalSliceScores {
+        slices: n,
+        called,
+        specificity: ratio(n - called, n),
+        mean_lesion_mm2: lesion_total / n.max(1) as f64,
+        lesion_pct_of_lung: (lung > 0.0).then(|| 100.0 * lesion_total / lung),
+        left_out_uncalibrated: skipped,
+        rows,
+    })
 }
 
 #[cfg(test)]

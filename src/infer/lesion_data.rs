@@ -59,6 +59,10 @@ impl GreyToHu {
 /// [`AERATED_LUNG_HU`] and [`SOFT_TISSUE_HU`]. A peak counts when at least 5 % of the
 /// pixels lie within 12 grey levels of it; a soft-tissue peak at the white end is
 /// clipped by the window and not used; without a lung peak the pooled mapping is used.
+/// Two peaks at least 50 levels apart set the scale, 4..16 HU per level: the narrow
+/// lung windows of COVID-SemiSeg (4.4..7.9 HU per level) and the wide -2048..~1000 HU
+/// mapping of the MosMed slices (about 12 HU per level, peaks 76 levels apart). No
+/// COVID-SemiSeg image maps differently from model v3's rule (100 levels, 4..8 HU).
 pub fn calibrate_windowed(grey: &[u8], lesions: Option<&[u8]>) -> GreyToHu {
     let mut hist = [0f64; 256];
     let mut n = 0f64;
@@ -98,8 +102,8 @@ pub fn calibrate_windowed(grey: &[u8], lesions: Option<&[u8]>) -> GreyToHu {
     let lung = peak_in(8, 110);
     let soft = peak_in(140, 256).filter(|&p| p < 245);
     match (lung, soft) {
-        (Some(l), Some(s)) if s >= l + 100 => {
-            let per = ((SOFT_TISSUE_HU - AERATED_LUNG_HU) / (s - l) as f32).clamp(4.0, 8.0);
+        (Some(l), Some(s)) if s >= l + 50 => {
+            let per = ((SOFT_TISSUE_HU - AERATED_LUNG_HU) / (s - l) as f32).clamp(4.0, 16.0);
             GreyToHu {
                 hu_at_0: AERATED_LUNG_HU - per * l as f32,
                 hu_per_level: per,
@@ -239,6 +243,84 @@ pub fn read_semiseg(dir: &Path) -> Result<Vec<Slice2d>, InferError> {
         });
     }
     Ok(out)
+}
+
+/// Which MosMed CT-0 slices (`CT-0/imgN.jpg`) the lesion model may learn "no lesion"
+/// from: even N. Odd N are never shown to it, so they measure its false positives on
+/// unseen normal lungs, and the classifier (issue #15) must leave the even ones out of
+/// its normal-vs-COVID measurements.
+pub fn mosmed_normal_for_lesion_training(n: u64) -> bool {
+    n.is_multiple_of(2)
+}
+
+/// The number N of an image called `N.jpg` or `imgN.jpg`.
+pub fn image_number(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    stem.strip_prefix("img").unwrap_or(stem).parse().ok()
+}
+
+/// Radiologist-graded normal chest slices (8-bit windowed JPEGs, e.g. MosMed `CT-0/`)
+/// whose number passes `select`, as one-slice CT volumes with no lesion labels, cropped
+/// to the body (pixels above -400 HU, with a 16-pixel margin). Images whose windowing
+/// cannot be calibrated from both peaks ([`calibrate_windowed`] method other than
+/// "lung+soft") are left out and returned by name: a guessed mapping could turn normal
+/// lung into ground glass.
+pub fn read_normal_slices(
+    dir: &Path,
+    pixel_mm: f64,
+    select: impl Fn(u64) -> bool,
+) -> Result<(Vec<Slice2d>, Vec<String>), InferError> {
+    let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "png"))
+        .filter_map(|p| Some((image_number(&p)?, p)))
+        .filter(|(n, _)| select(*n))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(err(dir, "no N.jpg or imgN.jpg images selected"));
+    }
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (_, path) in names {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let img = image::open(&path)
+            .map_err(|e| err(&path, format!("not a readable image: {e}")))?
+            .to_luma8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let map = calibrate_windowed(img.as_raw(), None);
+        if map.method != "lung+soft" {
+            skipped.push(name);
+            continue;
+        }
+        let body = |x: usize, y: usize| map.hu(img.as_raw()[x + w * y]) > -400.0;
+        let rows: Vec<usize> = (0..h)
+            .filter(|&y| (0..w).filter(|&x| body(x, y)).count() >= 8)
+            .collect();
+        let cols: Vec<usize> = (0..w)
+            .filter(|&x| (0..h).filter(|&y| body(x, y)).count() >= 8)
+            .collect();
+        let (Some(&y0), Some(&y1), Some(&x0), Some(&x1)) =
+            (rows.first(), rows.last(), cols.first(), cols.last())
+        else {
+            skipped.push(name);
+            continue;
+        };
+        let (x0, y0) = (x0.saturating_sub(16), y0.saturating_sub(16));
+        let (x1, y1) = ((x1 + 16).min(w - 1), (y1 + 16).min(h - 1));
+        let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
+        let grey: Vec<u8> = (y0..=y1)
+            .flat_map(|y| (x0..=x1).map(move |x| (x, y)))
+            .map(|(x, y)| img.as_raw()[x + w * y])
+            .collect();
+        let ct = volume_from_windowed(cw, ch, &grey, pixel_mm, &map);
+        let labels = ct.map(|_| 0u8);
+        out.push(Slice2d { name, ct, labels });
+    }
+    Ok((out, skipped))
 }
 
 /// A tiny deterministic value-noise field on a slice (for textures and borders).
@@ -540,6 +622,53 @@ mod tests {
         assert_eq!(with.method, "lung+soft");
         assert!((with.hu(40) - AERATED_LUNG_HU).abs() < 6.0, "{with:?}");
         assert!(calibrate_windowed(&[], None).method == "default");
+        // A wide window (MosMed: about -2048..1000 HU, peaks 76 levels apart).
+        let m = calibrate_windowed(&two_peaks(100, 176, 0.5), None);
+        assert_eq!(m.method, "lung+soft");
+        assert!((m.hu(100) - AERATED_LUNG_HU).abs() < 13.0, "{m:?}");
+        assert!((m.hu(176) - SOFT_TISSUE_HU).abs() < 13.0, "{m:?}");
+        assert!(m.hu_per_level > 11.0 && m.hu_per_level < 13.0, "{m:?}");
+    }
+
+    #[test]
+    fn normal_slices_are_cropped_to_the_body_and_unlabelled() {
+        let dir = std::env::temp_dir().join(format!("pulmo-normal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 128x96 image: outside the scan circle 0, a body (grey 176) from x 40..90,
+        // y 30..70 with two lungs (grey 100) inside.
+        let (w, h) = (128u32, 96u32);
+        let img = image::GrayImage::from_fn(w, h, |x, y| {
+            let inside = (40..90).contains(&x) && (30..70).contains(&y);
+            let lung = (46..62).contains(&x) || (68..84).contains(&x);
+            image::Luma([match (inside, lung && (36..64).contains(&y)) {
+                (false, _) => 0,
+                (true, true) => 100,
+                (true, false) => 176,
+            }])
+        });
+        img.save(dir.join("img2.png")).unwrap();
+        img.save(dir.join("img3.png")).unwrap();
+        image::GrayImage::from_pixel(w, h, image::Luma([200]))
+            .save(dir.join("img4.png"))
+            .unwrap();
+        let (slices, skipped) =
+            read_normal_slices(&dir, 0.75, mosmed_normal_for_lesion_training).unwrap();
+        assert_eq!(skipped, vec!["img4.png".to_string()]);
+        assert_eq!(slices.len(), 1);
+        let s = &slices[0];
+        assert_eq!(s.name, "img2.png");
+        // Body x 40..=89 and y 30..=69, plus 16 px each side.
+        assert_eq!(s.ct.geometry.dims, [82, 72, 1]);
+        assert!(s.labels.voxels.iter().all(|&v| v == 0));
+        // Pixel (54, 44) of the image, in a lung.
+        assert!((s.ct.get(30, 30, 0) as f32 - AERATED_LUNG_HU).abs() < 13.0);
+        assert!((s.ct.get(0, 0, 0) as f32) < -1500.0);
+        let e = read_normal_slices(&dir, 0.75, |_| false)
+            .err()
+            .expect("nothing selected is an error")
+            .to_string();
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

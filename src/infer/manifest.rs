@@ -53,6 +53,10 @@ pub struct InputSpec {
     /// Input height and width are padded to a multiple of this.
     #[serde(default = "default_pad")]
     pub pad_multiple: usize,
+    /// Test-time augmentation: run each slice and its left-right mirror image and
+    /// average the probabilities (twice the model time).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip_average: bool,
 }
 
 fn default_pad() -> usize {
@@ -263,6 +267,7 @@ mod tests {
                 hu_min: -1000.0,
                 hu_max: 400.0,
                 pad_multiple: 16,
+                flip_average: false,
             },
             postprocess: Default::default(),
             training: serde_json::Value::Null,

@@ -7,7 +7,9 @@
 //!   resamples each axial slice onto an axis-aligned patient-frame grid at the model's
 //!   spacing (so flips and axis order of the file do not matter), normalises as the
 //!   manifest says, runs batches, maps probabilities back to the CT grid bilinearly,
-//!   takes the arg-max and post-processes ([`postprocess`]).
+//!   takes the arg-max and post-processes ([`postprocess`]). Lesion models run only on
+//!   the lungs' slices and box plus 32 mm of context ([`pipeline::Roi`]); a manifest may
+//!   ask for test-time left-right flip averaging (`input.flip_average`).
 //! - [`manifest::Manifest`]: what a weight file is (task, classes, input spacing, HU
 //!   window, architecture, training and metrics, sha256).
 //! - [`worker::Worker`]: one thread owns the models, takes jobs on a bounded channel,

@@ -47,6 +47,18 @@ impl SliceGrid {
     /// The grid for `geometry` at `spacing_mm`, padded to a multiple of `pad`.
     /// Fails unless the third voxel axis is the patient's z axis within 30°.
     pub fn new(geometry: &Geometry, spacing_mm: f64, pad: usize) -> Result<SliceGrid, InferError> {
+        SliceGrid::within(geometry, spacing_mm, pad, None)
+    }
+
+    /// [`SliceGrid::new`] covering only the part of the volume inside the patient x/y
+    /// `bounds` (mm, `[lo, hi]` per axis) when given; the padding to `pad` may reach
+    /// past them (real CT where there is some).
+    pub fn within(
+        geometry: &Geometry,
+        spacing_mm: f64,
+        pad: usize,
+        bounds: Option<[[f64; 2]; 2]>,
+    ) -> Result<SliceGrid, InferError> {
         let d = geometry.direction;
         let normal = d.column(2);
         if normal[2].abs() < 0.866 {
@@ -79,6 +91,14 @@ impl SliceGrid {
             for a in 0..2 {
                 lo[a] = lo[a].min(p[a]);
                 hi[a] = hi[a].max(p[a]);
+            }
+        }
+        if let Some(b) = bounds {
+            for a in 0..2 {
+                let (l, h) = (lo[a].max(b[a][0]), hi[a].min(b[a][1]));
+                if l <= h {
+                    (lo[a], hi[a]) = (l, h);
+                }
             }
         }
         let pad = pad.max(1);
@@ -201,6 +221,62 @@ pub fn slice_input(grid: &SliceGrid, ct: &CtVolume, k: usize, spec: &InputSpec, 
     }
 }
 
+/// In-plane context (mm) the lesion model gets around the lungs' box.
+pub const ROI_CONTEXT_MM: f64 = 32.0;
+
+/// The part of a volume a model runs on: a range of slices and a patient x/y box.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Roi {
+    pub slices: std::ops::Range<usize>,
+    /// `[[x_lo, x_hi], [y_lo, y_hi]]` in mm (patient frame).
+    pub bounds_mm: [[f64; 2]; 2],
+}
+
+impl Roi {
+    /// The slices holding any non-zero voxel of `mask` and its x/y box grown by
+    /// `margin_mm`; `None` for an empty mask.
+    pub fn around(mask: &LabelVolume, margin_mm: f64) -> Option<Roi> {
+        let [nx, ny, nz] = mask.geometry.dims;
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+        for k in 0..nz {
+            let slice = mask.slice_k(k);
+            for j in 0..ny {
+                let row = &slice[j * nx..(j + 1) * nx];
+                let (Some(a), Some(b)) = (
+                    row.iter().position(|&v| v != 0),
+                    row.iter().rposition(|&v| v != 0),
+                ) else {
+                    continue;
+                };
+                for (axis, (l, h)) in [(0, (a, b)), (1, (j, j)), (2, (k, k))] {
+                    lo[axis] = lo[axis].min(l);
+                    hi[axis] = hi[axis].max(h);
+                }
+            }
+        }
+        if lo[0] == usize::MAX {
+            return None;
+        }
+        let mut b = [[f64::INFINITY, f64::NEG_INFINITY]; 2];
+        for c in 0..8 {
+            let v = nalgebra::Vector3::new(
+                if c & 1 == 0 { lo[0] } else { hi[0] } as f64,
+                if c & 2 == 0 { lo[1] } else { hi[1] } as f64,
+                if c & 4 == 0 { lo[2] } else { hi[2] } as f64,
+            );
+            let p = mask.geometry.world_at_voxel(v);
+            for a in 0..2 {
+                b[a][0] = b[a][0].min(p[a] - margin_mm);
+                b[a][1] = b[a][1].max(p[a] + margin_mm);
+            }
+        }
+        Some(Roi {
+            slices: lo[2]..hi[2] + 1,
+            bounds_mm: b,
+        })
+    }
+}
+
 /// A [`SliceModel`] with its input spec, class labels and post-processing: a
 /// [`Segmenter`].
 pub struct SlicePipeline<M: SliceModel> {
@@ -214,14 +290,24 @@ pub struct SlicePipeline<M: SliceModel> {
 
 impl<M: SliceModel> SlicePipeline<M> {
     /// Class index and probability (0..=255) per CT voxel, before post-processing.
+    /// With `roi`, only its slices and its in-plane box are run (elsewhere: background,
+    /// probability 0).
     pub fn predict_volume(
         &mut self,
         ct: &CtVolume,
+        roi: Option<&Roi>,
         ctx: &mut RunContext<'_>,
     ) -> Result<(LabelVolume, Volume<u8>, f64, String), InferError> {
         let g = &ct.geometry;
-        let grid = SliceGrid::new(g, self.spec.spacing_mm, self.spec.pad_multiple)?;
+        let grid = SliceGrid::within(
+            g,
+            self.spec.spacing_mm,
+            self.spec.pad_multiple,
+            roi.map(|r| r.bounds_mm),
+        )?;
         let [nx, ny, nz] = g.dims;
+        let (k_first, k_end) =
+            roi.map_or((0, nz), |r| (r.slices.start.min(nz), r.slices.end.min(nz)));
         let (w, h) = (grid.width, grid.height);
         let channels = self.spec.channels();
         let classes = self.class_labels.len();
@@ -232,11 +318,13 @@ impl<M: SliceModel> SlicePipeline<M> {
         let mut model_seconds = 0.0;
         let (mut sample_seconds, mut stitch_seconds) = (0.0, 0.0);
         let mut input = vec![0f32; batch * channels * w * h];
-        let mut k0 = 0;
-        ctx.report(0, nz);
-        while k0 < nz {
+        let mut flipped = Vec::new();
+        let mut k0 = k_first;
+        let todo = k_end - k_first;
+        ctx.report(0, todo);
+        while k0 < k_end {
             ctx.check()?;
-            let n = batch.min(nz - k0);
+            let n = batch.min(k_end - k0);
             let t = Instant::now();
             let plane = channels * w * h;
             input[..n * plane]
@@ -245,9 +333,29 @@ impl<M: SliceModel> SlicePipeline<M> {
                 .for_each(|(s, out)| slice_input(&grid, ct, k0 + s, &self.spec, out));
             sample_seconds += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let probs = self
+            let mut probs = self
                 .model
                 .predict(&input[..n * channels * w * h], [n, channels, h, w])?;
+            if self.spec.flip_average && probs.len() == n * classes * w * h {
+                // Test-time augmentation: the left-right mirror image too, its
+                // probabilities mirrored back and averaged with the first.
+                flipped.clear();
+                flipped.extend_from_slice(&input[..n * channels * w * h]);
+                flipped.par_chunks_mut(w).for_each(|row| row.reverse());
+                let mirrored = self.model.predict(&flipped, [n, channels, h, w])?;
+                if mirrored.len() == probs.len() {
+                    probs
+                        .par_chunks_mut(w)
+                        .zip(mirrored.par_chunks(w))
+                        .for_each(|(a, b)| {
+                            for (x, y) in a.iter_mut().zip(b.iter().rev()) {
+                                *x = 0.5 * (*x + y);
+                            }
+                        });
+                } else {
+                    probs = mirrored;
+                }
+            }
             model_seconds += t.elapsed().as_secs_f64();
             if probs.len() != n * classes * w * h {
                 return Err(InferError::Model {
@@ -300,15 +408,20 @@ impl<M: SliceModel> SlicePipeline<M> {
                 });
             stitch_seconds += t.elapsed().as_secs_f64();
             k0 += n;
-            ctx.report(k0, nz);
+            ctx.report(k0 - k_first, todo);
         }
         let class_map = Volume::new(g.clone(), class_vol).expect("same grid");
         let conf = Volume::new(g.clone(), conf_vol).expect("same grid");
         let detail = format!(
-            "{h}x{w} model input at {} mm, batch {batch}, {nz} slices; \
+            "{h}x{w} model input at {} mm{}, batch {batch}, {todo} of {nz} slices; \
              sampling {sample_seconds:.2} s, model {model_seconds:.2} s, \
              back to the CT grid {stitch_seconds:.2} s",
-            self.spec.spacing_mm
+            self.spec.spacing_mm,
+            if self.spec.flip_average {
+                " with its mirror image"
+            } else {
+                ""
+            }
         );
         Ok((class_map, conf, model_seconds, detail))
     }
@@ -330,7 +443,17 @@ impl<M: SliceModel> Segmenter for SlicePipeline<M> {
         ctx: &mut RunContext<'_>,
     ) -> Result<Proposal, InferError> {
         let t = Instant::now();
-        let (classes, mut confidence, model_seconds, mut detail) = self.predict_volume(ct, ctx)?;
+        // Lesions are only kept near the lungs: the model runs on the lungs' slices and
+        // box (with context around them), not on the whole field of view.
+        let roi = match (self.task, input.lungs) {
+            (Task::Lesion, Some(lungs)) if lungs.geometry.dims == ct.geometry.dims => Roi::around(
+                lungs,
+                ROI_CONTEXT_MM + self.post.lung_margin_mm.unwrap_or(5.0),
+            ),
+            _ => None,
+        };
+        let (classes, mut confidence, model_seconds, mut detail) =
+            self.predict_volume(ct, roi.as_ref(), ctx)?;
         ctx.check()?;
         let t_post = Instant::now();
         let table = self.class_labels.clone();
@@ -380,6 +503,7 @@ mod tests {
             hu_min: -1000.0,
             hu_max: 1000.0,
             pad_multiple: 8,
+            flip_average: false,
         }
     }
 
@@ -467,7 +591,8 @@ mod tests {
             class_labels: vec![0, 3],
             post: Default::default(),
         };
-        let (cls, conf, _, _) = RunContext::detached(|ctx| p.predict_volume(&ct, ctx)).unwrap();
+        let (cls, conf, _, _) =
+            RunContext::detached(|ctx| p.predict_volume(&ct, None, ctx)).unwrap();
         let mut wrong = 0;
         for k in 0..7 {
             for j in 0..36 {
@@ -483,6 +608,96 @@ mod tests {
         }
         assert_eq!(wrong, 0);
         assert!(conf.voxels.iter().all(|&c| c >= 128));
+    }
+
+    /// Probability of class 1 rises from the left edge of the model image to the right.
+    struct Ramp;
+    impl SliceModel for Ramp {
+        fn info(&self) -> ModelInfo {
+            ModelInfo {
+                name: "ramp".into(),
+                version: "0".into(),
+                device: "cpu".into(),
+            }
+        }
+        fn predict(&mut self, _: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, InferError> {
+            let [n, _, h, w] = shape;
+            let mut out = vec![0f32; n * 2 * h * w];
+            for s in 0..n {
+                for p in 0..h * w {
+                    let fg = (p % w) as f32 / (w - 1) as f32;
+                    out[s * 2 * h * w + p] = 1.0 - fg;
+                    out[s * 2 * h * w + h * w + p] = fg;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn flip_averaging_mirrors_the_second_pass_back() {
+        // A ramp averaged with its mirror image is 0.5 everywhere; without averaging
+        // the left half is background and the right half class 1.
+        let g = Geometry::axis_aligned([16, 8, 2], [1.0; 3], [0.0; 3]);
+        let ct = Volume::filled(g, 0i16).unwrap();
+        let mut p = SlicePipeline {
+            model: Ramp,
+            task: Task::Lesion,
+            spec: spec(1.0),
+            class_labels: vec![0, 3],
+            post: Default::default(),
+        };
+        let (cls, _, _, _) = RunContext::detached(|ctx| p.predict_volume(&ct, None, ctx)).unwrap();
+        assert_eq!((cls.get(1, 3, 0), cls.get(14, 3, 0)), (0, 1));
+        p.spec.flip_average = true;
+        let (_, conf, _, detail) =
+            RunContext::detached(|ctx| p.predict_volume(&ct, None, ctx)).unwrap();
+        assert!(
+            conf.voxels.iter().all(|&c| c == 128),
+            "{:?}",
+            &conf.voxels[..16]
+        );
+        assert!(detail.contains("mirror"), "{detail}");
+    }
+
+    #[test]
+    fn roi_limits_the_slices_and_box_the_model_runs_on() {
+        let g = Geometry::axis_aligned([40, 30, 10], [0.5, 0.5, 2.0], [-10.0, 5.0, 0.0]);
+        let mut mask = LabelVolume::filled(g.clone(), 0).unwrap();
+        for k in 3..6 {
+            for j in 10..20 {
+                for i in 12..22 {
+                    mask.set(i, j, k, 1);
+                }
+            }
+        }
+        let roi = Roi::around(&mask, 2.0).unwrap();
+        assert_eq!(roi.slices, 3..6);
+        // Voxels 12..=21 at 0.5 mm from -10: x -4.0..0.5, grown by 2 mm.
+        assert_eq!(roi.bounds_mm, [[-6.0, 2.5], [8.0, 16.5]]);
+        assert!(Roi::around(&LabelVolume::filled(g.clone(), 0).unwrap(), 2.0).is_none());
+        // Everything bright: the model marks all it sees, which is the ROI's slices and
+        // (up to the padding) its box.
+        let ct = Volume::filled(g, 900i16).unwrap();
+        let mut p = SlicePipeline {
+            model: Threshold,
+            task: Task::Lesion,
+            spec: spec(0.5),
+            class_labels: vec![0, 3],
+            post: Default::default(),
+        };
+        let (cls, _, _, detail) =
+            RunContext::detached(|ctx| p.predict_volume(&ct, Some(&roi), ctx)).unwrap();
+        assert!(detail.contains("3 of 10 slices"), "{detail}");
+        for k in 0..10 {
+            let marked = cls.slice_k(k).iter().filter(|&&c| c == 1).count();
+            if (3..6).contains(&k) {
+                // The 18 x 18 px box, padded to 24 x 24 (multiple of 8).
+                assert_eq!(marked, 24 * 24, "slice {k}");
+            } else {
+                assert_eq!(marked, 0, "slice {k}");
+            }
+        }
     }
 
     #[test]
@@ -509,7 +724,7 @@ mod tests {
             progress: &progress,
         };
         assert!(matches!(
-            p.predict_volume(&ct, &mut ctx),
+            p.predict_volume(&ct, None, &mut ctx),
             Err(InferError::Cancelled)
         ));
         assert_eq!(*seen.lock().unwrap(), vec![(0, 9), (3, 9)]);

@@ -151,6 +151,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     o.skip_eval = a.no_eval;
     o.device = a.device;
     o.real_per_batch = a.real_per_batch;
+    o.normal_per_batch = a.normal_per_batch;
     o.time_budget_s = a.time_budget_min.map(|m| m * 60.0);
     o.keep_best = a.keep_best;
     o.model_version = a.model_version.clone();

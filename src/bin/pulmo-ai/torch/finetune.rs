@@ -228,6 +228,12 @@ pub fn finetune(
             topts.seed = o.seed;
             topts.batch = o.batch - user_per_batch;
             topts.max_slices_per_case = Some(20);
+            // A parent that learnt "no lesion" from normal slices replays them too.
+            if parent.training["data_detail"]["normal_slices"].is_object()
+                && d.join("classify/mosmed-slices/CT-0").is_dir()
+            {
+                topts.normal_per_batch = Some(1);
+            }
             let (replay, _, note) = lesion_pools(&topts, &spec, log)?;
             for (p, take) in replay {
                 pools.push((p, take.min(o.batch - user_per_batch).max(1)));

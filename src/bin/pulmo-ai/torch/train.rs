@@ -54,6 +54,9 @@ pub struct TrainOptions {
     /// Lesion training: real COVID-SemiSeg slices per batch (the rest synthetic);
     /// default half.
     pub real_per_batch: Option<usize>,
+    /// Lesion training: radiologist-graded normal slices per batch (MosMed CT-0, the
+    /// even-numbered images; labels all "no lesion"); default none.
+    pub normal_per_batch: Option<usize>,
     /// Wall-time budget (seconds): after the first epoch of a run the number of epochs
     /// is cut to what fits (never raised above `epochs`) and the learning-rate schedule
     /// is fitted to that number.
@@ -93,6 +96,7 @@ impl TrainOptions {
             command: String::new(),
             augment: Augment::Standard,
             real_per_batch: None,
+            normal_per_batch: None,
             time_budget_s: None,
             keep_best: false,
             model_version: "1".into(),
@@ -128,6 +132,7 @@ impl TrainOptions {
             hu_min,
             hu_max,
             pad_multiple: 1 << self.arch.depth,
+            flip_average: false,
         }
     }
 
@@ -765,10 +770,53 @@ pub(crate) fn lesion_pools(
         val.len(),
         synth.len()
     ));
+    let mut normal = Vec::new();
+    let mut normal_note = serde_json::Value::Null;
+    let normal_per_batch = opts.normal_per_batch.unwrap_or(0);
+    if normal_per_batch > 0 {
+        use pulmo::infer::lesion_data::{
+            SEMISEG_PIXEL_MM, mosmed_normal_for_lesion_training, read_normal_slices,
+        };
+        let dir = opts.data.join("classify/mosmed-slices/CT-0");
+        let (slices, skipped) =
+            read_normal_slices(&dir, SEMISEG_PIXEL_MM, mosmed_normal_for_lesion_training)?;
+        let mut names = Vec::new();
+        for s in &slices {
+            let case = Case {
+                name: s.name.clone(),
+                ct: s.ct.clone(),
+                mask: s.labels.clone(),
+                ct_path: dir.join(&s.name),
+            };
+            normal.extend(case_samples(&case, spec, &class_of_lesion)?);
+            names.push(s.name.clone());
+        }
+        if let Some(n) = opts.max_slices_per_case {
+            normal.truncate(n);
+        }
+        log(&format!(
+            "normal slices: {} MosMed CT-0 images (even numbers), {} left out (windowing not calibrated: {})",
+            normal.len(),
+            skipped.len(),
+            skipped.join(", ")
+        ));
+        normal_note = serde_json::json!({
+            "folder": "classify/mosmed-slices/CT-0",
+            "rule": "even image numbers (lesion_data::mosmed_normal_for_lesion_training); odd ones never seen",
+            "images": names,
+            "left_out_uncalibrated": skipped,
+        });
+    }
     let half = opts
         .real_per_batch
         .unwrap_or(opts.batch / 2)
         .clamp(1, opts.batch.max(1));
+    let normal_n = if normal.is_empty() {
+        0
+    } else {
+        normal_per_batch.min(opts.batch.saturating_sub(half + 1))
+    };
+    let synth_n = opts.batch.saturating_sub(half + normal_n).max(1);
     let note = serde_json::json!({
         "real_training_slices": real_names,
         "real_validation_slices": val_names,
@@ -780,14 +828,12 @@ pub(crate) fn lesion_pools(
             pulmo::infer::lesion_data::SOFT_TISSUE_HU,
             pulmo::infer::lesion_data::DEFAULT_HU_PER_LEVEL
         ),
-        "batch_mix": format!("{} real + {} synthetic", half, opts.batch.saturating_sub(half).max(1)),
+        "batch_mix": format!("{half} real + {synth_n} synthetic + {normal_n} normal"),
+        "normal_slices": normal_note,
     });
-    Ok((
-        vec![
-            (real, half),
-            (synth, opts.batch.saturating_sub(half).max(1)),
-        ],
-        val,
-        note,
-    ))
+    let mut pools = vec![(real, half), (synth, synth_n)];
+    if normal_n > 0 {
+        pools.push((normal, normal_n));
+    }
+    Ok((pools, val, note))
 }
