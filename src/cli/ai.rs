@@ -335,12 +335,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         "min_dice": rows.iter().map(|m| m.dice).fold(f64::INFINITY, f64::min),
         "mean_jaccard": rows.iter().map(|m| m.jaccard).sum::<f64>() / n,
     });
-    let text = serde_json::to_string_pretty(&report)? + "\n";
-    match &a.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
-    }
-    Ok(())
+    write_report(a, &report)
 }
 
 fn eval_lesion(a: &EvalArgs) -> Result<()> {
@@ -396,7 +391,12 @@ fn eval_lesion(a: &EvalArgs) -> Result<()> {
         "instances": inst,
         "slices": rows,
     });
-    let text = serde_json::to_string_pretty(&report)? + "\n";
+    write_report(a, &report)
+}
+
+/// Writes an evaluation report as pretty JSON to `--output`, or prints it.
+fn write_report(a: &EvalArgs, report: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)? + "\n";
     match &a.output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
         None => print!("{text}"),
@@ -448,12 +448,7 @@ fn eval_lesion_normal_slices(a: &EvalArgs, data: &Path) -> Result<()> {
              only (even ones may be lesion training negatives)", a.min_area_mm2),
         "normal_slices": scores,
     });
-    let text = serde_json::to_string_pretty(&report)? + "\n";
-    match &a.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
-    }
-    Ok(())
+    write_report(a, &report)
 }
 
 /// `pulmo eval lesion --data DIR` on real volumes with slice-level infection labels.
@@ -515,12 +510,7 @@ fn eval_lesion_volumes(a: &EvalArgs, data: &Path) -> Result<()> {
         "specificity_lung_slices": spec_lung,
         "volumes": rows,
     });
-    let text = serde_json::to_string_pretty(&report)? + "\n";
-    match &a.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
-    }
-    Ok(())
+    write_report(a, &report)
 }
 
 /// Submits one job and waits for its proposal, printing progress when `verbose`.

@@ -447,6 +447,20 @@ pub fn pooled_slice_scores(
     (ratio(tp, tp + fneg), ratio(tn, tn + fp), spec_lung)
 }
 
+/// The lung proposal, then the lesion proposal inside those lungs, as the viewer runs them.
+fn lesions_in_lungs(
+    lung: &mut dyn Segmenter,
+    lesion: &mut dyn Segmenter,
+    ct: &CtVolume,
+) -> Result<(super::Proposal, super::Proposal), InferError> {
+    let lungs = RunContext::detached(|ctx| lung.segment(ct, SegmentInput::default(), ctx))?;
+    let input = SegmentInput {
+        lungs: Some(&lungs.labels),
+    };
+    let lesions = RunContext::detached(|ctx| lesion.segment(ct, input, ctx))?;
+    Ok((lungs, lesions))
+}
+
 /// Runs the lung model, then the lesion model inside those lungs (as the viewer does),
 /// and scores the lesions against the volume's slice labels. Returns the lesion labels too.
 pub fn evaluate_slice_labelled(
@@ -456,11 +470,7 @@ pub fn evaluate_slice_labelled(
     min_area_mm2: f64,
 ) -> Result<(VolumeLesionMetrics, LabelVolume), InferError> {
     let t = Instant::now();
-    let lungs = RunContext::detached(|ctx| lung.segment(&volume.ct, SegmentInput::default(), ctx))?;
-    let input = SegmentInput {
-        lungs: Some(&lungs.labels),
-    };
-    let p = RunContext::detached(|ctx| lesion.segment(&volume.ct, input, ctx))?;
+    let (lungs, p) = lesions_in_lungs(lung, lesion, &volume.ct)?;
     let seconds = t.elapsed().as_secs_f64();
     let m = score_slice_labels(
         &volume.name,
@@ -512,11 +522,7 @@ pub fn evaluate_normal_slices(
     let (slices, skipped) = read_normal_slices(dir, SEMISEG_PIXEL_MM, select)?;
     let mut rows = Vec::new();
     for s in &slices {
-        let lungs = RunContext::detached(|ctx| lung.segment(&s.ct, SegmentInput::default(), ctx))?;
-        let input = SegmentInput {
-            lungs: Some(&lungs.labels),
-        };
-        let p = RunContext::detached(|ctx| lesion.segment(&s.ct, input, ctx))?;
+        let (lungs, p) = lesions_in_lungs(lung, lesion, &s.ct)?;
         let sp = s.ct.geometry.spacing_mm;
         let pixel_mm2 = sp[0] * sp[1];
         let count = |v: &[u8]| v.iter().filter(|&&x| x != 0).count() as f64 * pixel_mm2;
