@@ -150,7 +150,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pulmo: error: {e:#}");
+            // Each cause once: errors that already print their source are not repeated.
+            eprintln!("pulmo: error: {}", crate::io::guard::error_chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -253,11 +254,17 @@ fn info(path: &Path, only_series: Option<&str>) -> Result<()> {
             Err(e) => {
                 failures += 1;
                 println!("  error: {e}");
+                if scan.series.len() > 1 {
+                    eprintln!("pulmo: error: {e}");
+                } else {
+                    // The one series' reason is the error (on stderr, once).
+                    return Err(e.into());
+                }
             }
         }
     }
     if scan.series.is_empty() || failures == scan.series.len() {
-        anyhow::bail!("{}: no series could be loaded", path.display());
+        anyhow::bail!("{}: none of its series could be loaded", path.display());
     }
     Ok(())
 }
@@ -285,7 +292,8 @@ fn convert(path: &Path, out: &Path, series: Option<&str>) -> Result<()> {
     for w in &loaded.warnings {
         eprintln!("pulmo: warning: {w}");
     }
-    io::nifti::write_nifti(out, &loaded.volume)?;
+    io::nifti::write_nifti(out, &loaded.volume)
+        .with_context(|| format!("converting {}", path.display()))?;
     println!("{} -> {}", path.display(), out.display());
     Ok(())
 }
@@ -530,7 +538,10 @@ fn compare_batch(a: &CompareArgs) -> Result<()> {
             Ok((_, rows)) => rows,
             Err(e) => {
                 failed += 1;
-                eprintln!("pulmo: warning: {case} skipped: {e:#}");
+                eprintln!(
+                    "pulmo: warning: {case} skipped: {}",
+                    crate::io::guard::error_chain(&*e)
+                );
                 continue;
             }
         };
@@ -639,7 +650,14 @@ fn import_seg_cmd(ct_path: &Path, seg_path: &Path, out: &Path, series: Option<&s
         out.display()
     );
     let loaded = load_dicom_ct(ct_path, series)?;
-    let imported = seg::read_seg(seg_path, &loaded.volume.geometry)?;
+    let imported = seg::read_seg(
+        seg_path,
+        &loaded.volume.geometry,
+        loaded
+            .dicom_meta
+            .as_ref()
+            .and_then(|m| m.frame_of_reference_uid.as_deref()),
+    )?;
     for w in &imported.warnings {
         eprintln!("pulmo: warning: {w}");
     }

@@ -160,7 +160,7 @@ fn round_trip(geometry: Geometry) {
     assert_eq!(source, loaded.meta.sop_instance_uids[1]);
 
     // Import.
-    let back = seg::read_seg(&out, &g).unwrap();
+    let back = seg::read_seg(&out, &g, None).unwrap();
     assert!(back.warnings.is_empty(), "{:?}", back.warnings);
     assert_eq!(back.labels.geometry, g);
     assert!(back.labels.voxels == labels.voxels, "voxels differ");
@@ -258,7 +258,7 @@ fn real_series_lung_mask() {
         ..Default::default()
     };
     seg::write_seg(&out, &labels, &table, &loaded.meta, &options).unwrap();
-    let back = seg::read_seg(&out, &g).unwrap();
+    let back = seg::read_seg(&out, &g, None).unwrap();
     assert!(back.warnings.is_empty(), "{:?}", back.warnings);
     assert!(back.labels.voxels == labels.voxels, "voxels differ");
 
@@ -328,7 +328,7 @@ fn overlapping_segments_later_wins() {
     );
     let edited = tmp.path().join("b.dcm");
     file.write_to_file(&edited).unwrap();
-    let back = seg::read_seg(&edited, &g).unwrap();
+    let back = seg::read_seg(&edited, &g, None).unwrap();
     assert_eq!(back.warnings.len(), 1, "{:?}", back.warnings);
     assert!(back.warnings[0].contains("overlap"), "{}", back.warnings[0]);
     assert_eq!(back.labels.get(5, 6, 2), 3);
@@ -364,21 +364,21 @@ fn errors_name_the_file() {
     let mut dims = g.clone();
     dims.dims = [30, 24, 10];
     for other in [moved, spacing, rotated, dims] {
-        let e = seg::read_seg(&out, &other).unwrap_err();
+        let e = seg::read_seg(&out, &other, None).unwrap_err();
         assert!(matches!(e, SegError::GridMismatch { .. }), "{e}");
         assert!(e.to_string().contains(&shown), "{e}");
     }
 
     // A CT slice is DICOM but not a SEG.
     let slice = ct_dir.join("slice_0000.dcm");
-    let e = seg::read_seg(&slice, &g).unwrap_err();
+    let e = seg::read_seg(&slice, &g, None).unwrap_err();
     assert!(matches!(e, SegError::NotSeg { .. }), "{e}");
     assert!(e.to_string().contains(&slice.display().to_string()), "{e}");
 
     // Not DICOM at all.
     let text = tmp.path().join("notes.txt");
     std::fs::write(&text, "not dicom").unwrap();
-    let e = seg::read_seg(&text, &g).unwrap_err();
+    let e = seg::read_seg(&text, &g, None).unwrap_err();
     assert!(matches!(e, SegError::NotDicom { .. }), "{e}");
     assert!(e.to_string().contains(&text.display().to_string()), "{e}");
 
@@ -422,7 +422,7 @@ fn highdicom_seg(kind: &str) -> Option<(seg::SegImport, LabelVolume)> {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    let imported = seg::read_seg(&out, &g).unwrap();
+    let imported = seg::read_seg(&out, &g, None).unwrap();
     // The boxes the script draws (i, j ranges; slices).
     let mut expected = Volume::filled(g, 0u8).unwrap();
     for k in 1..4 {

@@ -167,24 +167,12 @@ pub fn read_user_studies(
         let map = crate::io::read_label_map(labels_path)
             .map_err(|e| data_err(labels_path, e.to_string()))?
             .volume;
-        if map.geometry.dims != ct.geometry.dims {
+        // The full grid (dims, spacing, origin, axes; volume::GRID_TOLERANCE).
+        if let Some(difference) = ct.geometry.grid_difference(&map.geometry) {
             return Err(data_err(
                 labels_path,
                 format!(
-                    "label map grid {:?} differs from its CT's {:?} ({})",
-                    map.geometry.dims,
-                    ct.geometry.dims,
-                    ct_path.display()
-                ),
-            ));
-        }
-        let off = (map.geometry.origin_mm - ct.geometry.origin_mm).norm();
-        let ds = (map.geometry.spacing_mm - ct.geometry.spacing_mm).norm();
-        if off > 0.5 || ds > 1e-3 {
-            return Err(data_err(
-                labels_path,
-                format!(
-                    "label map is not on its CT's grid ({}): origins {off:.2} mm apart, spacings differ by {ds:.4} mm",
+                    "label map grid differs from its CT's ({}): {difference}",
                     ct_path.display()
                 ),
             ));

@@ -1,10 +1,12 @@
 //! Readers and writers: DICOM series (dicom-rs), NIfTI-1 (`.nii`, `.nii.gz`) and NRRD
 //! (`.nrrd`, `.nhdr`). Every error names the file and the problem; nothing here panics on
-//! malformed input. The NIfTI and NRRD readers share their sample conversion (stored
+//! malformed input: sizes from headers, special files, nesting depth and codec panics go
+//! through [`guard`]. The NIfTI and NRRD readers share their sample conversion (stored
 //! types to HU or labels) in `samples`.
 
 pub mod atomic;
 pub mod dicom;
+pub mod guard;
 pub mod nifti;
 pub mod nrrd;
 pub(crate) mod samples;

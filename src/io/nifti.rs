@@ -16,7 +16,6 @@
 //!
 //! Every error names the file; nothing here panics on malformed input.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +23,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::{Matrix3, Matrix4, Vector3};
 
 use super::ReadVolume;
+use super::guard;
 use super::samples::{self, InvalidValue, SampleType, Target};
 use crate::volume::{Geometry, Volume, VolumeError, ras_from_lps};
 
@@ -592,13 +592,10 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
         },
     })?;
     let offset = voxel_offset(path, &h, &mut warnings)?;
+    let count = src.check_voxel_sizes::<T>(dims, ty, offset)?;
     src.skip_to(offset)?;
-    let data = src.read_voxel_bytes(dims, ty)?;
+    let decoded = src.read_voxels::<T>(count, dims, ty, big_endian, scaling)?;
     src.finish()?;
-
-    let decoded = samples::decode::<T>(&data, ty, big_endian, scaling)
-        .map_err(|e| bad_value::<T>(path, e, dims, scaling.is_some()))?;
-    drop(data);
     decoded
         .into_read_volume(geometry, path, warnings)
         .map_err(|source| NiftiError::Geometry {
@@ -649,11 +646,17 @@ struct Stream<'a> {
     path: &'a Path,
     reader: Box<dyn Read>,
     gz: bool,
+    /// The file's length in bytes (compressed, for a gzip stream).
+    file_len: u64,
 }
 
 impl<'a> Stream<'a> {
     fn open(path: &'a Path) -> Result<Self, NiftiError> {
-        let file = File::open(path).map_err(io_error(path, "cannot open"))?;
+        let file = guard::open_regular_file(path).map_err(io_error(path, "cannot open"))?;
+        let file_len = file
+            .metadata()
+            .map_err(io_error(path, "cannot open"))?
+            .len();
         let mut buffered = BufReader::with_capacity(1 << 16, file);
         let gz = {
             let head = buffered.fill_buf().map_err(io_error(path, "cannot read"))?;
@@ -664,7 +667,12 @@ impl<'a> Stream<'a> {
         } else {
             Box::new(buffered)
         };
-        Ok(Stream { path, reader, gz })
+        Ok(Stream {
+            path,
+            reader,
+            gz,
+            file_len,
+        })
     }
 
     /// What the bytes come from, for messages.
@@ -733,38 +741,67 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    /// Reads the stored bytes of `dims` voxels of type `ty`.
-    fn read_voxel_bytes(
-        &mut self,
+    /// Checks, before anything is allocated, that `dims` voxels of `ty` can be in the
+    /// file (an uncompressed file must hold them after `offset`; a gzip stream cannot
+    /// expand more than [`guard::DEFLATE_MAX_RATIO`] times) and that the converted
+    /// volume fits the memory budget. Returns the voxel count.
+    fn check_voxel_sizes<T>(
+        &self,
         dims: [usize; 3],
         ty: SampleType,
-    ) -> Result<Vec<u8>, NiftiError> {
+        offset: u64,
+    ) -> Result<usize, NiftiError> {
         let bad = |reason: String| bad_header(self.path, reason);
-        let nbytes = dims
-            .iter()
-            .try_fold(ty.size(), |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("dims {dims:?} are too large")))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(nbytes).map_err(|_| {
-            bad(format!(
-                "dims {dims:?} of {} need {nbytes} bytes, which cannot be allocated",
-                ty.name()
-            ))
-        })?;
-        (&mut self.reader)
-            .take(nbytes as u64)
-            .read_to_end(&mut data)
-            .map_err(io_error(self.path, "reading the voxel data"))?;
-        if data.len() < nbytes {
+        let count =
+            guard::check_grid(dims, std::mem::size_of::<T>()).map_err(|e| bad(e.to_string()))?;
+        let nbytes = (count as u64).saturating_mul(ty.size() as u64);
+        if self.gz {
+            let most = self.file_len.saturating_mul(guard::DEFLATE_MAX_RATIO);
+            if nbytes.saturating_add(offset) > most {
+                return Err(self.truncated(format!(
+                    "dims {dims:?} of {} need {} of voxel data, more than a {} gzip stream can hold",
+                    ty.name(),
+                    guard::human_bytes(nbytes),
+                    guard::human_bytes(self.file_len)
+                )));
+            }
+        } else if nbytes.saturating_add(offset) > self.file_len {
             return Err(self.truncated(format!(
-                "the {} holds {} of the {nbytes} bytes of voxel data ({:?} voxels of {})",
-                self.name(),
-                data.len(),
-                dims,
-                ty.name()
+                "dims {dims:?} of {} need {nbytes} bytes of voxel data after vox_offset {offset}, but the file holds {} bytes",
+                ty.name(),
+                self.file_len
             )));
         }
-        Ok(data)
+        Ok(count)
+    }
+
+    /// Reads and converts `count` voxels in chunks (the stored bytes are never all in
+    /// memory beside the converted values).
+    fn read_voxels<T: Target>(
+        &mut self,
+        count: usize,
+        dims: [usize; 3],
+        ty: SampleType,
+        big_endian: bool,
+        scaling: Option<(f64, f64)>,
+    ) -> Result<samples::Decoded<T>, NiftiError> {
+        samples::decode_stream::<T>(&mut self.reader, count, ty, big_endian, scaling).map_err(|e| {
+            match e {
+                samples::StreamError::Io(source) => {
+                    io_error(self.path, "reading the voxel data")(source)
+                }
+                samples::StreamError::Short(got) => self.truncated(format!(
+                    "the {} holds {got} of the {} bytes of voxel data ({:?} voxels of {})",
+                    self.name(),
+                    count * ty.size(),
+                    dims,
+                    ty.name()
+                )),
+                samples::StreamError::Invalid(v) => {
+                    bad_value::<T>(self.path, v, dims, scaling.is_some())
+                }
+            }
+        })
     }
 
     /// Closes the stream; a gzip stream is first decompressed to its end so that its

@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +20,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::{Matrix3, Vector3};
 
 use super::ReadVolume;
+use super::guard;
 use super::samples::{self, SampleType, Target};
 use crate::volume::{Geometry, VolumeError};
 
@@ -301,7 +301,7 @@ fn parse_space(name: &str, warnings: &mut Vec<String>) -> Result<Space, HeaderPr
 /// Reads a NRRD volume, step by step: header fields, sample type, sizes, encoding, byte
 /// order, grid, where the data is, the skips, the stored values, conversion to `T`.
 fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
-    let bytes = fs::read(path).map_err(|source| NrrdError::Io {
+    let bytes = guard::read_regular_file(path).map_err(|source| NrrdError::Io {
         path: path.to_path_buf(),
         context: "cannot read",
         source,
@@ -319,6 +319,7 @@ fn read_nrrd<T: Target>(path: &Path) -> Result<ReadVolume<T>, NrrdError> {
     let (dims, geometry) =
         header_geometry(f.fields, &sizes, &mut warnings).map_err(|e| header_problem(path, e))?;
     let want = f.expected(ty, &sizes, dims)?;
+    guard::check_grid(dims, std::mem::size_of::<T>()).map_err(|e| f.bad(e.to_string()))?;
     let (region, source_name) = f.data_region(&bytes, header.data_start)?;
     let (line_skip, byte_skip) = f.skips()?;
     let region = Region {
@@ -546,11 +547,12 @@ impl<'a> Fields<'a> {
                 "data file \"{name}\": data split over several files"
             )));
         }
-        let detached = fs::read(&data_path).map_err(|source| NrrdError::DataFile {
-            path: self.path.to_path_buf(),
-            data_file: data_path.clone(),
-            source,
-        })?;
+        let detached =
+            guard::read_regular_file(&data_path).map_err(|source| NrrdError::DataFile {
+                path: self.path.to_path_buf(),
+                data_file: data_path.clone(),
+                source,
+            })?;
         Ok((
             Cow::Owned(detached),
             format!("data file {}", data_path.display()),
@@ -638,6 +640,15 @@ impl<'a> Fields<'a> {
         let source_name = region.name;
         let nbytes = want.nbytes;
         let total = skip.saturating_add(nbytes as u64);
+        let most = (region.bytes.len() as u64).saturating_mul(guard::DEFLATE_MAX_RATIO);
+        if total > most {
+            return Err(self.truncated(format!(
+                "sizes {:?} need {} of voxel data, more than the {} gzip stream of {source_name} can hold",
+                want.sizes,
+                guard::human_bytes(nbytes as u64),
+                guard::human_bytes(region.bytes.len() as u64)
+            )));
+        }
         let mut data = Vec::new();
         data.try_reserve_exact(nbytes).map_err(|_| {
             self.bad(format!(
@@ -883,6 +894,7 @@ mod tests {
     use super::*;
     use flate2::Compression;
     use flate2::write::GzEncoder;
+    use std::fs;
     use std::io::Write;
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -238,6 +238,71 @@ pub(crate) fn decode<T: Target>(
     scaling: Option<(f64, f64)>,
 ) -> Result<Decoded<T>, InvalidValue> {
     let mut out = Decoded::with_capacity(bytes.len() / ty.size());
+    decode_into(bytes, ty, big_endian, scaling, &mut out)?;
+    Ok(out)
+}
+
+/// Why [`decode_stream`] stopped.
+pub(crate) enum StreamError {
+    Io(std::io::Error),
+    /// The stream ended after this many bytes.
+    Short(usize),
+    Invalid(InvalidValue),
+}
+
+/// Decodes `count` samples read from `reader` in chunks, so that the stored bytes are
+/// never all in memory beside the converted values (peak: the output plus 1 MiB). The
+/// caller has checked `count` against the memory budget; the output is reserved
+/// fallibly.
+pub(crate) fn decode_stream<T: Target>(
+    reader: &mut dyn std::io::Read,
+    count: usize,
+    ty: SampleType,
+    big_endian: bool,
+    scaling: Option<(f64, f64)>,
+) -> Result<Decoded<T>, StreamError> {
+    let mut out = Decoded {
+        values: Vec::new(),
+        clamped: 0,
+        non_finite: 0,
+    };
+    out.values.try_reserve_exact(count).map_err(|_| {
+        StreamError::Io(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            "the system refused to allocate the voxels",
+        ))
+    })?;
+    let chunk_samples = (1 << 20) / ty.size();
+    let mut buffer = vec![0u8; chunk_samples * ty.size()];
+    let mut done = 0usize;
+    while done < count {
+        let n = (count - done).min(chunk_samples) * ty.size();
+        let mut got = 0;
+        while got < n {
+            match reader.read(&mut buffer[got..n]) {
+                Ok(0) => return Err(StreamError::Short(done * ty.size() + got)),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StreamError::Io(e)),
+            }
+        }
+        decode_into(&buffer[..n], ty, big_endian, scaling, &mut out).map_err(|mut e| {
+            e.index += done;
+            StreamError::Invalid(e)
+        })?;
+        done += n / ty.size();
+    }
+    Ok(out)
+}
+
+/// [`decode`] appending to `out`; indices in the error are relative to `bytes`.
+fn decode_into<T: Target>(
+    bytes: &[u8],
+    ty: SampleType,
+    big_endian: bool,
+    scaling: Option<(f64, f64)>,
+    out: &mut Decoded<T>,
+) -> Result<(), InvalidValue> {
     let be = big_endian;
     // `$run` (run_int or run_float) reads each sample as `$t` in the byte order and
     // widens it to `$wide` (i64 or f64).
@@ -253,7 +318,7 @@ pub(crate) fn decode<T: Target>(
                     }) as $wide
                 },
                 scaling,
-                &mut out,
+                out,
             )
         };
     }
@@ -280,8 +345,7 @@ pub(crate) fn decode<T: Target>(
         SampleType::U64 => float!(u64, 8),
         SampleType::F32 => float!(f32, 4),
         SampleType::F64 => float!(f64, 8),
-    }?;
-    Ok(out)
+    }
 }
 
 /// Converts values already parsed as numbers (ASCII encodings).

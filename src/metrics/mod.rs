@@ -34,10 +34,11 @@
 //! sequential union-find on the bounding box of the masks (meant for lesions).
 //!
 //! ## Grids
-//! Two volumes are comparable when their dims are equal and their spacings agree to a
-//! relative 1e-4 (float32 NIfTI headers, spacing estimated by different tools); otherwise
-//! [`MetricsError::GridMismatch`] describes both grids. Origin and direction are not
-//! compared: the metrics are computed in voxel space with the given spacing.
+//! Two volumes are comparable when they are the same grid: equal dims, spacings within a
+//! relative 1e-4 (float32 NIfTI headers, spacing estimated by different tools), origins
+//! within 0.1 voxel and axes within 0.06 degrees ([`crate::volume::GRID_TOLERANCE`]);
+//! otherwise [`MetricsError::GridMismatch`] says what differs and describes both grids.
+//! A label map with the CT's dims and spacing but flipped or shifted is refused.
 
 pub mod agreement;
 pub mod case;
@@ -69,10 +70,12 @@ use crate::volume::{Geometry, LabelVolume, Volume};
 /// Errors of the metrics.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
-    #[error("grids differ: {first}; {second}")]
+    #[error("grids differ ({difference}): {first}; {second}")]
     GridMismatch {
         first: Box<GridInfo>,
         second: Box<GridInfo>,
+        /// What differs first, in words (dims, spacing, an axis, the origins).
+        difference: String,
     },
     #[error("{what}: expected {expected} values, got {got}")]
     LengthMismatch {
@@ -138,24 +141,21 @@ impl fmt::Display for Target {
     }
 }
 
-/// Checks that two grids have the same dims and (to a relative 1e-4) the same spacing.
+/// Checks that two grids are the same grid: dims, spacing, origin and direction, within
+/// [`crate::volume::GRID_TOLERANCE`] ([`Geometry::grid_difference`]).
 ///
-/// The tolerance accepts a NIfTI's float32 spacing against the float64 spacing a DICOM
-/// series' positions give, and two tools' estimates of the same slice spacing (e.g.
-/// 3.98734 vs 3.98737 mm); across 500 voxels it is under 0.05 voxel of drift.
+/// The spacing tolerance accepts a NIfTI's float32 spacing against the float64 spacing a
+/// DICOM series' positions give, and two tools' estimates of the same slice spacing
+/// (e.g. 3.98734 vs 3.98737 mm); across 500 voxels it is under 0.05 voxel of drift.
 pub fn check_same_grid(
     first: &'static str,
     a: &Geometry,
     second: &'static str,
     b: &Geometry,
 ) -> Result<(), MetricsError> {
-    let spacing_ok = (0..3).all(|i| {
-        let (x, y) = (a.spacing_mm[i], b.spacing_mm[i]);
-        (x - y).abs() <= 1e-4 * x.abs().max(y.abs())
-    });
-    if a.dims == b.dims && spacing_ok {
+    let Some(difference) = a.grid_difference(b) else {
         return Ok(());
-    }
+    };
     let info = |name, g: &Geometry| {
         Box::new(GridInfo {
             name,
@@ -166,6 +166,7 @@ pub fn check_same_grid(
     Err(MetricsError::GridMismatch {
         first: info(first, a),
         second: info(second, b),
+        difference,
     })
 }
 

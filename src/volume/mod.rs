@@ -55,6 +55,24 @@ pub struct Geometry {
     pub direction: Matrix3<f64>,
 }
 
+/// How close two grids must be to count as the same ([`Geometry::grid_difference`]).
+pub struct GridTolerance {
+    /// Relative difference of each spacing (float32 NIfTI headers against float64 DICOM
+    /// positions; two tools' estimates of one slice spacing).
+    pub spacing_relative: f64,
+    /// Distance between origins, in voxels of the smaller spacing.
+    pub origin_voxels: f64,
+    /// Length of the difference of each pair of unit axis vectors.
+    pub direction: f64,
+}
+
+/// The tolerance every check of "same grid" uses.
+pub const GRID_TOLERANCE: GridTolerance = GridTolerance {
+    spacing_relative: 1e-4,
+    origin_voxels: 0.1,
+    direction: 1e-3,
+};
+
 impl Geometry {
     /// An axis-aligned grid (identity direction: i→L, j→P, k→S).
     pub fn axis_aligned(dims: [usize; 3], spacing_mm: [f64; 3], origin_mm: [f64; 3]) -> Self {
@@ -79,6 +97,54 @@ impl Geometry {
             return Err(VolumeError::DegenerateDirection(det));
         }
         Ok(())
+    }
+
+    /// How `other` differs from this grid, in words; `None` when both are the same grid
+    /// within [`GRID_TOLERANCE`]: equal dims, spacings within a relative 1e-4, origins
+    /// within 0.1 of the smaller voxel, axes within 1e-3 (0.06 degrees). Two volumes
+    /// whose voxels are compared one by one must pass this: a label map flipped along x
+    /// or shifted by 1,000 mm has the CT's dims and spacing but not its voxels.
+    pub fn grid_difference(&self, other: &Geometry) -> Option<String> {
+        let t = GRID_TOLERANCE;
+        if self.dims != other.dims {
+            return Some(format!("dims {:?} vs {:?}", self.dims, other.dims));
+        }
+        let spacing_ok = (0..3).all(|i| {
+            let (x, y) = (self.spacing_mm[i], other.spacing_mm[i]);
+            (x - y).abs() <= t.spacing_relative * x.abs().max(y.abs())
+        });
+        if !spacing_ok {
+            return Some(format!(
+                "spacing {:?} vs {:?} mm",
+                <[f64; 3]>::from(self.spacing_mm),
+                <[f64; 3]>::from(other.spacing_mm)
+            ));
+        }
+        let axis_names = ["i (x)", "j (y)", "k (z)"];
+        for (a, axis_name) in axis_names.iter().enumerate() {
+            let (u, v) = (self.direction.column(a), other.direction.column(a));
+            if (u - v).norm() > t.direction {
+                let flipped = (u + v).norm() < t.direction;
+                return Some(format!(
+                    "the {} axis points along {:.3?} vs {:.3?}{}",
+                    axis_name,
+                    [u[0], u[1], u[2]],
+                    [v[0], v[1], v[2]],
+                    if flipped { " (flipped)" } else { "" }
+                ));
+            }
+        }
+        let smallest = self.spacing_mm.min().min(other.spacing_mm.min());
+        let shift = (self.origin_mm - other.origin_mm).norm();
+        let origin_ok = shift <= t.origin_voxels * smallest; // false for NaN
+        if !origin_ok {
+            return Some(format!(
+                "origins {:.2?} vs {:.2?} mm ({shift:.2} mm apart)",
+                <[f64; 3]>::from(self.origin_mm),
+                <[f64; 3]>::from(other.origin_mm)
+            ));
+        }
+        None
     }
 
     pub fn voxel_count(&self) -> usize {

@@ -5,17 +5,20 @@ use std::borrow::Cow;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::{DicomError, FileHeader};
+use super::{DicomError, FileHeader, frame_header};
+use crate::io::guard;
 
 /// An opened image file whose frames can be converted to HU.
 pub(crate) struct OpenImage<'h> {
     obj: DefaultDicomObject,
     header: &'h FileHeader,
     encapsulated: bool,
+    /// The transfer syntax's name, for messages.
+    codec: String,
 }
 
 impl<'h> OpenImage<'h> {
@@ -50,12 +53,10 @@ impl<'h> OpenImage<'h> {
                 message: format!("{} bits allocated is not supported", header.bits_allocated),
             });
         }
-        let obj = OpenFileOptions::new()
-            .open_file(path)
-            .map_err(|e| DicomError::Decode {
-                path: path.clone(),
-                message: format!("unreadable file (truncated?): {e}"),
-            })?;
+        let obj = super::scan::open_object(path, None).map_err(|e| DicomError::Decode {
+            path: path.clone(),
+            message: format!("unreadable file (truncated?): {e}"),
+        })?;
         if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
             return Err(DicomError::Decode {
                 path: path.clone(),
@@ -66,6 +67,7 @@ impl<'h> OpenImage<'h> {
             obj,
             header,
             encapsulated: ts.is_encapsulated_pixel_data(),
+            codec: ts.name().trim().to_string(),
         })
     }
 
@@ -73,13 +75,15 @@ impl<'h> OpenImage<'h> {
         let h = self.header;
         let frame_len = h.rows as usize * h.columns as usize * (h.bits_allocated as usize / 8);
         if self.encapsulated {
+            let codec_error = |message: String| DicomError::Decode {
+                path: h.path.clone(),
+                message: format!("frame {frame} ({}): {message}", self.codec),
+            };
+            self.check_frame_header(frame).map_err(codec_error)?;
             let decoded =
-                self.obj
-                    .decode_pixel_data_frame(frame)
-                    .map_err(|e| DicomError::Decode {
-                        path: h.path.clone(),
-                        message: format!("frame {frame}: {e}"),
-                    })?;
+                guard::catch_panic("the decoder", || self.obj.decode_pixel_data_frame(frame))
+                    .map_err(codec_error)?
+                    .map_err(|e| codec_error(guard::error_chain(&e)))?;
             let data = decoded.data();
             if data.len() < frame_len {
                 return Err(DicomError::Decode {
@@ -118,6 +122,70 @@ impl<'h> OpenImage<'h> {
             Cow::Borrowed(b) => Cow::Borrowed(&b[start..end]),
             Cow::Owned(b) => Cow::Owned(b[start..end].to_vec()),
         })
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.header.path
+    }
+
+    /// Checks the frame's compressed header against Rows / Columns before its codec
+    /// allocates what that header claims ([`frame_header`]).
+    fn check_frame_header(&self, frame: u32) -> Result<(), String> {
+        let h = self.header;
+        let family = frame_header::Family::of(&h.transfer_syntax);
+        if family == frame_header::Family::Other {
+            return Ok(());
+        }
+        let Some(fragments) = self
+            .obj
+            .element(tags::PIXEL_DATA)
+            .ok()
+            .and_then(|e| e.value().fragments())
+        else {
+            return Err(
+                "Pixel Data is not encapsulated although the transfer syntax says so".into(),
+            );
+        };
+        // One fragment per frame (always for RLE, usual for JPEG); otherwise the first
+        // fragment starts frame 0.
+        let first = if fragments.len() == h.number_of_frames as usize {
+            fragments.get(frame as usize)
+        } else if frame == 0 {
+            fragments.first()
+        } else {
+            None
+        };
+        let Some(bytes) = first else {
+            if fragments.is_empty() {
+                return Err("Pixel Data holds no fragments".into());
+            }
+            return Ok(());
+        };
+        let segments = h.samples_per_pixel as u32 * (h.bits_allocated as u32).div_ceil(8);
+        frame_header::check(family, bytes, [h.rows, h.columns], segments)
+    }
+
+    /// For native pixel data longer than the header's frames need (beyond the even-length
+    /// padding byte): how many bytes it holds and how many were expected. Such a file
+    /// has the wrong Rows / Columns / BitsAllocated, and its image is read wrongly.
+    pub(crate) fn excess_native_bytes(&self) -> Option<(usize, usize)> {
+        if self.encapsulated {
+            return None;
+        }
+        let h = self.header;
+        let expected = h.rows as usize
+            * h.columns as usize
+            * (h.bits_allocated as usize / 8)
+            * h.number_of_frames as usize;
+        let held = self
+            .obj
+            .element(tags::PIXEL_DATA)
+            .ok()?
+            .value()
+            .to_bytes()
+            .ok()?
+            .len();
+        (held > expected.next_multiple_of(2)).then_some((held, expected))
     }
 
     /// Converts `frame` to HU with the given rescale into `out` (rows * columns values).

@@ -14,6 +14,7 @@
 //! [`LoadReport`] and what is safe is loaded.
 
 mod decode;
+mod frame_header;
 mod scan;
 pub mod seg;
 mod stack;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::io::guard;
 use crate::volume::CtVolume;
 
 /// Errors that stop a load. Per-file problems that do not stop it go to [`LoadReport`].
@@ -58,8 +60,13 @@ pub enum DicomError {
     },
     #[error("{}: cannot decode pixel data: {message}", path.display())]
     Decode { path: PathBuf, message: String },
-    #[error("series {series}: {message}")]
-    Geometry { series: String, message: String },
+    #[error("{}: {message} (series {series})", path.display())]
+    Geometry {
+        /// A file of the series (the one concerned, else the first).
+        path: PathBuf,
+        series: String,
+        message: String,
+    },
     #[error("loading was cancelled")]
     Cancelled,
 }
@@ -433,8 +440,36 @@ pub fn decode_file_hu(path: &Path) -> Result<(FileHeader, Vec<i16>), DicomError>
             path: path.to_path_buf(),
             message: "not a DICOM file (no DICM marker at byte 128)".into(),
         })?;
+    if !header.is_image() {
+        return Err(DicomError::Decode {
+            path: path.to_path_buf(),
+            message: format!(
+                "no image to decode (Rows {}, Columns {}{})",
+                header.rows,
+                header.columns,
+                if header.has_pixel_data {
+                    ""
+                } else {
+                    ", no Pixel Data"
+                }
+            ),
+        });
+    }
     let plane = header.rows as usize * header.columns as usize;
-    let mut out = vec![0i16; plane * header.number_of_frames as usize];
+    let mut out = guard::try_filled_vec(
+        plane.saturating_mul(header.number_of_frames as usize),
+        0i16,
+        || {
+            format!(
+                "{} frame(s) of {} x {} pixels",
+                header.number_of_frames, header.columns, header.rows
+            )
+        },
+    )
+    .map_err(|e| DicomError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let image = decode::OpenImage::open(&header)?;
     for (f, chunk) in out.chunks_mut(plane).enumerate() {
         let g = &header.frames[f.min(header.frames.len() - 1)];

@@ -12,6 +12,7 @@ use nalgebra::Vector3;
 use rayon::prelude::*;
 
 use super::{DicomError, FileProblem, LoadOptions, LoadStage};
+use crate::io::guard;
 
 /// What pulmo needs from one DICOM file's header.
 #[derive(Debug, Clone)]
@@ -149,14 +150,98 @@ fn frame_geometry(items: &[Option<&InMemDicomObject>], base: &FrameGeometry) -> 
     g
 }
 
+/// Checks a header's claimed pixel sizes against the file's length: native pixel data
+/// must be in the file (frames x rows x columns x samples x bytes), and each frame of
+/// encapsulated data needs at least an item header (8 bytes). Returns the frame count.
+fn minimum_pixel_bytes(
+    transfer_syntax: &str,
+    [rows, columns]: [u64; 2],
+    samples_per_pixel: u64,
+    bits_allocated: i64,
+    number_of_frames: i64,
+    file_len: u64,
+) -> Result<u32, String> {
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let frames = u64::try_from(number_of_frames).unwrap_or(0);
+    if rows == 0 || columns == 0 {
+        return Ok(1); // not an image: its frames are never read
+    }
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(transfer_syntax);
+    let encapsulated = ts.is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    // A deflated data set holds up to DEFLATE_MAX_RATIO times its bytes.
+    let deflated = ts.is_some_and(|ts| {
+        matches!(
+            ts.codec(),
+            dicom_encoding::transfer_syntax::Codec::Dataset(_)
+        )
+    });
+    let file_len = if deflated {
+        file_len.saturating_mul(crate::io::guard::DEFLATE_MAX_RATIO)
+    } else {
+        file_len
+    };
+    let bytes_per_sample = (bits_allocated.clamp(1, 64) as u64).div_ceil(8);
+    let frame_bytes = if encapsulated {
+        8
+    } else {
+        rows * columns * samples_per_pixel * bytes_per_sample
+    };
+    let needed = frames.saturating_mul(frame_bytes);
+    if needed > file_len {
+        let size = crate::io::guard::human_bytes;
+        return Err(if encapsulated {
+            format!(
+                "NumberOfFrames {number_of_frames} cannot be right: {} compressed frames \
+                 need at least {} but the file holds {}",
+                frames,
+                size(needed),
+                size(file_len)
+            )
+        } else {
+            format!(
+                "the header claims {number_of_frames} frame(s) of {rows} x {columns} pixels \
+                 ({} of pixel data) but the file holds only {}",
+                size(needed),
+                size(file_len)
+            )
+        });
+    }
+    u32::try_from(frames).map_err(|_| format!("NumberOfFrames {number_of_frames} is too large"))
+}
+
 impl FileHeader {
-    pub(crate) fn from_object(path: &Path, obj: &DefaultDicomObject) -> Result<FileHeader, String> {
+    /// The header of `obj`, read from `path` (`file_len` bytes long). Sizes are checked
+    /// against the file before anything is allocated for them: a NumberOfFrames of 1e30
+    /// or 65535 x 65535 pixels in a small file is an error, not an allocation.
+    pub(crate) fn from_object(
+        path: &Path,
+        obj: &DefaultDicomObject,
+        file_len: u64,
+    ) -> Result<FileHeader, String> {
         let meta = obj.meta();
         let ds: &InMemDicomObject = obj;
         let rows = get_int(ds, tags::ROWS).unwrap_or(0);
         let columns = get_int(ds, tags::COLUMNS).unwrap_or(0);
         let has_pixel_data = ds.element_opt(tags::PIXEL_DATA).ok().flatten().is_some();
         let number_of_frames = get_int(ds, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+        let transfer_syntax = meta.transfer_syntax().trim_end_matches('\0').trim();
+        if !(0..=u16::MAX as i64).contains(&rows) || !(0..=u16::MAX as i64).contains(&columns) {
+            return Err(format!(
+                "Rows {rows} / Columns {columns} are outside 0..=65535 (US values)"
+            ));
+        }
+        let samples_per_pixel = get_int(ds, tags::SAMPLES_PER_PIXEL)
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let bits_allocated = get_int(ds, tags::BITS_ALLOCATED).unwrap_or(16);
+        let number_of_frames = minimum_pixel_bytes(
+            transfer_syntax,
+            [rows as u64, columns as u64],
+            samples_per_pixel as u64,
+            bits_allocated,
+            number_of_frames,
+            file_len,
+        )?;
         let base = FrameGeometry {
             position_mm: get_f64s(ds, tags::IMAGE_POSITION_PATIENT)
                 .filter(|v| v.len() >= 3)
@@ -202,11 +287,7 @@ impl FileHeader {
             .collect();
         Ok(FileHeader {
             path: path.to_path_buf(),
-            transfer_syntax: meta
-                .transfer_syntax()
-                .trim_end_matches('\0')
-                .trim()
-                .to_string(),
+            transfer_syntax: transfer_syntax.to_string(),
             sop_class_uid: meta
                 .media_storage_sop_class_uid()
                 .trim_end_matches('\0')
@@ -236,7 +317,7 @@ impl FileHeader {
                 .unwrap_or(16) as u16,
             pixel_signed: get_int(ds, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
             photometric: get_str(ds, tags::PHOTOMETRIC_INTERPRETATION),
-            number_of_frames: number_of_frames as u32,
+            number_of_frames,
             has_pixel_data,
             slice_thickness_mm: get_f64(ds, tags::SLICE_THICKNESS).filter(|v| *v > 0.0),
             spacing_between_slices_mm: get_f64(ds, tags::SPACING_BETWEEN_SLICES)
@@ -253,34 +334,347 @@ impl FileHeader {
     }
 }
 
-/// Whether the file starts with the 128-byte preamble and "DICM".
-fn has_dicm_marker(path: &Path) -> std::io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
+/// Whether the file starts with the 128-byte preamble and "DICM", and its length.
+/// FIFOs and devices are refused before they are read.
+fn has_dicm_marker(path: &Path) -> std::io::Result<(bool, u64)> {
+    let mut f = guard::open_regular_file(path)?;
+    let len = f.metadata()?.len();
     let mut buf = [0u8; 132];
     let mut read = 0;
     while read < buf.len() {
         let n = f.read(&mut buf[read..])?;
         if n == 0 {
-            return Ok(false);
+            return Ok((false, len));
         }
         read += n;
     }
-    Ok(&buf[128..132] == b"DICM")
+    Ok((&buf[128..132] == b"DICM", len))
+}
+
+/// Walks the element headers of a DICOM file's data set (up to Pixel Data) without
+/// reading any value, before dicom-rs parses it, and refuses two things dicom-rs would
+/// otherwise do on a hostile file:
+/// - an element whose length is beyond the end of the file: dicom-rs zero-fills the
+///   claimed length before reading (a 40 KB file declaring 4 GiB touches 4 GiB);
+/// - sequences nested more than [`guard::MAX_NESTING_DEPTH`] deep: its object builder
+///   recurses per level and a 10,000-level file overflows the stack.
+///
+/// Anything the walker does not follow (deflated data sets, unknown transfer syntaxes,
+/// odd encodings) passes: opening the file reports the parse error.
+fn check_structure(path: &Path) -> Result<(), String> {
+    use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntaxIndex};
+    let file = guard::open_regular_file(path).map_err(|e| format!("cannot read: {e}"))?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let mut reader = std::io::BufReader::new(file);
+    let mut preamble = [0u8; 132];
+    if reader.read_exact(&mut preamble).is_err() {
+        return Ok(());
+    }
+    check_meta_lengths(&mut reader, file_len)?;
+    if std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(128)).is_err() {
+        return Ok(());
+    }
+    let Ok(meta) = dicom_object::FileMetaTable::from_reader(&mut reader) else {
+        return Ok(());
+    };
+    let uid = meta
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
+    let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&uid) else {
+        return Ok(());
+    };
+    if matches!(ts.codec(), Codec::Dataset(_)) {
+        return Ok(()); // deflated: the lengths are those of the inflated stream
+    }
+    let Ok(start) = std::io::Seek::stream_position(&mut reader) else {
+        return Ok(());
+    };
+    let walker = HeaderWalker {
+        big_endian: ts.endianness() == Endianness::Big,
+        explicit: uid != "1.2.840.10008.1.2", // the one implicit-VR standard syntax
+        file_len,
+    };
+    walker.walk(&mut reader, start)
+}
+
+/// The file meta group (explicit VR little endian, group 0002, from byte 132): each
+/// element's length must stay inside the file (dicom-rs zero-fills it before reading).
+fn check_meta_lengths(r: &mut impl std::io::BufRead, file_len: u64) -> Result<(), String> {
+    let mut pos = 132u64;
+    let mut head = [0u8; 8];
+    loop {
+        if r.read_exact(&mut head).is_err() {
+            return Ok(());
+        }
+        let group = u16::from_le_bytes([head[0], head[1]]);
+        if group != 0x0002 {
+            return Ok(());
+        }
+        let element = u16::from_le_bytes([head[2], head[3]]);
+        pos += 8;
+        let short = matches!(
+            &[head[4], head[5]],
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
+        );
+        let len = if short {
+            u16::from_le_bytes([head[6], head[7]]) as u64
+        } else {
+            let mut more = [0u8; 4];
+            if r.read_exact(&mut more).is_err() {
+                return Ok(());
+            }
+            pos += 4;
+            u32::from_le_bytes(more) as u64
+        };
+        if pos + len > file_len {
+            return Err(format!(
+                "file meta element (0002,{element:04X}) claims {len} bytes, beyond the end of \
+                 the {file_len}-byte file (truncated or corrupt)"
+            ));
+        }
+        let skipped = std::io::copy(&mut r.take(len), &mut std::io::sink()).unwrap_or(0);
+        pos += skipped;
+    }
+}
+
+/// State of [`check_structure`]'s walk.
+struct HeaderWalker {
+    big_endian: bool,
+    explicit: bool,
+    file_len: u64,
+}
+
+/// What an open container is.
+#[derive(Clone, Copy, PartialEq)]
+enum Container {
+    /// A sequence (its items are data sets).
+    Sequence,
+    /// An item of a sequence.
+    Item,
+    /// Encapsulated pixel data (its items are raw fragments).
+    Fragments,
+}
+
+impl HeaderWalker {
+    fn walk(&self, r: &mut impl std::io::BufRead, start: u64) -> Result<(), String> {
+        use dicom_core::VR;
+        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+        let mut pos = start;
+        // Open containers: kind, end offset (None: undefined length), explicit VR inside.
+        let mut stack: Vec<(Container, Option<u64>, bool)> = Vec::new();
+        let mut buf = [0u8; 12];
+        loop {
+            while let Some(&(_, Some(end), _)) = stack.last() {
+                if pos >= end {
+                    stack.pop();
+                } else {
+                    break;
+                }
+            }
+            let explicit = stack.last().map_or(self.explicit, |s| s.2);
+            if r.read_exact(&mut buf[..8]).is_err() {
+                return Ok(()); // end of file
+            }
+            let u16_at = |b: &[u8], i: usize| {
+                let v = [b[i], b[i + 1]];
+                if self.big_endian {
+                    u16::from_be_bytes(v)
+                } else {
+                    u16::from_le_bytes(v)
+                }
+            };
+            let u32_at = |b: &[u8], i: usize| {
+                let v = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+                if self.big_endian {
+                    u32::from_be_bytes(v)
+                } else {
+                    u32::from_le_bytes(v)
+                }
+            };
+            let (group, element) = (u16_at(&buf, 0), u16_at(&buf, 2));
+            pos += 8;
+            let top = stack.last().map(|s| s.0);
+            if group == 0xFFFE {
+                let len = u32_at(&buf, 4);
+                match element {
+                    0xE000 if top == Some(Container::Fragments) => {
+                        self.skip(r, &mut pos, len as u64, group, element)?;
+                    }
+                    0xE000 => {
+                        let end = (len != u32::MAX).then_some(pos + len as u64);
+                        self.within_file(end, group, element, len)?;
+                        stack.push((Container::Item, end, explicit));
+                    }
+                    0xE00D | 0xE0DD => {
+                        stack.pop();
+                    }
+                    _ => return Ok(()),
+                }
+            } else {
+                let (vr, len) = if explicit {
+                    let vr = [buf[4], buf[5]];
+                    // The VRs with a 2-byte length; any other (also an unknown VR, as
+                    // dicom-rs reads it) has 2 reserved bytes and a 4-byte length.
+                    let long = !matches!(
+                        &vr,
+                        b"AE"
+                            | b"AS"
+                            | b"AT"
+                            | b"CS"
+                            | b"DA"
+                            | b"DS"
+                            | b"DT"
+                            | b"FL"
+                            | b"FD"
+                            | b"IS"
+                            | b"LO"
+                            | b"LT"
+                            | b"PN"
+                            | b"SH"
+                            | b"SL"
+                            | b"SS"
+                            | b"ST"
+                            | b"TM"
+                            | b"UI"
+                            | b"UL"
+                            | b"US"
+                    );
+                    if long {
+                        if r.read_exact(&mut buf[8..12]).is_err() {
+                            return Ok(());
+                        }
+                        pos += 4;
+                        (Some(vr), u32_at(&buf, 8))
+                    } else {
+                        (Some(vr), u16_at(&buf, 6) as u32)
+                    }
+                } else {
+                    (None, u32_at(&buf, 4))
+                };
+                let tag = dicom_core::Tag(group, element);
+                let is_sequence = match vr {
+                    Some(v) => &v == b"SQ",
+                    None => dicom_dictionary_std::StandardDataDictionary
+                        .by_tag(tag)
+                        .is_some_and(|e| matches!(e.vr(), VirtualVr::Exact(VR::SQ))),
+                };
+                let at_top = stack.is_empty();
+                if len == u32::MAX {
+                    if tag == tags::PIXEL_DATA {
+                        if at_top {
+                            return Ok(());
+                        }
+                        stack.push((Container::Fragments, None, explicit));
+                    } else {
+                        // A sequence, or UN of undefined length (implicit VR inside).
+                        let inner_explicit = explicit && vr.is_some_and(|v| &v != b"UN");
+                        stack.push((Container::Sequence, None, inner_explicit));
+                    }
+                } else if is_sequence {
+                    let end = pos + len as u64;
+                    self.within_file(Some(end), group, element, len)?;
+                    stack.push((Container::Sequence, Some(end), explicit));
+                } else {
+                    if at_top && tag == tags::PIXEL_DATA {
+                        return self.within_file(Some(pos + len as u64), group, element, len);
+                    }
+                    self.skip(r, &mut pos, len as u64, group, element)?;
+                }
+            }
+            let depth = stack.iter().filter(|s| s.0 == Container::Sequence).count();
+            if depth > guard::MAX_NESTING_DEPTH {
+                return Err(format!(
+                    "sequences nested more than {} levels deep: refused (the deepest real \
+                     DICOM objects nest about 20)",
+                    guard::MAX_NESTING_DEPTH
+                ));
+            }
+        }
+    }
+
+    fn within_file(
+        &self,
+        end: Option<u64>,
+        group: u16,
+        element: u16,
+        len: u32,
+    ) -> Result<(), String> {
+        match end {
+            Some(end) if end > self.file_len => Err(format!(
+                "element ({group:04X},{element:04X}) claims {} bytes, beyond the end of the \
+                 {}-byte file (truncated or corrupt)",
+                len, self.file_len
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn skip(
+        &self,
+        r: &mut impl std::io::BufRead,
+        pos: &mut u64,
+        len: u64,
+        group: u16,
+        element: u16,
+    ) -> Result<(), String> {
+        self.within_file(Some(*pos + len), group, element, len as u32)?;
+        let skipped = std::io::copy(&mut r.take(len), &mut std::io::sink()).unwrap_or(0);
+        *pos += skipped;
+        Ok(())
+    }
+}
+
+/// Opens a DICOM file with dicom-object (the whole file, or its header up to
+/// `read_until`), after refusing special files and too deep nesting, with any panic in
+/// the parser caught. The error is the problem in words, without the path.
+pub(crate) fn open_object(
+    path: &Path,
+    read_until: Option<Tag>,
+) -> Result<DefaultDicomObject, String> {
+    check_structure(path)?;
+    let opened = guard::catch_panic("the DICOM parser", || {
+        let mut options = OpenFileOptions::new();
+        if let Some(tag) = read_until {
+            options = options.read_until(tag);
+        }
+        options.open_file(path)
+    })?;
+    opened.map_err(|e| guard::error_chain(&e))
 }
 
 /// Reads one file's header. `Ok(None)`: not a DICOM file (no DICM marker).
 pub fn read_header(path: &Path) -> Result<Option<FileHeader>, String> {
-    match has_dicm_marker(path) {
-        Ok(false) => return Ok(None),
-        Ok(true) => {}
+    let file_len = match has_dicm_marker(path) {
+        Ok((false, _)) => return Ok(None),
+        Ok((true, len)) => len,
         Err(e) => return Err(format!("cannot read: {e}")),
-    }
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
+    };
+    let obj = open_object(path, Some(tags::PIXEL_DATA))
         .map_err(|e| format!("unreadable DICOM header: {e}"))?;
     // read_until excludes Pixel Data itself: look whether it follows.
-    let mut header = FileHeader::from_object(path, &obj)?;
+    let mut header = FileHeader::from_object(path, &obj, file_len)?;
     header.has_pixel_data = pixel_data_follows(path, &obj);
     Ok(Some(header))
 }
@@ -300,6 +694,14 @@ pub fn list_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<FileProblem>), Dicom
         source: e,
     })?;
     let mut problems = Vec::new();
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(DicomError::Io {
+            path: root.to_path_buf(),
+            source: guard::ensure_regular_file(root)
+                .err()
+                .unwrap_or_else(|| std::io::Error::other("not a regular file")),
+        });
+    }
     if meta.is_file() {
         let is_dicomdir = root
             .file_name()
@@ -326,14 +728,31 @@ pub fn list_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<FileProblem>), Dicom
             let p = entry.path();
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
-                Ok(_) => {
+                // Symbolic links are followed to files, not to folders (no cycles).
+                Ok(t) if t.is_file() || t.is_symlink() => {
                     if p.file_name()
                         .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
                     {
                         continue; // the files it references are in the tree anyway
                     }
-                    out.push(p)
+                    match guard::ensure_regular_file(&p) {
+                        Ok(_) => out.push(p),
+                        Err(e) => problems.push(FileProblem {
+                            path: p,
+                            problem: e.to_string(),
+                        }),
+                    }
                 }
+                Ok(_) => problems.push(FileProblem {
+                    path: p.clone(),
+                    problem: format!(
+                        "skipped: {}",
+                        guard::ensure_regular_file(&p)
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "not a regular file".into())
+                    ),
+                }),
                 Err(_) => {}
             }
         }
@@ -343,36 +762,63 @@ pub fn list_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<FileProblem>), Dicom
 }
 
 /// The image files a DICOMDIR references (ReferencedFileID, relative to its folder).
+/// A reference that leaves the folder (`..`, an absolute path, a link pointing out) is
+/// refused: a DICOMDIR on a CD or share must not make pulmo read elsewhere.
 fn dicomdir_files(path: &Path) -> Result<Vec<PathBuf>, DicomError> {
-    let obj = dicom_object::open_file(path).map_err(|e| DicomError::Parse {
+    let parse = |message: String| DicomError::Parse {
         path: path.to_path_buf(),
-        message: format!("unreadable DICOMDIR: {e}"),
-    })?;
+        message,
+    };
+    let obj = open_object(path, None).map_err(|e| parse(format!("unreadable DICOMDIR: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let records = obj
         .element_opt(tags::DIRECTORY_RECORD_SEQUENCE)
         .ok()
         .flatten()
         .and_then(|e| e.items())
-        .ok_or_else(|| DicomError::Parse {
-            path: path.to_path_buf(),
-            message: "DICOMDIR has no Directory Record Sequence".into(),
-        })?;
-    let mut files: Vec<PathBuf> = records
-        .iter()
-        .filter_map(|r| {
-            let parts = r
-                .element_opt(tags::REFERENCED_FILE_ID)
-                .ok()??
-                .to_multi_str()
-                .ok()?;
-            let mut p = base.to_path_buf();
-            for part in parts.iter() {
-                p.push(part.trim());
+        .ok_or_else(|| parse("DICOMDIR has no Directory Record Sequence".into()))?;
+    let canonical_base = base
+        .canonicalize()
+        .map_err(|e| parse(format!("cannot resolve its folder: {e}")))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for r in records {
+        let Some(parts) = r
+            .element_opt(tags::REFERENCED_FILE_ID)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_multi_str().ok())
+        else {
+            continue;
+        };
+        let mut p = base.to_path_buf();
+        for part in parts.iter() {
+            let part = part.trim();
+            let component = Path::new(part);
+            let plain = component.components().count() == 1
+                && matches!(
+                    component.components().next(),
+                    Some(std::path::Component::Normal(_))
+                );
+            if !plain {
+                return Err(parse(format!(
+                    "ReferencedFileID {:?} leaves the DICOMDIR's folder (component {part:?}): refused",
+                    parts.join("\\")
+                )));
             }
-            Some(p)
-        })
-        .collect();
+            p.push(part);
+        }
+        // A symbolic link inside the folder may still point out of it.
+        if let Ok(resolved) = p.canonicalize()
+            && !resolved.starts_with(&canonical_base)
+        {
+            return Err(parse(format!(
+                "ReferencedFileID {:?} resolves to {}, outside the DICOMDIR's folder: refused",
+                parts.join("\\"),
+                resolved.display()
+            )));
+        }
+        files.push(p);
+    }
     files.sort();
     files.dedup();
     Ok(files)

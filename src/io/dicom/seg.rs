@@ -807,17 +807,37 @@ struct SegmentInfo {
 
 /// Reads a binary (or fractional) DICOM SEG onto the CT grid `ct`: every frame's
 /// ImagePositionPatient must fall on one of the CT's slices (within half a slice), with
-/// the CT's orientation, pixel spacing, rows and columns.
-pub fn read_seg(path: &Path, ct: &Geometry) -> Result<SegImport, SegError> {
+/// the CT's orientation, pixel spacing, rows and columns. When the CT's
+/// FrameOfReferenceUID is known (`ct_frame_of_reference`), the SEG's must be the same:
+/// a SEG drawn on another scan of the patient can line up with the CT's slices by
+/// chance and still be in another place.
+pub fn read_seg(
+    path: &Path,
+    ct: &Geometry,
+    ct_frame_of_reference: Option<&str>,
+) -> Result<SegImport, SegError> {
     let r = Reader { path };
     let file = r.open_seg()?;
+    let mut warnings = Vec::new();
+    let seg_frame_of_reference = r.str_opt(&file, tags::FRAME_OF_REFERENCE_UID);
+    match (seg_frame_of_reference.as_deref(), ct_frame_of_reference) {
+        (Some(seg_for), Some(ct_for)) if seg_for != ct_for => {
+            return Err(r.grid(format!(
+                "its FrameOfReferenceUID {seg_for} is not the CT's ({ct_for}): it belongs to another scan or patient position"
+            )));
+        }
+        (None | Some(""), Some(_)) => warnings.push(format!(
+            "{}: the SEG has no FrameOfReferenceUID; placed by its frame positions only",
+            path.display()
+        )),
+        _ => {}
+    }
     let ts = file
         .meta()
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
     let obj: &InMemDicomObject = &file;
-    let mut warnings = Vec::new();
     let format = r.frame_format(obj, &mut warnings)?;
     let [nx, ny, _] = ct.dims;
     if format.rows != ny || format.columns != nx {
@@ -865,10 +885,11 @@ struct FrameSlice {
 impl Reader<'_> {
     /// Opens the file and checks it is a Segmentation.
     fn open_seg(&self) -> Result<DefaultDicomObject, SegError> {
-        let file = dicom_object::open_file(self.path).map_err(|e| SegError::NotDicom {
-            path: self.path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let file =
+            super::scan::open_object(self.path, None).map_err(|message| SegError::NotDicom {
+                path: self.path.to_path_buf(),
+                message,
+            })?;
         let sop_class = self.str_opt(&file, tags::SOP_CLASS_UID).unwrap_or_else(|| {
             file.meta()
                 .media_storage_sop_class_uid()
@@ -980,6 +1001,13 @@ impl Reader<'_> {
             })
             .collect::<Result<_, SegError>>()?;
         segments.sort_by_key(|s| s.number);
+        if let Some(w) = segments.windows(2).find(|w| w[0].number == w[1].number) {
+            return Err(self.malformed(format!(
+                "SegmentNumber {} appears more than once in the SegmentSequence (\"{}\" and \"{}\"): \
+                 which frames belong to which segment is ambiguous",
+                w[0].number, w[0].name, w[1].name
+            )));
+        }
         Ok(segments)
     }
 
@@ -1193,7 +1221,7 @@ impl FrameGroups<'_> {
         let ct_col = ct.direction.column(1).into_owned();
         let row = Vector3::new(iop[0], iop[1], iop[2]);
         let col = Vector3::new(iop[3], iop[4], iop[5]);
-        if (row - ct_row).norm() > 1e-3 || (col - ct_col).norm() > 1e-3 {
+        if !((row - ct_row).norm() <= 1e-3 && (col - ct_col).norm() <= 1e-3) {
             return Err(r.grid(format!(
                 "frame {}: orientation {iop:?} differs from the CT's [{:.6}, {:.6}, {:.6}, {:.6}, {:.6}, {:.6}]",
                 f + 1,
@@ -1230,14 +1258,19 @@ impl FrameGroups<'_> {
             tags::IMAGE_POSITION_PATIENT,
             "ImagePositionPatient",
         )?;
-        if ipp.len() != 3 {
+        if ipp.len() != 3 || !ipp.iter().all(|x| x.is_finite()) {
             return Err(r.malformed(format!("frame {}: ImagePositionPatient {ipp:?}", f + 1)));
         }
         let nz = ct.dims[2];
         let v = ct.voxel_at_world(Point3::new(ipp[0], ipp[1], ipp[2]));
         let k = v.z.round();
-        if v.x.abs() > 0.1 || v.y.abs() > 0.1 || (v.z - k).abs() > 0.5 || k < 0.0 || k >= nz as f64
-        {
+        // Written so that NaN fails every test.
+        let on_a_slice = v.x.abs() <= 0.1
+            && v.y.abs() <= 0.1
+            && (v.z - k).abs() <= 0.5
+            && k >= 0.0
+            && k < nz as f64;
+        if !on_a_slice {
             return Err(r.grid(format!(
                 "frame {} at ImagePositionPatient {ipp:?} matches no CT slice (voxel {:.3}, {:.3}, {:.3})",
                 f + 1,

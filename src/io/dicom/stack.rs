@@ -12,6 +12,7 @@ use super::{
     DicomError, DicomVolume, FileHeader, FileProblem, FrameGeometry, LoadOptions, LoadReport,
     LoadStage, SeriesMeta, WarningKind, WindowPreset, transfer_syntax_name,
 };
+use crate::io::guard;
 use crate::volume::{Geometry, Volume};
 
 /// HU given to voxels that no slice covers after resampling (air).
@@ -127,11 +128,11 @@ fn expand_frames(
         let first = h.frames[0].position_mm;
         if h.frames.iter().all(|f| f.position_mm == first) {
             return Err(DicomError::Geometry {
+                path: h.path.clone(),
                 series: h.series_uid.clone().unwrap_or_default(),
                 message: format!(
-                    "{}: multi-frame object with {} frames but no per-frame positions \
+                    "multi-frame object with {} frames but no per-frame positions \
                      (no Per-frame Functional Groups): its frames cannot be placed in space",
-                    h.path.display(),
                     h.number_of_frames
                 ),
             });
@@ -162,6 +163,7 @@ fn plan(
     let slices = expand_frames(files, report)?;
     if slices.is_empty() {
         return Err(DicomError::Geometry {
+            path: files.first().map(|h| h.path.clone()).unwrap_or_default(),
             series: series.into(),
             message: "no slices".into(),
         });
@@ -502,6 +504,7 @@ fn plan_without_geometry(
 ) -> Result<Plan, DicomError> {
     if slices.iter().any(|s| s.header.instance_number.is_none()) && slices.len() > 1 {
         return Err(DicomError::Geometry {
+            path: slices[0].path(),
             series: series.into(),
             message: format!(
                 "{} slices have neither ImagePositionPatient/ImageOrientationPatient nor InstanceNumber: \
@@ -597,11 +600,13 @@ fn series_meta(uid: &str, slices: &[SliceRef]) -> SeriesMeta {
 
 /// Decodes every slice of the plan into `n` planes of `plane` voxels, in parallel;
 /// one file is opened once even when it holds several frames.
+type Oversized = Vec<(PathBuf, (usize, usize))>;
+
 fn decode_slices(
     slices: &[SliceRef],
     plane: usize,
     options: &LoadOptions,
-) -> (Vec<i16>, Vec<(usize, DicomError)>, usize) {
+) -> (Vec<i16>, Vec<(usize, DicomError)>, usize, Oversized) {
     let mut voxels = crate::volume::zeroed_buffer::<i16>(plane * slices.len());
     // Group consecutive-or-not frames of the same file.
     let mut by_file: Vec<(Arc<FileHeader>, Vec<usize>)> = Vec::new();
@@ -619,6 +624,14 @@ fn decode_slices(
     let done = AtomicUsize::new(0);
     let total = slices.len();
     let clamped = AtomicUsize::new(0);
+    let oversized = std::sync::Mutex::new(Vec::new());
+    let note_oversized = |image: &OpenImage| {
+        if let Some(sizes) = image.excess_native_bytes()
+            && let Ok(mut v) = oversized.lock()
+        {
+            v.push((image_path(image), sizes));
+        }
+    };
     // Hand each file's planes to its task.
     let mut planes: Vec<Option<&mut [i16]>> = voxels.chunks_mut(plane).map(Some).collect();
     type Job<'a, 'b> = (&'a Arc<FileHeader>, Vec<(usize, &'b mut [i16])>);
@@ -657,6 +670,7 @@ fn decode_slices(
                     }
                     Some(Err(e)) => errs.push((k, e)),
                     None => match OpenImage::open(header).and_then(|image| {
+                        note_oversized(&image);
                         image.frame_to_hu(0, s.geom.rescale_slope, s.geom.rescale_intercept, out)
                     }) {
                         Ok(c) => {
@@ -671,6 +685,7 @@ fn decode_slices(
             }
             match OpenImage::open(header) {
                 Ok(image) => {
+                    note_oversized(&image);
                     for (k, out) in targets {
                         let s = &slices[k];
                         match image.frame_to_hu(
@@ -713,7 +728,28 @@ fn decode_slices(
             errs
         })
         .collect();
-    (voxels, errors, clamped.into_inner())
+    let oversized = oversized.into_inner().unwrap_or_default();
+    (voxels, errors, clamped.into_inner(), oversized)
+}
+
+fn image_path(image: &OpenImage) -> PathBuf {
+    image.path().to_path_buf()
+}
+
+/// Warns about files whose native Pixel Data is longer than their header's image size.
+fn report_oversized(oversized: &[(PathBuf, (usize, usize))], report: &mut LoadReport) {
+    if let Some((_, (held, expected))) = oversized.first() {
+        report.warn(
+            WarningKind::InconsistentTags,
+            format!(
+                "Pixel Data is longer than Rows x Columns x BitsAllocated x frames say in {} file(s) \
+                 (e.g. {held} bytes for {expected}): the image size in the header is probably wrong \
+                 and those slices may be garbled",
+                oversized.len()
+            ),
+            oversized.iter().map(|(p, _)| p.clone()).collect(),
+        );
+    }
 }
 
 pub(super) fn load_stack(
@@ -726,8 +762,15 @@ pub(super) fn load_stack(
     let h0 = plan.slices[0].header.clone();
     let (nx, ny) = (h0.columns as usize, h0.rows as usize);
     let plane = nx * ny;
+    guard::check_grid([nx, ny, plan.slices.len()], 2).map_err(|e| DicomError::Geometry {
+        path: h0.path.clone(),
+        series: uid.into(),
+        message: e.to_string(),
+    })?;
+    report_zero_slopes(&plan.slices, &mut report);
 
-    let (mut voxels, errors, clamped) = decode_slices(&plan.slices, plane, options);
+    let (mut voxels, errors, clamped, oversized) = decode_slices(&plan.slices, plane, options);
+    report_oversized(&oversized, &mut report);
     if options.is_cancelled() {
         return Err(DicomError::Cancelled);
     }
@@ -845,6 +888,7 @@ pub(super) fn load_stack(
     };
     if plan.regular {
         let volume = Volume::new(stack_geometry, voxels).map_err(|e| DicomError::Geometry {
+            path: h0.path.clone(),
             series: uid.into(),
             message: e.to_string(),
         })?;
@@ -855,7 +899,12 @@ pub(super) fn load_stack(
         });
     }
     options.report(LoadStage::Resampling, 0, 1);
-    let volume = resample_irregular(&plan, [nx, ny], &voxels);
+    let volume =
+        resample_irregular(&plan, [nx, ny], &voxels).map_err(|message| DicomError::Geometry {
+            path: h0.path.clone(),
+            series: uid.into(),
+            message,
+        })?;
     options.report(LoadStage::Resampling, 1, 1);
     Ok(DicomVolume {
         volume,
@@ -867,7 +916,15 @@ pub(super) fn load_stack(
 /// Resamples slices at arbitrary positions along the normal (and shifted in-plane, for a
 /// tilted gantry) onto a regular orthogonal grid: bilinear within each of the two
 /// bracketing slices, linear between them.
-fn resample_irregular(plan: &Plan, [nx, ny]: [usize; 2], voxels: &[i16]) -> Volume<i16> {
+///
+/// A grid more than [`guard::MAX_RESAMPLE_GROWTH`] times the input's voxels is refused
+/// (one slice 1e6 mm from the rest, or a 0.001 mm PixelSpacing under a gantry tilt,
+/// would otherwise ask for hundreds of gigabytes), naming the slices at the extremes.
+fn resample_irregular(
+    plan: &Plan,
+    [nx, ny]: [usize; 2],
+    voxels: &[i16],
+) -> Result<Volume<i16>, String> {
     let plane = nx * ny;
     let (row, col, normal) = (plan.row, plan.col, plan.normal);
     let [sx, sy] = plan.pixel_mm;
@@ -891,11 +948,30 @@ fn resample_irregular(plan: &Plan, [nx, ny]: [usize; 2], voxels: &[i16]) -> Volu
     let sz = plan.slice_spacing_mm;
     let depth0 = depths[0];
     let depth_span = depths[depths.len() - 1] - depth0;
-    let dims = [
-        ((u_max - u_min) / sx).round() as usize + 1,
-        ((v_max - v_min) / sy).round() as usize + 1,
-        (depth_span / sz).round() as usize + 1,
-    ];
+    let extent = [(u_max - u_min) / sx, (v_max - v_min) / sy, depth_span / sz];
+    let input_voxels = (plane * plan.slices.len()) as f64;
+    let grid_voxels: f64 = extent.iter().map(|e| e.round() + 1.0).product();
+    if !grid_voxels.is_finite() || grid_voxels > guard::MAX_RESAMPLE_GROWTH as f64 * input_voxels {
+        let n = plan.slices.len();
+        return Err(format!(
+            "the {n} slices span {:.1} x {:.1} x {:.1} mm; resampling them onto a regular \
+             grid of {:.3} x {:.3} x {:.3} mm would need {:.3e} voxels, more than {} times the \
+             {} voxels read: a stray ImagePositionPatient or spacing? (first slice {}, last {})",
+            u_max - u_min,
+            v_max - v_min,
+            depth_span,
+            sx,
+            sy,
+            sz,
+            grid_voxels,
+            guard::MAX_RESAMPLE_GROWTH,
+            input_voxels,
+            plan.slices[0].path().display(),
+            plan.slices[n - 1].path().display()
+        ));
+    }
+    let dims = extent.map(|e| e.round() as usize + 1);
+    guard::check_grid(dims, 2).map_err(|e| e.to_string())?;
     let origin = p0 + row * u_min + col * v_min;
     let geometry = Geometry {
         dims,
@@ -959,8 +1035,27 @@ fn resample_irregular(plan: &Plan, [nx, ny]: [usize; 2], voxels: &[i16]) -> Volu
                 }
             }
         });
-    Volume {
+    Ok(Volume {
         geometry,
         voxels: out,
+    })
+}
+
+/// Warns about slices whose RescaleSlope is 0: every voxel of them becomes the
+/// intercept, which is never a real CT.
+fn report_zero_slopes(slices: &[SliceRef], report: &mut LoadReport) {
+    let zero: Vec<&SliceRef> = slices
+        .iter()
+        .filter(|s| s.geom.rescale_slope == 0.0)
+        .collect();
+    if !zero.is_empty() {
+        report.warn(
+            WarningKind::InconsistentTags,
+            format!(
+                "RescaleSlope is 0 in {} slice(s): all their voxels read as the RescaleIntercept",
+                zero.len()
+            ),
+            paths(&zero),
+        );
     }
 }
