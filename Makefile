@@ -21,10 +21,12 @@ release: setup
 	$(CARGO) build --release
 
 # The whole test suite (unit, integration, real data in ../shared/data or $PULMO_DATA,
-# headless wgpu on lavapipe, egui_kittest, Python interop checks).
+# headless wgpu on lavapipe, egui_kittest, Python interop checks, a slice of the CLI
+# fuzzing corpus).
 test: setup
 	$(CARGO) test --doc
 	$(CARGO) test --all-targets
+	scripts/fuzz_ci.sh
 
 lint: setup
 	$(CARGO) fmt --check

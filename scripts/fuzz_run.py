@@ -151,6 +151,8 @@ def run_one(binary, argv, timeout, mem_bytes, prlimit, tmp_root, gnu_time):
     except (ProcessLookupError, PermissionError):
         pass
     stdout, _ = tail_of(out_p)
+    with open(out_p, "rb") as f:  # the whole report (first 4 MB), for its warnings
+        stdout_warns = b"warning" in f.read(4 << 20).lower()
     stderr, err_size = tail_of(err_p)
     timing, _ = tail_of(rss_p) if gnu_time else ("", 0)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -169,6 +171,7 @@ def run_one(binary, argv, timeout, mem_bytes, prlimit, tmp_root, gnu_time):
     return {
         "argv": argv, "rc": rc, "signal": sig, "timed_out": timed_out, "wall_s": round(wall, 3),
         "peak_rss_kb": peak, "rss_source": rss_source, "stdout_tail": stdout[-1500:],
+        "stdout_warns": stdout_warns,
         "stderr_tail": stderr[-TAIL:], "stderr_bytes": err_size,
     }
 
@@ -249,7 +252,8 @@ def classify(r, case, corpus):
     elif r["signal"] is not None:
         cls = "alloc-abort" if r["signal"] == signal.SIGABRT else "crash"
     elif r["rc"] == 0:
-        text = low + (r["stdout_tail"].lower() if cmd == "info" else "")
+        warned_on_stdout = r.get("stdout_warns", "warning" in r["stdout_tail"].lower())
+        text = low + (" warning" if cmd == "info" and warned_on_stdout else "")
         if case.get("expect_error_or_warning") and cmd != "load" and "warning" not in text:
             cls = "silent-wrong"
         else:

@@ -437,3 +437,67 @@ fn nan_seg_frame_positions_are_refused_not_stacked_on_one_slice() {
         "{e}"
     );
 }
+
+#[test]
+fn a_slice_displaced_in_plane_is_excluded_not_stacked_as_if_aligned() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_edited(tmp.path(), |k, o| {
+        if k == 3 {
+            put(o, tags::IMAGE_POSITION_PATIENT, VR::DS, "999900\\-80\\47.5");
+        }
+    });
+    let loaded = dicom::load(tmp.path(), None, &LoadOptions::default()).unwrap();
+    assert!(
+        loaded.report.has(WarningKind::MixedGeometry),
+        "{:?}",
+        loaded.report.warnings
+    );
+    assert!(
+        loaded
+            .report
+            .skipped_files
+            .iter()
+            .any(|p| p.path.ends_with("s3.dcm")),
+        "{:?}",
+        loaded.report.skipped_files
+    );
+}
+
+#[test]
+fn unreadable_rescale_and_orientation_values_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_edited(tmp.path(), |k, o| match k {
+        1 => put(o, tags::RESCALE_SLOPE, VR::DS, "NaN"),
+        2 => put(o, tags::RESCALE_INTERCEPT, VR::DS, "xyz"),
+        4 => put(
+            o,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0\\0",
+        ),
+        _ => {}
+    });
+    let loaded = dicom::load(tmp.path(), None, &LoadOptions::default()).unwrap();
+    let w: Vec<String> = loaded
+        .report
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert!(
+        w.iter().any(|w| w.contains("not a finite number")
+            && w.contains("s1.dcm")
+            && w.contains("s2.dcm")),
+        "{w:?}"
+    );
+    // Seven orientation values: the slice cannot be placed and is left out by name.
+    assert!(
+        loaded
+            .report
+            .skipped_files
+            .iter()
+            .any(|p| p.path.ends_with("s4.dcm")),
+        "{:?}",
+        loaded.report.skipped_files
+    );
+}

@@ -583,7 +583,7 @@ fn read_nifti<T: Target>(path: &Path) -> Result<ReadVolume<T>, NiftiError> {
     let mut warnings = Vec::new();
     let dims = spatial_dims(path, &h)?;
     let ty = stored_sample_type(path, &h, &mut warnings)?;
-    let scaling = value_scaling(&h);
+    let scaling = value_scaling(&h, &mut warnings);
     let geometry = header_geometry(&h, dims, &mut warnings).map_err(|e| match e {
         GeometryProblem::Header(reason) => bad_header(path, reason),
         GeometryProblem::Volume(source) => NiftiError::Geometry {
@@ -895,13 +895,24 @@ fn stored_sample_type(
 
 /// (`scl_slope`, `scl_inter`) when they change the values: a slope that is finite,
 /// non-zero and not the identity with a zero intercept (a non-finite intercept counts as 0).
-fn value_scaling(h: &Header) -> Option<(f64, f64)> {
+fn value_scaling(h: &Header, warnings: &mut Vec<String>) -> Option<(f64, f64)> {
     let slope = h.scl_slope as f64;
     let inter = if h.scl_inter.is_finite() {
         h.scl_inter as f64
     } else {
+        if slope.is_finite() && slope != 0.0 {
+            warnings.push(format!(
+                "scl_inter is {} (not a number): 0 was used, so values may be offset",
+                h.scl_inter
+            ));
+        }
         0.0
     };
+    if !slope.is_finite() {
+        warnings.push(format!(
+            "scl_slope is {slope} (not a finite number): the stored values were used unscaled"
+        ));
+    }
     if slope.is_finite() && slope != 0.0 && !(slope == 1.0 && inter == 0.0) {
         Some((slope, inter))
     } else {
@@ -970,6 +981,19 @@ fn header_geometry(
         }
     };
     let spacing = [1, 2, 3].map(|i| h.pixdim[i] as f64);
+    if h.sform_code > 0 && !spacing.iter().all(|v| v.is_finite() && *v > 0.0) {
+        warnings.push(format!(
+            "pixdim[1..3] = {spacing:?} are not valid voxel sizes; the sform's spacing was used"
+        ));
+    }
+    let norm2: f64 = h.quatern.iter().map(|&v| (v as f64).powi(2)).sum();
+    if h.qform_code > 0 && h.sform_code <= 0 && (norm2.is_nan() || norm2 > 1.0 + 1e-4) {
+        warnings.push(format!(
+            "the qform quaternion (b, c, d) = {:?} has b² + c² + d² = {norm2:.4} > 1: it was \
+             normalised, so the orientation may be wrong",
+            h.quatern
+        ));
+    }
     let qform = || {
         let q = Qform {
             b: h.quatern[0] as f64,

@@ -42,6 +42,9 @@ pub struct FileHeader {
     pub photometric: Option<String>,
     pub number_of_frames: u32,
     pub has_pixel_data: bool,
+    /// RescaleSlope or RescaleIntercept is present but not a finite number (NaN, Inf,
+    /// text): 1 and 0 were used instead.
+    pub unreadable_rescale: bool,
     pub slice_thickness_mm: Option<f64>,
     pub spacing_between_slices_mm: Option<f64>,
     pub gantry_tilt_deg: Option<f64>,
@@ -100,22 +103,28 @@ fn vec3(v: &[f64]) -> Vector3<f64> {
     Vector3::new(v[0], v[1], v[2])
 }
 
+/// ImageOrientationPatient: exactly six values, two unit vectors (within 1 %, stored
+/// cosines carry rounding) that are orthogonal (within 1 %); anything else is treated as
+/// missing, so the slice is reported, not placed by a guess.
 fn orientation_from(v: Option<Vec<f64>>) -> Option<[Vector3<f64>; 2]> {
     let v = v?;
-    if v.len() < 6 {
+    if v.len() != 6 {
         return None;
     }
     let row = vec3(&v[0..3]);
     let col = vec3(&v[3..6]);
-    if row.norm() < 1e-6 || col.norm() < 1e-6 || row.cross(&col).norm() < 1e-6 {
+    let unit = |x: &Vector3<f64>| (x.norm() - 1.0).abs() <= 0.01;
+    if !unit(&row) || !unit(&col) || row.dot(&col).abs() > 0.01 {
         return None;
     }
     Some([row.normalize(), col.normalize()])
 }
 
+/// PixelSpacing: two positive values of at most 1,000 mm (a 1e308 mm pixel is no image).
 fn spacing_from(v: Option<Vec<f64>>) -> Option<[f64; 2]> {
     let v = v?;
-    (v.len() >= 2 && v[0] > 0.0 && v[1] > 0.0).then(|| [v[0], v[1]])
+    let plausible = |x: f64| x > 0.0 && x <= 1000.0;
+    (v.len() >= 2 && plausible(v[0]) && plausible(v[1])).then(|| [v[0], v[1]])
 }
 
 /// Frame geometry from a data set or functional-group item, falling back to `base`.
@@ -319,6 +328,17 @@ impl FileHeader {
             photometric: get_str(ds, tags::PHOTOMETRIC_INTERPRETATION),
             number_of_frames,
             has_pixel_data,
+            unreadable_rescale: [tags::RESCALE_SLOPE, tags::RESCALE_INTERCEPT]
+                .iter()
+                .any(|&t| {
+                    let written = ds.element_opt(t).ok().flatten().is_some_and(|e| {
+                        e.to_str().is_ok_and(|v| {
+                            !v.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                                .is_empty()
+                        })
+                    });
+                    written && get_f64(ds, t).is_none()
+                }),
             slice_thickness_mm: get_f64(ds, tags::SLICE_THICKNESS).filter(|v| *v > 0.0),
             spacing_between_slices_mm: get_f64(ds, tags::SPACING_BETWEEN_SLICES)
                 .filter(|v| *v > 0.0),
@@ -361,7 +381,7 @@ fn has_dicm_marker(path: &Path) -> std::io::Result<(bool, u64)> {
 ///
 /// Anything the walker does not follow (deflated data sets, unknown transfer syntaxes,
 /// odd encodings) passes: opening the file reports the parse error.
-fn check_structure(path: &Path) -> Result<(), String> {
+fn check_structure(path: &Path, whole: bool) -> Result<(), String> {
     use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntaxIndex};
     let file = guard::open_regular_file(path).map_err(|e| format!("cannot read: {e}"))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
@@ -385,18 +405,30 @@ fn check_structure(path: &Path) -> Result<(), String> {
     let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&uid) else {
         return Ok(());
     };
-    if matches!(ts.codec(), Codec::Dataset(_)) {
-        return Ok(()); // deflated: the lengths are those of the inflated stream
-    }
     let Ok(start) = std::io::Seek::stream_position(&mut reader) else {
         return Ok(());
     };
-    let walker = HeaderWalker {
+    let mut walker = HeaderWalker {
         big_endian: ts.endianness() == Endianness::Big,
         explicit: uid != "1.2.840.10008.1.2", // the one implicit-VR standard syntax
         file_len,
+        whole,
     };
-    walker.walk(&mut reader, start)
+    match ts.codec() {
+        // Deflated: walk the inflated stream, which can be at most DEFLATE_MAX_RATIO
+        // times the compressed bytes.
+        Codec::Dataset(Some(_)) => {
+            walker.file_len = start.saturating_add(
+                file_len
+                    .saturating_sub(start)
+                    .saturating_mul(guard::DEFLATE_MAX_RATIO),
+            );
+            let mut inflated = std::io::BufReader::new(flate2::read::DeflateDecoder::new(reader));
+            walker.walk(&mut inflated, start)
+        }
+        Codec::Dataset(None) => Ok(()),
+        _ => walker.walk(&mut reader, start),
+    }
 }
 
 /// The file meta group (explicit VR little endian, group 0002, from byte 132): each
@@ -464,6 +496,9 @@ struct HeaderWalker {
     big_endian: bool,
     explicit: bool,
     file_len: u64,
+    /// Walk past the top-level Pixel Data to the end of the file (for a whole-file
+    /// open), instead of stopping there (for a header read).
+    whole: bool,
 }
 
 /// What an open container is.
@@ -583,7 +618,7 @@ impl HeaderWalker {
                 let at_top = stack.is_empty();
                 if len == u32::MAX {
                     if tag == tags::PIXEL_DATA {
-                        if at_top {
+                        if at_top && !self.whole {
                             return Ok(());
                         }
                         stack.push((Container::Fragments, None, explicit));
@@ -597,7 +632,7 @@ impl HeaderWalker {
                     self.within_file(Some(end), group, element, len)?;
                     stack.push((Container::Sequence, Some(end), explicit));
                 } else {
-                    if at_top && tag == tags::PIXEL_DATA {
+                    if at_top && tag == tags::PIXEL_DATA && !self.whole {
                         return self.within_file(Some(pos + len as u64), group, element, len);
                     }
                     self.skip(r, &mut pos, len as u64, group, element)?;
@@ -653,7 +688,7 @@ pub(crate) fn open_object(
     path: &Path,
     read_until: Option<Tag>,
 ) -> Result<DefaultDicomObject, String> {
-    check_structure(path)?;
+    check_structure(path, read_until.is_none())?;
     let opened = guard::catch_panic("the DICOM parser", || {
         let mut options = OpenFileOptions::new();
         if let Some(tag) = read_until {

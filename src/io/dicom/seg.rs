@@ -806,7 +806,8 @@ struct SegmentInfo {
 }
 
 /// Reads a binary (or fractional) DICOM SEG onto the CT grid `ct`: every frame's
-/// ImagePositionPatient must fall on one of the CT's slices (within half a slice), with
+/// ImagePositionPatient must fall on one of the CT's slices (within a quarter of the slice
+/// spacing: half-way between two slices is ambiguous), with
 /// the CT's orientation, pixel spacing, rows and columns. When the CT's
 /// FrameOfReferenceUID is known (`ct_frame_of_reference`), the SEG's must be the same:
 /// a SEG drawn on another scan of the patient can line up with the CT's slices by
@@ -852,6 +853,22 @@ pub fn read_seg(
     let value_of = r.label_values(&segments)?;
     let table = label_table(&segments, &value_of);
     let data = r.pixel_data(obj, &ts, &format)?;
+    let plane = format.rows * format.columns;
+    let needed = match format.fractional {
+        None => (format.n_frames * plane).div_ceil(8),
+        Some(_) => format.n_frames * plane,
+    };
+    if data.len() > needed.next_multiple_of(2) {
+        warnings.push(format!(
+            "{}: PixelData holds {} bytes but {} frames of {} x {} need {needed}: the frame \
+             count or size in the header is probably wrong",
+            path.display(),
+            data.len(),
+            format.n_frames,
+            format.columns,
+            format.rows
+        ));
+    }
     let frames = r.frame_slices(per_frame, shared, ct, &value_of)?;
     let (voxels, overlaps) = paint_frames(ct, &format, &data, &frames);
     push_overlap_warnings(path, &table, overlaps, &mut warnings);
@@ -1248,7 +1265,7 @@ impl FrameGroups<'_> {
         Ok(())
     }
 
-    /// The CT slice at the frame's ImagePositionPatient (within half a slice along the
+    /// The CT slice at the frame's ImagePositionPatient (within a quarter of a slice along the
     /// normal and a tenth of a pixel in plane).
     fn slice(&self, ct: &Geometry) -> Result<usize, SegError> {
         let (r, f) = (self.reader, self.f);
@@ -1267,7 +1284,7 @@ impl FrameGroups<'_> {
         // Written so that NaN fails every test.
         let on_a_slice = v.x.abs() <= 0.1
             && v.y.abs() <= 0.1
-            && (v.z - k).abs() <= 0.5
+            && (v.z - k).abs() <= 0.25
             && k >= 0.0
             && k < nz as f64;
         if !on_a_slice {

@@ -190,6 +190,7 @@ fn plan(
     let [row, col, normal] = slice_axes(&slices[0]);
     let pixel_mm = pixel_spacing(&slices, report);
     let slices = drop_duplicates(sorted_along(slices, normal), report);
+    let slices = exclude_displaced(slices, [row, col], pixel_mm, report);
     let (regular, slice_spacing_mm) = stacking(&slices, normal, report);
     Ok(Plan {
         slices,
@@ -255,12 +256,26 @@ fn pixel_spacing(slices: &[SliceRef], report: &mut LoadReport) -> [f64; 2] {
         None => {
             report.warn(
                 WarningKind::MissingGeometry,
-                "no PixelSpacing: assumed 1 x 1 mm pixels",
+                "no valid PixelSpacing (missing, or not two positive values up to 1,000 mm): assumed 1 x 1 mm pixels",
                 vec![slices[0].path()],
             );
             [1.0, 1.0]
         }
     };
+    let without: Vec<&SliceRef> = slices
+        .iter()
+        .filter(|s| s.geom.pixel_spacing_mm.is_none())
+        .collect();
+    if slices[0].geom.pixel_spacing_mm.is_some() && !without.is_empty() {
+        report.warn(
+            WarningKind::InconsistentTags,
+            format!(
+                "{} slice(s) have no valid PixelSpacing (missing, NaN, zero, negative or huge): the other slices' was used",
+                without.len()
+            ),
+            paths(&without),
+        );
+    }
     if slices.iter().any(|s| {
         s.geom
             .pixel_spacing_mm
@@ -289,6 +304,74 @@ fn sorted_along(mut slices: Vec<SliceRef>, normal: Vector3<f64>) -> Vec<SliceRef
             .then(a.frame.cmp(&b.frame))
     });
     slices
+}
+
+/// Excludes (and reports) slices displaced in-plane from the rest of the stack: the
+/// in-plane position of each slice should follow one line through the stack (constant
+/// without tilt, linear in depth with it). The line is fitted robustly (median slope of
+/// consecutive pairs, median intercept); a slice further than max(1 mm, 1 pixel) from it
+/// is excluded, so one slice moved by 10^6 mm along x is not stacked as if aligned.
+fn exclude_displaced(
+    slices: Vec<SliceRef>,
+    [row, col]: [Vector3<f64>; 2],
+    pixel_mm: [f64; 2],
+    report: &mut LoadReport,
+) -> Vec<SliceRef> {
+    if slices.len() < 3 {
+        return slices;
+    }
+    let uv: Vec<[f64; 3]> = slices
+        .iter()
+        .map(|s| {
+            let p = s.geom.position_mm.unwrap_or_default();
+            [p.dot(&row), p.dot(&col), s.depth_mm]
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let tolerance = pixel_mm[0].max(pixel_mm[1]).max(1.0);
+    let mut bad = vec![false; slices.len()];
+    for axis in 0..2 {
+        let slopes: Vec<f64> = uv
+            .windows(2)
+            .filter(|w| w[1][2] - w[0][2] > 1e-6)
+            .map(|w| (w[1][axis] - w[0][axis]) / (w[1][2] - w[0][2]))
+            .collect();
+        if slopes.is_empty() {
+            return slices;
+        }
+        let slope = median(slopes);
+        let intercept = median(uv.iter().map(|p| p[axis] - slope * p[2]).collect());
+        for (i, p) in uv.iter().enumerate() {
+            let residual = p[axis] - (intercept + slope * p[2]);
+            if residual.is_nan() || residual.abs() > tolerance {
+                bad[i] = true;
+            }
+        }
+    }
+    if !bad.iter().any(|&b| b) || bad.iter().filter(|&&b| b).count() * 2 >= slices.len() {
+        return slices; // nothing to exclude, or no clear majority to keep
+    }
+    let (kept, excluded): (Vec<_>, Vec<_>) = slices.into_iter().zip(bad).partition(|(_, b)| !*b);
+    let excluded: Vec<SliceRef> = excluded.into_iter().map(|(s, _)| s).collect();
+    let refs: Vec<&SliceRef> = excluded.iter().collect();
+    report.warn(
+        WarningKind::MixedGeometry,
+        format!(
+            "{} slice(s) are displaced in-plane from the rest of the stack (ImagePositionPatient off by more than {tolerance:.1} mm) and were excluded",
+            excluded.len()
+        ),
+        paths(&refs),
+    );
+    for s in &excluded {
+        report.skipped_files.push(FileProblem {
+            path: s.path(),
+            problem: "excluded: its ImagePositionPatient is displaced in-plane from the rest of the series".into(),
+        });
+    }
+    kept.into_iter().map(|(s, _)| s).collect()
 }
 
 /// Excludes (and reports) the sorted slices at the position of the slice before them,
@@ -714,6 +797,10 @@ fn decode_slices(
                                     name: name.clone(),
                                 }
                             }
+                            DicomError::Decode { path, message } => DicomError::Decode {
+                                path: path.clone(),
+                                message: message.clone(),
+                            },
                             _ => DicomError::Decode {
                                 path: header.path.clone(),
                                 message: msg.clone(),
@@ -742,9 +829,9 @@ fn report_oversized(oversized: &[(PathBuf, (usize, usize))], report: &mut LoadRe
         report.warn(
             WarningKind::InconsistentTags,
             format!(
-                "Pixel Data is longer than Rows x Columns x BitsAllocated x frames say in {} file(s) \
-                 (e.g. {held} bytes for {expected}): the image size in the header is probably wrong \
-                 and those slices may be garbled",
+                "Pixel Data is longer than Rows x Columns x BitsAllocated x frames need in {} file(s) \
+                 (e.g. {held} bytes for {expected}): the extra bytes were ignored; if the header's \
+                 image size is wrong, those slices are garbled",
                 oversized.len()
             ),
             oversized.iter().map(|(p, _)| p.clone()).collect(),
@@ -1044,15 +1131,30 @@ fn resample_irregular(
 /// Warns about slices whose RescaleSlope is 0: every voxel of them becomes the
 /// intercept, which is never a real CT.
 fn report_zero_slopes(slices: &[SliceRef], report: &mut LoadReport) {
+    let unreadable: Vec<&SliceRef> = slices
+        .iter()
+        .filter(|s| s.header.unreadable_rescale)
+        .collect();
+    if !unreadable.is_empty() {
+        report.warn(
+            WarningKind::InconsistentTags,
+            format!(
+                "RescaleSlope or RescaleIntercept is not a finite number in {} slice(s): \
+                 slope 1 and intercept 0 were used, so their HU may be wrong",
+                unreadable.len()
+            ),
+            paths(&unreadable),
+        );
+    }
     let zero: Vec<&SliceRef> = slices
         .iter()
-        .filter(|s| s.geom.rescale_slope == 0.0)
+        .filter(|s| s.geom.rescale_slope.abs() < 1e-6)
         .collect();
     if !zero.is_empty() {
         report.warn(
             WarningKind::InconsistentTags,
             format!(
-                "RescaleSlope is 0 in {} slice(s): all their voxels read as the RescaleIntercept",
+                "RescaleSlope is 0 (or below 1e-6) in {} slice(s): all their voxels read as the RescaleIntercept",
                 zero.len()
             ),
             paths(&zero),
