@@ -315,12 +315,15 @@ fn label_maps_off_the_ct_grid_are_refused_with_the_difference() {
     assert!(check_same_grid("CT", &ct, "labels", &rounded).is_ok());
 }
 
-#[test]
-fn seg_from_another_frame_of_reference_or_with_duplicate_segments_is_refused() {
+/// Writes the test series under `dir/ct` and a SEG of the given voxels `(i, j, k, label)`
+/// on it at `dir/seg.dcm`; returns the CT grid, its FrameOfReferenceUID and the SEG path.
+fn seg_on_a_series(
+    dir: &Path,
+    voxels: &[(usize, usize, usize, u8)],
+) -> (Geometry, Option<String>, std::path::PathBuf) {
     use pulmo::annotate::LabelTable;
     use pulmo::io::dicom::seg;
-    let tmp = tempfile::tempdir().unwrap();
-    let ct_dir = tmp.path().join("ct");
+    let ct_dir = dir.join("ct");
     write::write_series(
         &phantom(geometry()),
         &ct_dir,
@@ -330,9 +333,10 @@ fn seg_from_another_frame_of_reference_or_with_duplicate_segments_is_refused() {
     let loaded = dicom::load(&ct_dir, None, &LoadOptions::default()).unwrap();
     let g = loaded.volume.geometry.clone();
     let mut labels = Volume::filled(g.clone(), 0u8).unwrap();
-    labels.set(3, 3, 2, 1);
-    labels.set(4, 3, 3, 3);
-    let out = tmp.path().join("seg.dcm");
+    for &(i, j, k, v) in voxels {
+        labels.set(i, j, k, v);
+    }
+    let out = dir.join("seg.dcm");
     seg::write_seg(
         &out,
         &labels,
@@ -341,7 +345,14 @@ fn seg_from_another_frame_of_reference_or_with_duplicate_segments_is_refused() {
         &Default::default(),
     )
     .unwrap();
-    let own = loaded.meta.frame_of_reference_uid.clone();
+    (g, loaded.meta.frame_of_reference_uid.clone(), out)
+}
+
+#[test]
+fn seg_from_another_frame_of_reference_or_with_duplicate_segments_is_refused() {
+    use pulmo::io::dicom::seg;
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, own, out) = seg_on_a_series(tmp.path(), &[(3, 3, 2, 1), (4, 3, 3, 3)]);
     assert!(seg::read_seg(&out, &g, own.as_deref()).is_ok());
     let e = seg::read_seg(&out, &g, Some("1.2.3.4"))
         .unwrap_err()
@@ -380,30 +391,9 @@ fn seg_from_another_frame_of_reference_or_with_duplicate_segments_is_refused() {
 
 #[test]
 fn nan_seg_frame_positions_are_refused_not_stacked_on_one_slice() {
-    use pulmo::annotate::LabelTable;
     use pulmo::io::dicom::seg;
     let tmp = tempfile::tempdir().unwrap();
-    let ct_dir = tmp.path().join("ct");
-    write::write_series(
-        &phantom(geometry()),
-        &ct_dir,
-        &SeriesWriteOptions::default(),
-    )
-    .unwrap();
-    let loaded = dicom::load(&ct_dir, None, &LoadOptions::default()).unwrap();
-    let g = loaded.volume.geometry.clone();
-    let mut labels = Volume::filled(g.clone(), 0u8).unwrap();
-    labels.set(3, 3, 2, 1);
-    labels.set(3, 3, 4, 1);
-    let out = tmp.path().join("seg.dcm");
-    seg::write_seg(
-        &out,
-        &labels,
-        &LabelTable::default(),
-        &loaded.meta,
-        &Default::default(),
-    )
-    .unwrap();
+    let (g, _, out) = seg_on_a_series(tmp.path(), &[(3, 3, 2, 1), (3, 3, 4, 1)]);
     let bytes = std::fs::read(&out).unwrap();
     // Rewrite every frame's ImagePositionPatient z as NaN (same length: DS text).
     let mut patched = bytes.clone();

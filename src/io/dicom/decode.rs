@@ -177,14 +177,14 @@ impl<'h> OpenImage<'h> {
             * h.columns as usize
             * (h.bits_allocated as usize / 8)
             * h.number_of_frames as usize;
+        // The element's declared length: no copy of the pixels.
         let held = self
             .obj
             .element(tags::PIXEL_DATA)
             .ok()?
-            .value()
-            .to_bytes()
-            .ok()?
-            .len();
+            .header()
+            .len
+            .get()? as usize;
         (held > expected.next_multiple_of(2)).then_some((held, expected))
     }
 

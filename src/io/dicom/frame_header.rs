@@ -18,24 +18,10 @@ pub(crate) enum Family {
 
 impl Family {
     pub(crate) fn of(transfer_syntax: &str) -> Family {
-        match transfer_syntax {
-            "1.2.840.10008.1.2.5" => Family::Rle,
-            ts if ts.starts_with("1.2.840.10008.1.2.4.")
-                && matches!(
-                    ts.trim_start_matches("1.2.840.10008.1.2.4."),
-                    "50" | "51" | "57" | "70" | "80" | "81"
-                ) =>
-            {
-                Family::Jpeg
-            }
-            ts if ts.starts_with("1.2.840.10008.1.2.4.")
-                && matches!(
-                    ts.trim_start_matches("1.2.840.10008.1.2.4."),
-                    "90" | "91" | "201" | "202" | "203"
-                ) =>
-            {
-                Family::Jpeg2000
-            }
+        match transfer_syntax.strip_prefix("1.2.840.10008.1.2") {
+            Some(".5") => Family::Rle,
+            Some(".4.50" | ".4.51" | ".4.57" | ".4.70" | ".4.80" | ".4.81") => Family::Jpeg,
+            Some(".4.90" | ".4.91" | ".4.201" | ".4.202" | ".4.203") => Family::Jpeg2000,
             _ => Family::Other,
         }
     }

@@ -354,23 +354,6 @@ impl FileHeader {
     }
 }
 
-/// Whether the file starts with the 128-byte preamble and "DICM", and its length.
-/// FIFOs and devices are refused before they are read.
-fn has_dicm_marker(path: &Path) -> std::io::Result<(bool, u64)> {
-    let mut f = guard::open_regular_file(path)?;
-    let len = f.metadata()?.len();
-    let mut buf = [0u8; 132];
-    let mut read = 0;
-    while read < buf.len() {
-        let n = f.read(&mut buf[read..])?;
-        if n == 0 {
-            return Ok((false, len));
-        }
-        read += n;
-    }
-    Ok((&buf[128..132] == b"DICM", len))
-}
-
 /// Walks the element headers of a DICOM file's data set (up to Pixel Data) without
 /// reading any value, before dicom-rs parses it, and refuses two things dicom-rs would
 /// otherwise do on a hostile file:
@@ -379,23 +362,38 @@ fn has_dicm_marker(path: &Path) -> std::io::Result<(bool, u64)> {
 /// - sequences nested more than [`guard::MAX_NESTING_DEPTH`] deep: its object builder
 ///   recurses per level and a 10,000-level file overflows the stack.
 ///
-/// Anything the walker does not follow (deflated data sets, unknown transfer syntaxes,
-/// odd encodings) passes: opening the file reports the parse error.
-fn check_structure(path: &Path, whole: bool) -> Result<(), String> {
+/// Anything the walker does not follow (unknown transfer syntaxes, odd encodings)
+/// passes: opening the file reports the parse error.
+///
+/// Returns the file's length, or `None` when it has no 128-byte preamble and "DICM"
+/// marker (not a DICOM file). FIFOs and devices are refused before they are read.
+fn check_structure(path: &Path, whole: bool) -> Result<Option<u64>, String> {
     use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntaxIndex};
-    let file = guard::open_regular_file(path).map_err(|e| format!("cannot read: {e}"))?;
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let cannot_read = |e: std::io::Error| format!("cannot read: {e}");
+    let file = guard::open_regular_file(path).map_err(cannot_read)?;
+    let file_len = file.metadata().map_err(cannot_read)?.len();
     let mut reader = std::io::BufReader::new(file);
     let mut preamble = [0u8; 132];
-    if reader.read_exact(&mut preamble).is_err() {
-        return Ok(());
+    match reader.read_exact(&mut preamble) {
+        Ok(()) if &preamble[128..] == b"DICM" => {}
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(cannot_read(e)),
     }
-    check_meta_lengths(&mut reader, file_len)?;
+    // The meta group first (explicit VR little endian, group 0002), by the same walk.
+    let meta_walker = HeaderWalker {
+        big_endian: false,
+        explicit: true,
+        file_len,
+        whole: false,
+        meta_only: true,
+    };
+    meta_walker.walk(&mut reader, 132)?;
     if std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(128)).is_err() {
-        return Ok(());
+        return Ok(Some(file_len));
     }
     let Ok(meta) = dicom_object::FileMetaTable::from_reader(&mut reader) else {
-        return Ok(());
+        return Ok(Some(file_len));
     };
     let uid = meta
         .transfer_syntax()
@@ -403,16 +401,17 @@ fn check_structure(path: &Path, whole: bool) -> Result<(), String> {
         .trim()
         .to_string();
     let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&uid) else {
-        return Ok(());
+        return Ok(Some(file_len));
     };
     let Ok(start) = std::io::Seek::stream_position(&mut reader) else {
-        return Ok(());
+        return Ok(Some(file_len));
     };
     let mut walker = HeaderWalker {
         big_endian: ts.endianness() == Endianness::Big,
         explicit: uid != "1.2.840.10008.1.2", // the one implicit-VR standard syntax
         file_len,
         whole,
+        meta_only: false,
     };
     match ts.codec() {
         // Deflated: walk the inflated stream, which can be at most DEFLATE_MAX_RATIO
@@ -424,71 +423,12 @@ fn check_structure(path: &Path, whole: bool) -> Result<(), String> {
                     .saturating_mul(guard::DEFLATE_MAX_RATIO),
             );
             let mut inflated = std::io::BufReader::new(flate2::read::DeflateDecoder::new(reader));
-            walker.walk(&mut inflated, start)
+            walker.walk(&mut inflated, start)?;
         }
-        Codec::Dataset(None) => Ok(()),
-        _ => walker.walk(&mut reader, start),
+        Codec::Dataset(None) => {}
+        _ => walker.walk(&mut reader, start)?,
     }
-}
-
-/// The file meta group (explicit VR little endian, group 0002, from byte 132): each
-/// element's length must stay inside the file (dicom-rs zero-fills it before reading).
-fn check_meta_lengths(r: &mut impl std::io::BufRead, file_len: u64) -> Result<(), String> {
-    let mut pos = 132u64;
-    let mut head = [0u8; 8];
-    loop {
-        if r.read_exact(&mut head).is_err() {
-            return Ok(());
-        }
-        let group = u16::from_le_bytes([head[0], head[1]]);
-        if group != 0x0002 {
-            return Ok(());
-        }
-        let element = u16::from_le_bytes([head[2], head[3]]);
-        pos += 8;
-        let short = matches!(
-            &[head[4], head[5]],
-            b"AE"
-                | b"AS"
-                | b"AT"
-                | b"CS"
-                | b"DA"
-                | b"DS"
-                | b"DT"
-                | b"FL"
-                | b"FD"
-                | b"IS"
-                | b"LO"
-                | b"LT"
-                | b"PN"
-                | b"SH"
-                | b"SL"
-                | b"SS"
-                | b"ST"
-                | b"TM"
-                | b"UI"
-                | b"UL"
-                | b"US"
-        );
-        let len = if short {
-            u16::from_le_bytes([head[6], head[7]]) as u64
-        } else {
-            let mut more = [0u8; 4];
-            if r.read_exact(&mut more).is_err() {
-                return Ok(());
-            }
-            pos += 4;
-            u32::from_le_bytes(more) as u64
-        };
-        if pos + len > file_len {
-            return Err(format!(
-                "file meta element (0002,{element:04X}) claims {len} bytes, beyond the end of \
-                 the {file_len}-byte file (truncated or corrupt)"
-            ));
-        }
-        let skipped = std::io::copy(&mut r.take(len), &mut std::io::sink()).unwrap_or(0);
-        pos += skipped;
-    }
+    Ok(Some(file_len))
 }
 
 /// State of [`check_structure`]'s walk.
@@ -499,6 +439,37 @@ struct HeaderWalker {
     /// Walk past the top-level Pixel Data to the end of the file (for a whole-file
     /// open), instead of stopping there (for a header read).
     whole: bool,
+    /// Walk the file meta group only (stop at the first element of another group).
+    meta_only: bool,
+}
+
+/// Whether an explicit VR has a 2-byte length; every other VR (an unknown one too, as
+/// dicom-rs reads it) has 2 reserved bytes and a 4-byte length.
+fn has_short_length(vr: &[u8; 2]) -> bool {
+    matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
 }
 
 /// What an open container is.
@@ -549,6 +520,9 @@ impl HeaderWalker {
                 }
             };
             let (group, element) = (u16_at(&buf, 0), u16_at(&buf, 2));
+            if self.meta_only && group != 0x0002 {
+                return Ok(());
+            }
             pos += 8;
             let top = stack.last().map(|s| s.0);
             if group == 0xFFFE {
@@ -570,32 +544,7 @@ impl HeaderWalker {
             } else {
                 let (vr, len) = if explicit {
                     let vr = [buf[4], buf[5]];
-                    // The VRs with a 2-byte length; any other (also an unknown VR, as
-                    // dicom-rs reads it) has 2 reserved bytes and a 4-byte length.
-                    let long = !matches!(
-                        &vr,
-                        b"AE"
-                            | b"AS"
-                            | b"AT"
-                            | b"CS"
-                            | b"DA"
-                            | b"DS"
-                            | b"DT"
-                            | b"FL"
-                            | b"FD"
-                            | b"IS"
-                            | b"LO"
-                            | b"LT"
-                            | b"PN"
-                            | b"SH"
-                            | b"SL"
-                            | b"SS"
-                            | b"ST"
-                            | b"TM"
-                            | b"UI"
-                            | b"UL"
-                            | b"US"
-                    );
+                    let long = !has_short_length(&vr);
                     if long {
                         if r.read_exact(&mut buf[8..12]).is_err() {
                             return Ok(());
@@ -689,6 +638,11 @@ pub(crate) fn open_object(
     read_until: Option<Tag>,
 ) -> Result<DefaultDicomObject, String> {
     check_structure(path, read_until.is_none())?;
+    parse_object(path, read_until)
+}
+
+/// dicom-object's parse, with any panic in it caught (after [`check_structure`]).
+fn parse_object(path: &Path, read_until: Option<Tag>) -> Result<DefaultDicomObject, String> {
     let opened = guard::catch_panic("the DICOM parser", || {
         let mut options = OpenFileOptions::new();
         if let Some(tag) = read_until {
@@ -701,12 +655,10 @@ pub(crate) fn open_object(
 
 /// Reads one file's header. `Ok(None)`: not a DICOM file (no DICM marker).
 pub fn read_header(path: &Path) -> Result<Option<FileHeader>, String> {
-    let file_len = match has_dicm_marker(path) {
-        Ok((false, _)) => return Ok(None),
-        Ok((true, len)) => len,
-        Err(e) => return Err(format!("cannot read: {e}")),
+    let Some(file_len) = check_structure(path, false)? else {
+        return Ok(None);
     };
-    let obj = open_object(path, Some(tags::PIXEL_DATA))
+    let obj = parse_object(path, Some(tags::PIXEL_DATA))
         .map_err(|e| format!("unreadable DICOM header: {e}"))?;
     // read_until excludes Pixel Data itself: look whether it follows.
     let mut header = FileHeader::from_object(path, &obj, file_len)?;

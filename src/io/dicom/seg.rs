@@ -852,23 +852,7 @@ pub fn read_seg(
     let segments = r.segments(obj)?;
     let value_of = r.label_values(&segments)?;
     let table = label_table(&segments, &value_of);
-    let data = r.pixel_data(obj, &ts, &format)?;
-    let plane = format.rows * format.columns;
-    let needed = match format.fractional {
-        None => (format.n_frames * plane).div_ceil(8),
-        Some(_) => format.n_frames * plane,
-    };
-    if data.len() > needed.next_multiple_of(2) {
-        warnings.push(format!(
-            "{}: PixelData holds {} bytes but {} frames of {} x {} need {needed}: the frame \
-             count or size in the header is probably wrong",
-            path.display(),
-            data.len(),
-            format.n_frames,
-            format.columns,
-            format.rows
-        ));
-    }
+    let data = r.pixel_data(obj, &ts, &format, &mut warnings)?;
     let frames = r.frame_slices(per_frame, shared, ct, &value_of)?;
     let (voxels, overlaps) = paint_frames(ct, &format, &data, &frames);
     push_overlap_warnings(path, &table, overlaps, &mut warnings);
@@ -1087,6 +1071,7 @@ impl Reader<'_> {
         obj: &'o InMemDicomObject,
         ts: &str,
         format: &FrameFormat,
+        warnings: &mut Vec<String>,
     ) -> Result<Cow<'o, [u8]>, SegError> {
         let pixel = obj
             .get(tags::PIXEL_DATA)
@@ -1119,6 +1104,14 @@ impl Reader<'_> {
                 "PixelData holds {} bytes, {n_frames} frames of {columns} x {rows} need {needed}",
                 data.len()
             )));
+        }
+        if data.len() > needed.next_multiple_of(2) {
+            warnings.push(format!(
+                "{}: PixelData holds {} bytes but {n_frames} frames of {columns} x {rows} need \
+                 {needed}: the frame count or size in the header is probably wrong",
+                self.path.display(),
+                data.len()
+            ));
         }
         Ok(data)
     }

@@ -48,6 +48,24 @@ fn close(a: &[Vector3<f64>; 2], b: &[Vector3<f64>; 2]) -> bool {
     (a[0] - b[0]).norm() < 1e-4 && (a[1] - b[1]).norm() < 1e-4
 }
 
+/// Reports slices left out of the stack: one warning naming their files, and each file
+/// among the skipped ones with `problem`.
+fn report_excluded(
+    report: &mut LoadReport,
+    kind: WarningKind,
+    message: String,
+    excluded: &[&SliceRef],
+    problem: &str,
+) {
+    report.warn(kind, message, paths(excluded));
+    for s in excluded {
+        report.skipped_files.push(FileProblem {
+            path: s.path(),
+            problem: problem.to_string(),
+        });
+    }
+}
+
 /// Keeps the largest group of slices sharing `key`, reporting the rest.
 fn keep_majority<K: PartialEq + Clone>(
     slices: Vec<SliceRef>,
@@ -72,21 +90,17 @@ fn keep_majority<K: PartialEq + Clone>(
     let excluded: Vec<SliceRef> = iter.flat_map(|(_, v)| v).collect();
     if !excluded.is_empty() {
         let refs: Vec<&SliceRef> = excluded.iter().collect();
-        report.warn(
+        report_excluded(
+            report,
             WarningKind::MixedGeometry,
             format!(
                 "series mixes {what}: kept the {} slice(s) that agree, excluded {} slice(s)",
                 kept.len(),
                 excluded.len()
             ),
-            paths(&refs),
+            &refs,
+            &format!("excluded: its {what} differs from the rest of the series"),
         );
-        for s in &excluded {
-            report.skipped_files.push(FileProblem {
-                path: s.path(),
-                problem: format!("excluded: its {what} differs from the rest of the series"),
-            });
-        }
     }
     kept
 }
@@ -218,20 +232,16 @@ fn exclude_unplaced(mut slices: Vec<SliceRef>, report: &mut LoadReport) -> Vec<S
     if bad.is_empty() {
         return slices;
     }
-    report.warn(
+    report_excluded(
+        report,
         WarningKind::InconsistentTags,
         format!(
             "{} slice(s) lack ImagePositionPatient or ImageOrientationPatient and were excluded",
             bad.len()
         ),
-        paths(&bad),
+        &bad,
+        "excluded: no ImagePositionPatient/ImageOrientationPatient",
     );
-    for s in &bad {
-        report.skipped_files.push(FileProblem {
-            path: s.path(),
-            problem: "excluded: no ImagePositionPatient/ImageOrientationPatient".into(),
-        });
-    }
     slices.retain(placed);
     slices
 }
@@ -357,20 +367,16 @@ fn exclude_displaced(
     let (kept, excluded): (Vec<_>, Vec<_>) = slices.into_iter().zip(bad).partition(|(_, b)| !*b);
     let excluded: Vec<SliceRef> = excluded.into_iter().map(|(s, _)| s).collect();
     let refs: Vec<&SliceRef> = excluded.iter().collect();
-    report.warn(
+    report_excluded(
+        report,
         WarningKind::MixedGeometry,
         format!(
             "{} slice(s) are displaced in-plane from the rest of the stack (ImagePositionPatient off by more than {tolerance:.1} mm) and were excluded",
             excluded.len()
         ),
-        paths(&refs),
+        &refs,
+        "excluded: its ImagePositionPatient is displaced in-plane from the rest of the series",
     );
-    for s in &excluded {
-        report.skipped_files.push(FileProblem {
-            path: s.path(),
-            problem: "excluded: its ImagePositionPatient is displaced in-plane from the rest of the series".into(),
-        });
-    }
     kept.into_iter().map(|(s, _)| s).collect()
 }
 
@@ -712,7 +718,7 @@ fn decode_slices(
         if let Some(sizes) = image.excess_native_bytes()
             && let Ok(mut v) = oversized.lock()
         {
-            v.push((image_path(image), sizes));
+            v.push((image.path().to_path_buf(), sizes));
         }
     };
     // Hand each file's planes to its task.
@@ -819,10 +825,6 @@ fn decode_slices(
     (voxels, errors, clamped.into_inner(), oversized)
 }
 
-fn image_path(image: &OpenImage) -> PathBuf {
-    image.path().to_path_buf()
-}
-
 /// Warns about files whose native Pixel Data is longer than their header's image size.
 fn report_oversized(oversized: &[(PathBuf, (usize, usize))], report: &mut LoadReport) {
     if let Some((_, (held, expected))) = oversized.first() {
@@ -854,7 +856,7 @@ pub(super) fn load_stack(
         series: uid.into(),
         message: e.to_string(),
     })?;
-    report_zero_slopes(&plan.slices, &mut report);
+    report_rescale_problems(&plan.slices, &mut report);
 
     let (mut voxels, errors, clamped, oversized) = decode_slices(&plan.slices, plane, options);
     report_oversized(&oversized, &mut report);
@@ -1128,9 +1130,10 @@ fn resample_irregular(
     })
 }
 
-/// Warns about slices whose RescaleSlope is 0: every voxel of them becomes the
-/// intercept, which is never a real CT.
-fn report_zero_slopes(slices: &[SliceRef], report: &mut LoadReport) {
+/// Warns about slices whose rescale cannot be right: RescaleSlope or RescaleIntercept
+/// unreadable (1 and 0 used), or a slope of (about) 0, which makes every voxel the
+/// intercept.
+fn report_rescale_problems(slices: &[SliceRef], report: &mut LoadReport) {
     let unreadable: Vec<&SliceRef> = slices
         .iter()
         .filter(|s| s.header.unreadable_rescale)
