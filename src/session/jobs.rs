@@ -205,6 +205,12 @@ mod tests {
                 total: 3
             }
         );
+        // The job sends its result, then wakes the UI (so that a wake-up always finds
+        // the result): `wait` can return a moment before the waker has run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while woken.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
 
