@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 pub mod ai;
+pub mod followup;
 
 use crate::io::{self, Format, dicom, load_ct};
 use crate::metrics;
@@ -103,6 +104,14 @@ pub enum Command {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
+    /// Register a follow-up CT (FIXED) to its baseline (MOVING): rigid, affine, then
+    /// deformable inside the lungs; writes the displacement field (ITK convention), the
+    /// warped baseline and a JSON report.
+    Register(Box<followup::RegisterArgs>),
+    /// What changed between a baseline and a follow-up: transition map (new, resolved,
+    /// persistent ground-glass and consolidation), volumes per lung and third, lesions
+    /// matched over time.
+    Progress(Box<followup::ProgressArgs>),
     /// Import a binary DICOM SEG onto a DICOM CT's grid and write it as a NIfTI label map.
     ImportSeg {
         /// The CT series the SEG was drawn on.
@@ -171,6 +180,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Compare(args)) => compare_cmd(&args),
         Some(Command::Quantify { ct, labels, json }) => quantify_cmd(&ct, &labels, json),
         Some(Command::Segment(a)) => ai::segment(&a),
+        Some(Command::Register(a)) => followup::register_cmd(&a),
+        Some(Command::Progress(a)) => followup::progress_cmd(&a),
         Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
         Some(Command::Finetune(_)) => ai::forward_to_ai("finetune"),

@@ -15,6 +15,8 @@
 //!   │             evaluation protocols, fine-tuning data                                 │
 //!   │ io        – DICOM (dicom-rs) series and SEG, NIfTI, NRRD; atomic writes            │
 //!   │ annotate  – label table, the editor (locks, changed boxes), tools, undo deltas     │
+//!   │ followup  – registration of a follow-up CT to its baseline, transition maps,       │
+//!   │             lesions matched over time                                              │
 //!   │ metrics   – overlap, surface distances, quantification, reports                    │
 //!   │ view      – the three slice views' geometry: screen px ↔ world mm ↔ voxels       │
 //!   │ demo      – the deterministic synthetic chest CT                                   │
@@ -25,7 +27,8 @@
 //!
 //! Within the domain the allowed edges (`tests/architecture.rs`, `ALLOWED_EDGES`) are:
 //! `view`, `demo`, `metrics` → `volume`; `annotate` → `volume`, `view`; `io` → `volume`,
-//! `annotate` (SEG segments carry the label table); `infer` → those below it; `session`
+//! `annotate` (SEG segments carry the label table); `followup` → `volume`, `annotate`,
+//! `metrics`; `infer` → those below it; `session`
 //! → every other domain module. `ui` draws the [`session::Session`] and turns input into
 //! calls on it; it holds view, tool and panel settings, never domain logic.
 //!
@@ -55,6 +58,7 @@
 pub mod annotate;
 pub mod cli;
 pub mod demo;
+pub mod followup;
 pub mod infer;
 pub mod io;
 pub mod metrics;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 const DOMAIN: &[&str] = &[
-    "volume", "io", "annotate", "metrics", "infer", "session", "demo", "view",
+    "volume", "io", "annotate", "metrics", "followup", "infer", "session", "demo", "view",
 ];
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
@@ -159,11 +159,12 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("metrics", &["volume"]),
     ("annotate", &["volume", "view"]),
     ("io", &["volume", "annotate"]),
+    ("followup", &["volume", "annotate", "metrics"]),
     ("infer", &["volume", "annotate", "demo", "io", "metrics"]),
     (
         "session",
         &[
-            "volume", "view", "annotate", "demo", "io", "metrics", "infer",
+            "volume", "view", "annotate", "demo", "io", "metrics", "infer", "followup",
         ],
     ),
     ("render", &["volume", "view"]),
@@ -171,12 +172,14 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         "ui",
         &[
             "volume", "view", "annotate", "demo", "io", "metrics", "infer", "session", "render",
+            "followup",
         ],
     ),
     (
         "cli",
         &[
             "volume", "view", "annotate", "demo", "io", "metrics", "infer", "session", "ui",
+            "followup",
         ],
     ),
 ];

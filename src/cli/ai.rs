@@ -552,3 +552,14 @@ fn run_job(
     };
     Ok(*proposal)
 }
+
+/// Runs one model on a CT in a fresh worker and returns its labels (lungs 1, 2 for
+/// `Task::Lung`; lungs and lesions 3, 4 for `Task::Lesion`).
+pub fn propose(
+    task: Task,
+    ct: &Arc<crate::volume::CtVolume>,
+    device: DeviceChoice,
+) -> Result<crate::volume::LabelVolume> {
+    let mut worker = Worker::spawn(default_factory(device, None, None), Arc::new(|| {}), 1);
+    Ok(run_job(&mut worker, task, ct, false)?.labels)
+}

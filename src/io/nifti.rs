@@ -173,6 +173,144 @@ pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<()
 /// times as long on CT for a few percent of size.
 const GZIP_LEVEL: u32 = 4;
 
+/// NIfTI intent code of a vector image (ITK writes displacement fields with it).
+const INTENT_VECTOR: i16 = 1007;
+/// NIfTI intent code of a displacement vector image.
+const INTENT_DISPLACEMENT_VECT: i16 = 1006;
+
+/// Writes a 3-vector image (a displacement field) the way ITK writes one, so that
+/// SimpleITK, ANTs and Slicer read it as a vector image: float32, `dim` = (5, nx, ny, nz,
+/// 1, 3), intent 1007 (vector), all x components first, then y, then z. The components
+/// are stored as given: for a displacement field, millimetres in the patient frame (LPS,
+/// ITK's physical frame), not flipped to RAS (ITK does not flip them either).
+pub fn write_nifti_vectors(path: &Path, field: &Volume<[f32; 3]>) -> Result<(), NiftiError> {
+    let unwritable = |reason: String| NiftiError::Unwritable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let g = &field.geometry;
+    g.validate().map_err(|e| unwritable(e.to_string()))?;
+    if field.voxels.len() != g.voxel_count() {
+        return Err(unwritable(format!(
+            "the field holds {} vectors but its dims {:?} need {}",
+            field.voxels.len(),
+            g.dims,
+            g.voxel_count()
+        )));
+    }
+    let mut header = Header::for_volume(g, 16, 32).map_err(unwritable)?;
+    header.dim[0] = 5;
+    header.dim[5] = 3;
+    header.intent_code = INTENT_VECTOR;
+    let header_bytes = header.to_bytes(false);
+    let gz = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
+        .unwrap_or(false);
+    super::atomic::write_atomically(path, gz.then_some(GZIP_LEVEL), |w| {
+        w.write_all(&header_bytes)?;
+        w.write_all(&[0u8; 4])?;
+        let mut buf = Vec::with_capacity(1 << 18);
+        for c in 0..3 {
+            for chunk in field.voxels.chunks(1 << 16) {
+                buf.clear();
+                for v in chunk {
+                    buf.extend_from_slice(&v[c].to_le_bytes());
+                }
+                w.write_all(&buf)?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|source| NiftiError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a 3-vector image written by [`write_nifti_vectors`], ITK, SimpleITK or ANTs:
+/// `dim` (5, nx, ny, nz, 1, 3) with intent 1006 or 1007 (or none), float32 or float64.
+/// Components are returned as stored (ITK's LPS millimetres for a displacement field).
+pub fn read_nifti_vectors(path: &Path) -> Result<Volume<[f32; 3]>, NiftiError> {
+    let mut src = Stream::open(path)?;
+    let (h, big_endian) = src.read_header()?;
+    let bad = |reason: String| bad_header(path, reason);
+    if h.dim[0] != 5 || h.dim[4] != 1 || h.dim[5] != 3 {
+        return Err(bad(format!(
+            "not a 3-vector image: dim = {:?} (a displacement field has dim (5, nx, ny, nz, 1, 3))",
+            &h.dim[..=(h.dim[0].clamp(0, 7) as usize)]
+        )));
+    }
+    if ![0, INTENT_VECTOR, INTENT_DISPLACEMENT_VECT].contains(&h.intent_code) {
+        return Err(bad(format!(
+            "intent code {} is not a vector (1007) or displacement (1006) image",
+            h.intent_code
+        )));
+    }
+    let size = match h.datatype {
+        16 => 4,
+        64 => 8,
+        code => {
+            return Err(bad(format!(
+                "vector datatype code {code}: only float32 (16) and float64 (64) are read"
+            )));
+        }
+    };
+    let mut warnings = Vec::new();
+    let dims = [h.dim[1], h.dim[2], h.dim[3]];
+    if dims.iter().any(|d| *d < 1) {
+        return Err(bad(format!("dims {dims:?} are not positive")));
+    }
+    let dims = dims.map(|d| d as usize);
+    let geometry = header_geometry(&h, dims, &mut warnings).map_err(|e| match e {
+        GeometryProblem::Header(reason) => bad_header(path, reason),
+        GeometryProblem::Volume(source) => NiftiError::Geometry {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let offset = voxel_offset(path, &h, &mut warnings)?;
+    let ty = if size == 4 {
+        SampleType::F32
+    } else {
+        SampleType::F64
+    };
+    // The three components are three volumes one after the other.
+    let count = src.check_voxel_sizes::<f32>([dims[0], dims[1], dims[2] * 3], ty, offset)? / 3;
+    src.skip_to(offset)?;
+    let mut voxels = guard::try_filled_vec(count, [0f32; 3], || format!("a {dims:?} vector field"))
+        .map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0u8; size << 16];
+    for c in 0..3 {
+        for chunk in voxels.chunks_mut(1 << 16) {
+            let bytes = &mut buf[..chunk.len() * size];
+            src.reader
+                .read_exact(bytes)
+                .map_err(io_error(path, "reading the vector data"))?;
+            for (v, b) in chunk.iter_mut().zip(bytes.chunks_exact(size)) {
+                let x = match (size, big_endian) {
+                    (4, false) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+                    (4, true) => f32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64,
+                    (_, false) => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+                    (_, true) => f64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
+                };
+                if !x.is_finite() {
+                    return Err(NiftiError::BadValue {
+                        path: path.to_path_buf(),
+                        message: format!("a vector component is {x} (not finite)"),
+                    });
+                }
+                v[c] = x as f32;
+            }
+        }
+    }
+    src.finish()?;
+    Volume::new(geometry, voxels).map_err(|source| NiftiError::Geometry {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Header
 
@@ -183,6 +321,7 @@ const SINGLE_FILE_OFFSET: usize = 352;
 #[derive(Debug, Clone, PartialEq)]
 struct Header {
     dim: [i16; 8],
+    intent_code: i16,
     datatype: i16,
     bitpix: i16,
     pixdim: [f32; 8],
@@ -206,6 +345,7 @@ mod off {
     pub const SIZEOF_HDR: usize = 0;
     pub const REGULAR: usize = 38;
     pub const DIM: usize = 40;
+    pub const INTENT_CODE: usize = 68;
     pub const DATATYPE: usize = 70;
     pub const BITPIX: usize = 72;
     pub const PIXDIM: usize = 76;
@@ -284,6 +424,7 @@ impl Header {
         debug_assert_eq!(f.i32(off::SIZEOF_HDR), 348);
         let mut h = Header {
             dim: [0; 8],
+            intent_code: f.i16(off::INTENT_CODE),
             datatype: f.i16(off::DATATYPE),
             bitpix: f.i16(off::BITPIX),
             pixdim: [0.0; 8],
@@ -346,6 +487,7 @@ impl Header {
             put(off::DIM + 2 * i, &i16b(self.dim[i]));
             put(off::PIXDIM + 4 * i, &f32b(self.pixdim[i]));
         }
+        put(off::INTENT_CODE, &i16b(self.intent_code));
         put(off::DATATYPE, &i16b(self.datatype));
         put(off::BITPIX, &i16b(self.bitpix));
         put(off::VOX_OFFSET, &f32b(self.vox_offset));
@@ -404,6 +546,7 @@ impl Header {
         descrip[..text.len()].copy_from_slice(text);
         Ok(Header {
             dim,
+            intent_code: 0,
             datatype,
             bitpix,
             pixdim,
@@ -1111,6 +1254,7 @@ mod tests {
     fn base_header(dims: [i16; 3], datatype: i16, bitpix: i16) -> Header {
         Header {
             dim: [3, dims[0], dims[1], dims[2], 1, 1, 1, 1],
+            intent_code: 0,
             datatype,
             bitpix,
             pixdim: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0],

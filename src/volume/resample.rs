@@ -47,40 +47,64 @@ fn inside(p: &Vector3<f64>, dims: [usize; 3]) -> bool {
     (0..3).all(|a| p[a] >= -0.5 - INSIDE_EPS && p[a] <= dims[a] as f64 - 0.5 + INSIDE_EPS)
 }
 
+/// The trilinear interpolation of `source` at the continuous voxel position `p`; `None`
+/// when `p` lies more than half a voxel outside the grid (within that half voxel the edge
+/// voxels are extended).
+pub fn sample_trilinear<T: Copy + Into<f64>>(source: &Volume<T>, p: Vector3<f64>) -> Option<f64> {
+    let dims = source.geometry.dims;
+    if !inside(&p, dims) {
+        return None;
+    }
+    let mut idx = [0usize; 3];
+    let mut frac = [0f64; 3];
+    for a in 0..3 {
+        let max = (dims[a] - 1) as f64;
+        let c = p[a].clamp(0.0, max);
+        let f = c.floor();
+        // At the upper edge the "next" voxel is the edge voxel itself.
+        idx[a] = f as usize;
+        frac[a] = c - f;
+    }
+    let next = |a: usize| if idx[a] + 1 < dims[a] { 1 } else { 0 };
+    let (si, sj, sk) = (next(0), next(1) * dims[0], next(2) * dims[0] * dims[1]);
+    let base = source.geometry.index(idx[0], idx[1], idx[2]);
+    let src = &source.voxels;
+    let v = |o: usize| -> f64 { src[base + o].into() };
+    let [fx, fy, fz] = frac;
+    let x00 = v(0) + (v(si) - v(0)) * fx;
+    let x10 = v(sj) + (v(sj + si) - v(sj)) * fx;
+    let x01 = v(sk) + (v(sk + si) - v(sk)) * fx;
+    let x11 = v(sk + sj) + (v(sk + sj + si) - v(sk + sj)) * fx;
+    let y0 = x00 + (x10 - x00) * fy;
+    let y1 = x01 + (x11 - x01) * fy;
+    Some(y0 + (y1 - y0) * fz)
+}
+
+/// The label of the voxel nearest to the continuous voxel position `p` (half up, clamped
+/// for the half-voxel border); `None` outside the grid.
+pub fn sample_nearest<T: Copy>(source: &Volume<T>, p: Vector3<f64>) -> Option<T> {
+    let dims = source.geometry.dims;
+    if !inside(&p, dims) {
+        return None;
+    }
+    let mut idx = [0usize; 3];
+    for a in 0..3 {
+        idx[a] = ((p[a] + 0.5).floor().max(0.0) as usize).min(dims[a] - 1);
+    }
+    Some(source.voxels[source.geometry.index(idx[0], idx[1], idx[2])])
+}
+
+/// A trilinear value rounded to the nearest integer HU.
+pub fn round_hu(value: f64) -> i16 {
+    value.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16
+}
+
 /// Trilinear resampling of a CT volume onto `target`; values are rounded to the nearest
 /// integer HU. Points outside the source grid get `fill_hu`.
 pub fn resample_trilinear(source: &Volume<i16>, target: &Geometry, fill_hu: i16) -> Volume<i16> {
-    let dims = source.geometry.dims;
-    let g = &source.geometry;
-    let src = &source.voxels;
     let mut out = vec![fill_hu; target.voxel_count()];
-    for_each_target_voxel(g, target, &mut out, |p| {
-        if !inside(&p, dims) {
-            return fill_hu;
-        }
-        let mut idx = [0usize; 3];
-        let mut frac = [0f64; 3];
-        for a in 0..3 {
-            let max = (dims[a] - 1) as f64;
-            let c = p[a].clamp(0.0, max);
-            let f = c.floor();
-            // At the upper edge the "next" voxel is the edge voxel itself.
-            idx[a] = f as usize;
-            frac[a] = c - f;
-        }
-        let next = |a: usize| if idx[a] + 1 < dims[a] { 1 } else { 0 };
-        let (si, sj, sk) = (next(0), next(1) * dims[0], next(2) * dims[0] * dims[1]);
-        let base = g.index(idx[0], idx[1], idx[2]);
-        let v = |o: usize| src[base + o] as f64;
-        let [fx, fy, fz] = frac;
-        let x00 = v(0) + (v(si) - v(0)) * fx;
-        let x10 = v(sj) + (v(sj + si) - v(sj)) * fx;
-        let x01 = v(sk) + (v(sk + si) - v(sk)) * fx;
-        let x11 = v(sk + sj) + (v(sk + sj + si) - v(sk + sj)) * fx;
-        let y0 = x00 + (x10 - x00) * fy;
-        let y1 = x01 + (x11 - x01) * fy;
-        let value = y0 + (y1 - y0) * fz;
-        value.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16
+    for_each_target_voxel(&source.geometry, target, &mut out, |p| {
+        sample_trilinear(source, p).map_or(fill_hu, round_hu)
     });
     Volume {
         geometry: target.clone(),
@@ -91,20 +115,9 @@ pub fn resample_trilinear(source: &Volume<i16>, target: &Geometry, fill_hu: i16)
 /// Nearest-neighbour resampling of a label map onto `target` (labels are never blended).
 /// Points outside the source grid get `fill`.
 pub fn resample_labels_nearest(source: &Volume<u8>, target: &Geometry, fill: u8) -> Volume<u8> {
-    let dims = source.geometry.dims;
-    let g = &source.geometry;
-    let src = &source.voxels;
     let mut out = vec![fill; target.voxel_count()];
-    for_each_target_voxel(g, target, &mut out, |p| {
-        if !inside(&p, dims) {
-            return fill;
-        }
-        let mut idx = [0usize; 3];
-        for a in 0..3 {
-            // Round half up, consistently; clamp for the half-voxel border.
-            idx[a] = ((p[a] + 0.5).floor().max(0.0) as usize).min(dims[a] - 1);
-        }
-        src[g.index(idx[0], idx[1], idx[2])]
+    for_each_target_voxel(&source.geometry, target, &mut out, |p| {
+        sample_nearest(source, p).unwrap_or(fill)
     });
     Volume {
         geometry: target.clone(),

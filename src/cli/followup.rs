@@ -1,0 +1,397 @@
+//! `pulmo register` and `pulmo progress`: a follow-up CT registered to its baseline, and
+//! what changed between them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use nalgebra::Matrix4;
+
+use crate::followup::progress::{
+    self, PROGRESSION_CODES, RECOVERY_CODES, TRANSITIONS, match_lesions, transition_map,
+    transition_volumes,
+};
+use crate::followup::{
+    DisplacementField, Pair, RegisterOptions, Registration, Steps, Transform, register,
+};
+use crate::infer::{DeviceChoice, Task};
+use crate::io::nifti::{read_nifti_vectors, write_nifti, write_nifti_vectors};
+use crate::io::{LoadedCt, load_ct};
+use crate::volume::{CtVolume, LabelVolume};
+
+/// Arguments of `pulmo register`.
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    /// The fixed CT (the follow-up): everything is resampled onto its grid.
+    pub fixed: PathBuf,
+    /// The moving CT (the baseline).
+    pub moving: PathBuf,
+    /// Output folder: displacement.nii.gz, moving_warped.nii.gz, registration.json.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Lung mask (or label map: any non-zero lung or lesion label) of the fixed CT;
+    /// proposed by the lung model when absent.
+    #[arg(long)]
+    pub fixed_mask: Option<PathBuf>,
+    /// Lung mask of the moving CT; proposed by the lung model when absent.
+    #[arg(long)]
+    pub moving_mask: Option<PathBuf>,
+    /// Labels of the moving CT to warp as well (nearest neighbour):
+    /// moving_labels_warped.nii.gz.
+    #[arg(long)]
+    pub moving_labels: Option<PathBuf>,
+    /// Rigid and affine only (no deformable stage).
+    #[arg(long)]
+    pub affine_only: bool,
+    /// Register without lung masks (and without running the lung model): lung-like HU
+    /// guide the start and the body guides the metric.
+    #[arg(long, conflicts_with_all = ["fixed_mask", "moving_mask"])]
+    pub no_masks: bool,
+    /// Device for the lung model when masks are proposed.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Arguments of `pulmo progress`.
+#[derive(clap::Args, Debug)]
+pub struct ProgressArgs {
+    /// The baseline CT.
+    #[arg(long)]
+    pub baseline: PathBuf,
+    /// Its labels (lungs 1/2, ground-glass 3, consolidation 4); proposed by the lesion
+    /// model when absent.
+    #[arg(long)]
+    pub baseline_labels: Option<PathBuf>,
+    /// The follow-up CT.
+    #[arg(long)]
+    pub followup: PathBuf,
+    /// Its labels; proposed by the lesion model when absent.
+    #[arg(long)]
+    pub followup_labels: Option<PathBuf>,
+    /// A `pulmo register` output folder for this pair (its displacement.nii.gz) instead
+    /// of registering again.
+    #[arg(long)]
+    pub registration: Option<PathBuf>,
+    /// Output folder: transitions.nii.gz, baseline_labels_warped.nii.gz, progress.json.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Print the JSON report (otherwise a text summary).
+    #[arg(long)]
+    pub json: bool,
+    /// Smallest lesion (mL, at either time point) listed among the matches.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_lesion_ml: f64,
+    /// Device for proposals.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+fn load(path: &Path) -> Result<LoadedCt> {
+    let loaded = load_ct(path, None, &Default::default())
+        .with_context(|| format!("loading {}", path.display()))?;
+    for w in &loaded.warnings {
+        eprintln!("pulmo: warning: {}: {w}", path.display());
+    }
+    Ok(loaded)
+}
+
+fn read_labels(path: &Path) -> Result<LabelVolume> {
+    let r = crate::io::read_label_map(path)?;
+    for w in &r.warnings {
+        eprintln!("pulmo: warning: {}: {w}", path.display());
+    }
+    Ok(r.volume)
+}
+
+/// Warns when the two studies belong to different patients; refuses a non-CT series.
+fn check_studies(fixed: (&Path, &LoadedCt), moving: (&Path, &LoadedCt)) -> Result<()> {
+    for (path, ct) in [fixed, moving] {
+        if let Some(m) = ct.dicom_meta.as_ref().and_then(|m| m.modality.as_deref())
+            && m != "CT"
+        {
+            bail!(
+                "{} is a {m} series, not CT: registering {} to {} needs two CTs",
+                path.display(),
+                moving.0.display(),
+                fixed.0.display()
+            );
+        }
+    }
+    let id = |ct: &LoadedCt| ct.dicom_meta.as_ref().and_then(|m| m.patient_id.clone());
+    if let (Some(a), Some(b)) = (id(fixed.1), id(moving.1))
+        && a != b
+    {
+        eprintln!(
+            "pulmo: warning: {} (PatientID {a:?}) and {} (PatientID {b:?}) belong to different patients",
+            fixed.0.display(),
+            moving.0.display()
+        );
+    }
+    Ok(())
+}
+
+/// The lung mask of a CT: from a file (any lung or lesion label counts as lung) or
+/// proposed by the lung model.
+fn lungs_of(
+    ct: &Arc<CtVolume>,
+    ct_path: &Path,
+    mask: Option<&Path>,
+    device: DeviceChoice,
+) -> Result<LabelVolume> {
+    let labels = match mask {
+        Some(p) => read_labels(p)?,
+        None => {
+            eprintln!("proposing the lungs of {} (lung model)", ct_path.display());
+            crate::cli::ai::propose(Task::Lung, ct, device)
+                .with_context(|| format!("proposing the lungs of {}", ct_path.display()))?
+        }
+    };
+    Ok(labels.map(|v| u8::from((1..=4).contains(&v))))
+}
+
+/// Runs the registration with progress on stderr.
+fn run_registration(
+    fixed: &CtVolume,
+    moving: &CtVolume,
+    lungs: Option<(&LabelVolume, &LabelVolume)>,
+    names: (&Path, &Path),
+    affine_only: bool,
+) -> Result<Registration> {
+    let (fixed_name, moving_name) = (names.0.display().to_string(), names.1.display().to_string());
+    let pair = Pair {
+        fixed,
+        moving,
+        fixed_lungs: lungs.map(|l| l.0),
+        moving_lungs: lungs.map(|l| l.1),
+        fixed_name: &fixed_name,
+        moving_name: &moving_name,
+    };
+    let options = RegisterOptions {
+        deformable: !affine_only,
+        ..Default::default()
+    };
+    let cancel = AtomicBool::new(false);
+    let progress = |stage: &str, fraction: f64| {
+        eprintln!("  {stage}: {:.0} %", 100.0 * fraction);
+    };
+    let steps = Steps {
+        cancel: &cancel,
+        progress: &progress,
+    };
+    Ok(register(&pair, &options, &steps)?)
+}
+
+pub fn register_cmd(a: &RegisterArgs) -> Result<()> {
+    let t = Instant::now();
+    let fixed = load(&a.fixed)?;
+    let moving = load(&a.moving)?;
+    check_studies((&a.fixed, &fixed), (&a.moving, &moving))?;
+    let load_s = t.elapsed().as_secs_f64();
+    let fixed_ct = Arc::new(fixed.volume);
+    let moving_ct = Arc::new(moving.volume);
+    let lungs = if a.no_masks {
+        None
+    } else {
+        Some((
+            lungs_of(&fixed_ct, &a.fixed, a.fixed_mask.as_deref(), a.device)?,
+            lungs_of(&moving_ct, &a.moving, a.moving_mask.as_deref(), a.device)?,
+        ))
+    };
+    let moving_labels = a.moving_labels.as_deref().map(read_labels).transpose()?;
+    let t_reg = Instant::now();
+    let r = run_registration(
+        &fixed_ct,
+        &moving_ct,
+        lungs.as_ref().map(|(f, m)| (f, m)),
+        (&a.fixed, &a.moving),
+        a.affine_only,
+    )?;
+    let register_s = t_reg.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let t_out = Instant::now();
+    let grid = &fixed_ct.geometry;
+    let warped = r.transform.warp_ct(&moving_ct, grid, -1024);
+    let displacement = r.transform.displacement_on(grid);
+    let resample_s = t_out.elapsed().as_secs_f64();
+    let field_path = a.output.join("displacement.nii.gz");
+    write_nifti_vectors(&field_path, &displacement.into_volume())?;
+    write_nifti(&a.output.join("moving_warped.nii.gz"), &warped)?;
+    if let Some(l) = &moving_labels {
+        if let Some(diff) = moving_ct.geometry.grid_difference(&l.geometry) {
+            bail!(
+                "{}: not on the grid of {}: {diff}",
+                a.moving_labels
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string()),
+                a.moving.display()
+            );
+        }
+        let lw = r.transform.warp_labels(l, grid, 0);
+        write_nifti(&a.output.join("moving_labels_warped.nii.gz"), &lw)?;
+    }
+    let report = serde_json::json!({
+        "fixed": a.fixed.display().to_string(),
+        "moving": a.moving.display().to_string(),
+        "convention": "displacement.nii.gz: at each voxel centre x of the fixed grid, \
+            d(x) in LPS mm such that x + d(x) is the corresponding point of the moving \
+            image (ITK / SimpleITK DisplacementFieldTransform, ANTs, Slicer)",
+        "registration": r.report,
+        "seconds": {
+            "load": load_s,
+            "register": register_s,
+            "resample": resample_s,
+            "total": t.elapsed().as_secs_f64(),
+        },
+    });
+    crate::io::atomic::write_atomically(&a.output.join("registration.json"), None, |w| {
+        w.write_all(
+            serde_json::to_string_pretty(&report)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    })
+    .with_context(|| format!("writing {}", a.output.join("registration.json").display()))?;
+    let rep = &r.report;
+    println!(
+        "registered {} to {} in {:.1} s (resampling {:.1} s)",
+        a.moving.display(),
+        a.fixed.display(),
+        register_s,
+        resample_s
+    );
+    if let (Some(d0), Some(d1)) = (rep.lung_dice_affine, rep.lung_dice_final) {
+        println!("lung Dice: affine {d0:.3}, final {d1:.3}");
+    }
+    if let Some(j) = &rep.jacobian {
+        println!(
+            "Jacobian: min {:.3}, max {:.3}, folded {:.4} % of {} voxels",
+            j.min, j.max, j.folded_pct, j.voxels
+        );
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+pub fn progress_cmd(a: &ProgressArgs) -> Result<()> {
+    let baseline = load(&a.baseline)?;
+    let followup = load(&a.followup)?;
+    check_studies((&a.followup, &followup), (&a.baseline, &baseline))?;
+    let b_ct = Arc::new(baseline.volume);
+    let f_ct = Arc::new(followup.volume);
+    let labels_of =
+        |ct: &Arc<CtVolume>, path: &Path, given: Option<&Path>| -> Result<LabelVolume> {
+            let l = match given {
+                Some(p) => read_labels(p)?,
+                None => {
+                    eprintln!(
+                        "proposing lungs and lesions of {} (lesion model)",
+                        path.display()
+                    );
+                    crate::cli::ai::propose(Task::Lesion, ct, a.device)
+                        .with_context(|| format!("proposing lesions of {}", path.display()))?
+                }
+            };
+            if let Some(diff) = ct.geometry.grid_difference(&l.geometry) {
+                bail!(
+                    "the labels of {} are not on its grid: {diff}",
+                    path.display()
+                );
+            }
+            Ok(l)
+        };
+    let b_labels = labels_of(&b_ct, &a.baseline, a.baseline_labels.as_deref())?;
+    let f_labels = labels_of(&f_ct, &a.followup, a.followup_labels.as_deref())?;
+    let (transform, registration) = match &a.registration {
+        Some(dir) => {
+            let path = dir.join("displacement.nii.gz");
+            let field = DisplacementField::from_volume(read_nifti_vectors(&path)?);
+            if let Some(diff) = f_ct.geometry.grid_difference(&field.geometry) {
+                bail!(
+                    "{} is not on the grid of {}: {diff}",
+                    path.display(),
+                    a.followup.display()
+                );
+            }
+            let t = Transform {
+                moving_from_fixed: Matrix4::identity(),
+                field: Some(field),
+            };
+            (t, serde_json::Value::Null)
+        }
+        None => {
+            let lung = |l: &LabelVolume| l.map(|v| u8::from((1..=4).contains(&v)));
+            let (fl, bl) = (lung(&f_labels), lung(&b_labels));
+            let r = run_registration(
+                &f_ct,
+                &b_ct,
+                Some((&fl, &bl)),
+                (&a.followup, &a.baseline),
+                false,
+            )?;
+            let report = serde_json::to_value(&r.report)?;
+            (r.transform, report)
+        }
+    };
+    let b_on_f = transform.warp_labels(&b_labels, &f_ct.geometry, 0);
+    let map = transition_map(&b_on_f, &f_labels)?;
+    let volumes = transition_volumes(&map, &f_labels)?;
+    let lesions = match_lesions(&b_on_f, &f_labels, a.min_lesion_ml);
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    write_nifti(&a.output.join("transitions.nii.gz"), &map)?;
+    write_nifti(&a.output.join("baseline_labels_warped.nii.gz"), &b_on_f)?;
+    let codes: serde_json::Map<String, serde_json::Value> = TRANSITIONS
+        .iter()
+        .map(|(c, n)| (c.to_string(), serde_json::Value::from(*n)))
+        .collect();
+    let report = serde_json::json!({
+        "baseline": a.baseline.display().to_string(),
+        "followup": a.followup.display().to_string(),
+        "transition_codes": codes,
+        "progression_codes": PROGRESSION_CODES,
+        "recovery_codes": RECOVERY_CODES,
+        "volumes": volumes,
+        "lesions": lesions,
+        "registration": registration,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    crate::io::atomic::write_atomically(&a.output.join("progress.json"), None, |w| {
+        w.write_all(text.as_bytes())
+    })
+    .with_context(|| format!("writing {}", a.output.join("progress.json").display()))?;
+    if a.json {
+        println!("{text}");
+    } else {
+        print_summary(&volumes, &lesions);
+        println!("wrote {}", a.output.display());
+    }
+    Ok(())
+}
+
+fn print_summary(v: &progress::TransitionVolumes, lesions: &[progress::LesionMatch]) {
+    if let Some(both) = v.regions.iter().find(|r| r.region == "both") {
+        println!("transitions in both lungs (mL):");
+        for (code, name) in TRANSITIONS.iter().skip(1) {
+            println!("  {code} {name:<32} {:>9.2}", both.ml[*code as usize]);
+        }
+    }
+    println!(
+        "consolidation progression {:.2} mL, recovery {:.2} mL",
+        v.progression_ml, v.recovery_ml
+    );
+    println!("lesions: {}", lesions.len());
+    for m in lesions.iter().take(20) {
+        println!(
+            "  {:<17} baseline {:>8.2} mL  follow-up {:>8.2} mL  change {:>+8.2} mL{}",
+            m.kind,
+            m.baseline_ml,
+            m.followup_ml,
+            m.change_ml,
+            m.change_pct
+                .map_or(String::new(), |p| format!(" ({p:+.0} %)"))
+        );
+    }
+}
