@@ -26,6 +26,15 @@ pub struct Cli {
     /// A DICOM file, folder or DICOMDIR, or a .nii/.nii.gz/.nrrd/.nhdr volume to open in
     /// the viewer. Without it the viewer opens the bundled synthetic demo study.
     pub path: Option<PathBuf>,
+    /// A later CT of the same patient: registered onto PATH (the baseline) in the
+    /// viewer's Follow-up window, with the changes mapped.
+    pub followup: Option<PathBuf>,
+    /// A label map to open onto PATH in the viewer.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Labels of FOLLOWUP (otherwise the lesion model proposes them).
+    #[arg(long, requires = "followup")]
+    pub followup_labels: Option<PathBuf>,
     /// Series to open when PATH holds several (SeriesInstanceUID).
     #[arg(long, global = true)]
     pub series: Option<String>,
@@ -192,7 +201,12 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::ImportSeg { ct, seg, output }) => {
             import_seg_cmd(&ct, &seg, &output, cli.series.as_deref())
         }
-        None => crate::ui::run_viewer(cli.path, cli.series),
+        None => crate::ui::run_viewer(
+            cli.path,
+            cli.series,
+            cli.labels,
+            cli.followup.map(|f| (f, cli.followup_labels)),
+        ),
     }
 }
 

@@ -112,6 +112,8 @@ fn a_known_deformation_is_recovered_within_a_voxel() {
         moving: &moving,
         fixed_lungs: Some(&fixed_lungs),
         moving_lungs: Some(&moving_lungs),
+        fixed_lesions: None,
+        moving_lesions: None,
         fixed_name: "fixed",
         moving_name: "moving",
     };

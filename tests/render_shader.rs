@@ -234,7 +234,7 @@ fn filled_layer_matches_cpu_reference() {
     renderer.set_proposals(&h.device, &h.queue, Some(&layer));
     let mut table = [[0.0f32; 4]; 256];
     table[2] = [0.3, 0.85, 0.55, 1.0];
-    let lut = LabelColors::with_agreement(table);
+    let lut = LabelColors::with_overlays(table);
     assert_eq!(lut.colors[AGREEMENT_TP as usize][3], 1.0);
     assert_ne!(
         lut.colors[AGREEMENT_FP as usize],

@@ -567,3 +567,120 @@ fn lesion_model_versions_are_chosen_and_switched_back_in_one_click() {
         "back to the built-in model"
     );
 }
+
+/// On lavapipe: the Follow-up window registers a later time point (the demo shifted,
+/// half its ground-glass turned consolidation) onto the open demo in the background,
+/// lists the changes and lesions; a lesion click moves the cursor there; the change map
+/// and the registered other time point change the picture at the same cursor.
+#[test]
+fn followup_window_registers_another_time_point_and_maps_changes() {
+    use nalgebra::{Matrix4, Vector3};
+    use pulmo::followup::Transform;
+    use pulmo::session::followup::OtherIs;
+    if std::env::var("CI").is_err() && pulmo::render::headless::Headless::new(true).is_err() {
+        eprintln!("SKIP: no wgpu adapter");
+        return;
+    }
+    let demo = ui::small_demo();
+    let generated = pulmo::demo::generate(&demo);
+    let g = generated.ct.geometry.clone();
+    let shift = Transform::affine(Matrix4::new_translation(&Vector3::new(5.0, -4.0, 8.0)));
+    let later_ct = shift.warp_ct(&generated.ct, &g, -1024);
+    let mut later_labels = shift.warp_labels(&generated.truth, &g, 0);
+    let ggo = later_labels
+        .voxels
+        .iter()
+        .filter(|v| **v == pulmo::annotate::GGO)
+        .count();
+    let mut changed = 0;
+    for v in later_labels.voxels.iter_mut() {
+        if *v == pulmo::annotate::GGO && changed < ggo / 2 {
+            *v = pulmo::annotate::CONSOLIDATION;
+            changed += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ct_path, labels_path) = (
+        dir.path().join("later.nii.gz"),
+        dir.path().join("later_labels.nii.gz"),
+    );
+    pulmo::io::nifti::write_nifti(&ct_path, &later_ct).unwrap();
+    pulmo::io::nifti::write_nifti(&labels_path, &later_labels).unwrap();
+
+    let mut h = harness(true, egui::vec2(1500.0, 900.0));
+    h.get_by_label("File").click();
+    h.run();
+    h.get_by_label("Open follow-up or baseline…").click();
+    h.run();
+    assert!(h.state().followup.open);
+    {
+        let f = &mut h.state_mut().followup;
+        f.other_ct = Some(ct_path);
+        f.other_labels = Some(labels_path);
+        f.other_is = OtherIs::Followup;
+        f.show_map = false;
+    }
+    h.run();
+    h.get_by_label("Register and map changes").click();
+    h.step();
+    let start = std::time::Instant::now();
+    while h.state().followup.result.is_none() {
+        assert!(
+            start.elapsed().as_secs() < 180,
+            "no follow-up result after 180 s"
+        );
+        assert!(
+            h.state().followup.error.is_none(),
+            "{:?}",
+            h.state().followup.error
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.step();
+    }
+    h.run();
+    h.get_by_label_contains("ground-glass to consolidation");
+    h.get_by_label_contains("Lesions over time");
+    let r = h.state().followup.result.as_ref().unwrap();
+    let both = r
+        .volumes
+        .regions
+        .iter()
+        .find(|x| x.region == "both")
+        .unwrap();
+    let made = changed as f64 * pulmo::metrics::voxel_volume_ml(&g);
+    assert!(
+        (both.ml[8] - made).abs() < 0.3 * made,
+        "{} vs {made}",
+        both.ml[8]
+    );
+    // A click on the largest lesion goes there.
+    let before = h.state().cursor_mm;
+    h.get_by_label_contains(" 1. ").click();
+    h.run();
+    assert_ne!(
+        h.state().cursor_mm,
+        before,
+        "the cursor moved to the lesion"
+    );
+    let view = |img: &image::RgbaImage| -> Vec<u8> {
+        (200..600)
+            .flat_map(|y| (20..300).flat_map(move |x| img.get_pixel(x, y).0))
+            .collect()
+    };
+    let plain = h.render().unwrap();
+    h.state_mut().followup.show_map = true;
+    h.run();
+    h.run();
+    let with_map = h.render().unwrap();
+    assert_ne!(view(&plain), view(&with_map), "the change map shows");
+    h.state_mut().followup.show_other = true;
+    h.run();
+    h.run();
+    let other = h.render().unwrap();
+    assert_ne!(view(&with_map), view(&other), "the other time point shows");
+    // Back to the open study: the picture is the one with the map again.
+    h.state_mut().followup.show_other = false;
+    h.run();
+    h.run();
+    assert!(view(&h.render().unwrap()) == view(&with_map));
+}

@@ -38,8 +38,13 @@ pub struct RegisterArgs {
     /// Lung mask of the moving CT; proposed by the lung model when absent.
     #[arg(long)]
     pub moving_mask: Option<PathBuf>,
-    /// Labels of the moving CT to warp as well (nearest neighbour):
-    /// moving_labels_warped.nii.gz.
+    /// Labels of the fixed CT (lungs 1/2, ground-glass 3, consolidation 4): their lesions
+    /// are kept out of the intensity force; their lungs serve as the mask when
+    /// --fixed-mask is absent.
+    #[arg(long)]
+    pub fixed_labels: Option<PathBuf>,
+    /// Labels of the moving CT, used as --fixed-labels is, and warped onto the fixed grid
+    /// (nearest neighbour): moving_labels_warped.nii.gz.
     #[arg(long)]
     pub moving_labels: Option<PathBuf>,
     /// Rigid and affine only (no deformable stage).
@@ -47,7 +52,7 @@ pub struct RegisterArgs {
     pub affine_only: bool,
     /// Register without lung masks (and without running the lung model): lung-like HU
     /// guide the start and the body guides the metric.
-    #[arg(long, conflicts_with_all = ["fixed_mask", "moving_mask"])]
+    #[arg(long, conflicts_with_all = ["fixed_mask", "moving_mask", "fixed_labels", "moving_labels"])]
     pub no_masks: bool,
     /// Device for the lung model when masks are proposed.
     #[arg(long, default_value = "auto")]
@@ -151,11 +156,17 @@ fn lungs_of(
     Ok(labels.map(|v| u8::from((1..=4).contains(&v))))
 }
 
+/// The lesions (ground-glass, consolidation) of a label map as a 0/1 mask.
+fn lesion_mask(labels: &LabelVolume) -> LabelVolume {
+    labels.map(|v| u8::from(v == crate::annotate::GGO || v == crate::annotate::CONSOLIDATION))
+}
+
 /// Runs the registration with progress on stderr.
 fn run_registration(
     fixed: &CtVolume,
     moving: &CtVolume,
     lungs: Option<(&LabelVolume, &LabelVolume)>,
+    lesions: (Option<&LabelVolume>, Option<&LabelVolume>),
     names: (&Path, &Path),
     affine_only: bool,
 ) -> Result<Registration> {
@@ -165,6 +176,8 @@ fn run_registration(
         moving,
         fixed_lungs: lungs.map(|l| l.0),
         moving_lungs: lungs.map(|l| l.1),
+        fixed_lesions: lesions.0,
+        moving_lesions: lesions.1,
         fixed_name: &fixed_name,
         moving_name: &moving_name,
     };
@@ -191,20 +204,50 @@ pub fn register_cmd(a: &RegisterArgs) -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let fixed_ct = Arc::new(fixed.volume);
     let moving_ct = Arc::new(moving.volume);
+    let labels_on =
+        |path: Option<&Path>, ct: &CtVolume, ct_path: &Path| -> Result<Option<LabelVolume>> {
+            let Some(p) = path else { return Ok(None) };
+            let l = read_labels(p)?;
+            if let Some(diff) = ct.geometry.grid_difference(&l.geometry) {
+                bail!(
+                    "{}: not on the grid of {}: {diff}",
+                    p.display(),
+                    ct_path.display()
+                );
+            }
+            Ok(Some(l))
+        };
+    let fixed_labels = labels_on(a.fixed_labels.as_deref(), &fixed_ct, &a.fixed)?;
+    let moving_labels = labels_on(a.moving_labels.as_deref(), &moving_ct, &a.moving)?;
     let lungs = if a.no_masks {
         None
     } else {
+        let mask_or_labels = |mask: &Option<PathBuf>, labels: &Option<PathBuf>| {
+            mask.as_deref().or(labels.as_deref()).map(Path::to_path_buf)
+        };
         Some((
-            lungs_of(&fixed_ct, &a.fixed, a.fixed_mask.as_deref(), a.device)?,
-            lungs_of(&moving_ct, &a.moving, a.moving_mask.as_deref(), a.device)?,
+            lungs_of(
+                &fixed_ct,
+                &a.fixed,
+                mask_or_labels(&a.fixed_mask, &a.fixed_labels).as_deref(),
+                a.device,
+            )?,
+            lungs_of(
+                &moving_ct,
+                &a.moving,
+                mask_or_labels(&a.moving_mask, &a.moving_labels).as_deref(),
+                a.device,
+            )?,
         ))
     };
-    let moving_labels = a.moving_labels.as_deref().map(read_labels).transpose()?;
+    let lesions_of = |l: &Option<LabelVolume>| l.as_ref().map(lesion_mask);
+    let (fixed_lesions, moving_lesions) = (lesions_of(&fixed_labels), lesions_of(&moving_labels));
     let t_reg = Instant::now();
     let r = run_registration(
         &fixed_ct,
         &moving_ct,
         lungs.as_ref().map(|(f, m)| (f, m)),
+        (fixed_lesions.as_ref(), moving_lesions.as_ref()),
         (&a.fixed, &a.moving),
         a.affine_only,
     )?;
@@ -328,6 +371,7 @@ pub fn progress_cmd(a: &ProgressArgs) -> Result<()> {
                 &f_ct,
                 &b_ct,
                 Some((&fl, &bl)),
+                (Some(&lesion_mask(&f_labels)), Some(&lesion_mask(&b_labels))),
                 (&a.followup, &a.baseline),
                 false,
             )?;

@@ -7,7 +7,9 @@
 //! and warped gradients (at most `sigma_x / 2` long), smooth it (fluid-like), compose it
 //! (`d <- u + d o (id + u)`, which keeps small steps invertible) and smooth the field
 //! (diffusion-like). Forces act only inside the region given (the dilated lungs), so
-//! the chest wall does not drag the lungs, which slide along it when breathing.
+//! the chest wall does not drag the lungs, which slide along it when breathing; the
+//! intensity force also stays out of the lesions of either time point when they are
+//! known, where only the lung outline guides the field.
 
 use nalgebra::{Matrix4, Point3, Vector3};
 use rayon::prelude::*;
@@ -38,6 +40,9 @@ pub struct Level<'a> {
     pub moving_mask: Option<&'a Image>,
     /// Where forces act (fixed grid).
     pub region: &'a [bool],
+    /// Where the intensity force acts (inside `region`, less the lesions of either time
+    /// point: a lesion that grows, shrinks or turns solid must not pull the lungs).
+    pub intensity_region: &'a [bool],
     pub moving_from_fixed: Matrix4<f64>,
 }
 
@@ -200,7 +205,7 @@ pub fn run_level(
             .par_iter()
             .zip(level.fixed.voxels.par_iter())
             .enumerate()
-            .filter(|(i, _)| level.region[*i] && inside[*i])
+            .filter(|(i, _)| level.intensity_region[*i] && inside[*i])
             .map(|(_, (w, f))| (((w - f) * (w - f)) as f64, 1u64))
             .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         s / c.max(1) as f64
@@ -217,7 +222,10 @@ pub fn run_level(
         first.get_or_insert(m);
         last = m;
         iterations += 1;
-        let use_voxel: Vec<bool> = (0..n).map(|i| level.region[i] && inside[i]).collect();
+        let use_voxel: Vec<bool> = (0..n)
+            .map(|i| level.intensity_region[i] && inside[i])
+            .collect();
+        let use_mask_voxel: Vec<bool> = (0..n).map(|i| level.region[i] && inside[i]).collect();
         let warped_img = Volume {
             geometry: g.clone(),
             voxels: warped,
@@ -246,7 +254,7 @@ pub fn run_level(
                 fmg,
                 &wm.voxels,
                 &wmg,
-                &use_voxel,
+                &use_mask_voxel,
                 settings.mask_weight,
                 inv_sigma2,
             );

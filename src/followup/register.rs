@@ -22,6 +22,10 @@ pub struct Pair<'a> {
     pub moving: &'a Volume<i16>,
     pub fixed_lungs: Option<&'a Volume<u8>>,
     pub moving_lungs: Option<&'a Volume<u8>>,
+    /// Lesions (non-zero voxels) of each time point on its CT's grid, when known: kept
+    /// out of the intensity force.
+    pub fixed_lesions: Option<&'a Volume<u8>>,
+    pub moving_lesions: Option<&'a Volume<u8>>,
     /// Names for messages (file names).
     pub fixed_name: &'a str,
     pub moving_name: &'a str,
@@ -172,6 +176,38 @@ fn lung_box(fixed: &Geometry, lungs: &Volume<u8>, margin_mm: f64) -> Option<Geom
     fixed.sub_grid(start, size).ok()
 }
 
+/// Voxels of `grid` within about 4 mm of a lesion of either time point (the moving
+/// lesions carried by the transform found so far), or `None` when no lesions are known.
+fn lesion_exclusion(
+    pair: &Pair<'_>,
+    grid: &Geometry,
+    moving_from_fixed: Matrix4<f64>,
+    field: &Option<DisplacementField>,
+) -> Option<Vec<bool>> {
+    if pair.fixed_lesions.is_none() && pair.moving_lesions.is_none() {
+        return None;
+    }
+    let mut soft = vec![0f32; grid.voxel_count()];
+    if let Some(f) = pair.fixed_lesions {
+        let on_grid = resampled(&image::mask_image(f), grid, 0.0);
+        soft.iter_mut()
+            .zip(&on_grid.voxels)
+            .for_each(|(a, b)| *a += b);
+    }
+    if let Some(m) = pair.moving_lesions {
+        let t = Transform {
+            moving_from_fixed,
+            field: field.clone(),
+        };
+        let warped = t.warp_labels(m, grid, 0);
+        soft.iter_mut()
+            .zip(&warped.voxels)
+            .for_each(|(a, b)| *a += f32::from(u8::from(*b > 0)));
+    }
+    image::smooth(&mut soft, grid, 2.0);
+    Some(soft.iter().map(|v| *v > 0.05).collect())
+}
+
 fn to_rows(m: &Matrix4<f64>) -> [[f64; 4]; 4] {
     [0, 1, 2, 3].map(|r| [0, 1, 2, 3].map(|c| m[(r, c)]))
 }
@@ -195,23 +231,39 @@ pub fn register(
                 message: e.to_string(),
             })?;
     }
-    for (ct, lungs, name) in [
-        (pair.fixed, pair.fixed_lungs, pair.fixed_name),
-        (pair.moving, pair.moving_lungs, pair.moving_name),
+    for (ct, mask, name, what) in [
+        (pair.fixed, pair.fixed_lungs, pair.fixed_name, "lung mask"),
+        (
+            pair.moving,
+            pair.moving_lungs,
+            pair.moving_name,
+            "lung mask",
+        ),
+        (
+            pair.fixed,
+            pair.fixed_lesions,
+            pair.fixed_name,
+            "lesion mask",
+        ),
+        (
+            pair.moving,
+            pair.moving_lesions,
+            pair.moving_name,
+            "lesion mask",
+        ),
     ] {
-        if let Some(l) = lungs {
-            if let Some(diff) = ct.geometry.grid_difference(&l.geometry) {
-                return Err(FollowupError::Geometry {
-                    file: name.to_string(),
-                    message: format!("its lung mask is not on the CT's grid: {diff}"),
-                });
-            }
-            if !l.voxels.iter().any(|v| *v > 0) {
-                return Err(FollowupError::Geometry {
-                    file: name.to_string(),
-                    message: "its lung mask is empty".into(),
-                });
-            }
+        let Some(m) = mask else { continue };
+        if let Some(diff) = ct.geometry.grid_difference(&m.geometry) {
+            return Err(FollowupError::Geometry {
+                file: name.to_string(),
+                message: format!("its {what} is not on the CT's grid: {diff}"),
+            });
+        }
+        if what == "lung mask" && !m.voxels.iter().any(|v| *v > 0) {
+            return Err(FollowupError::Geometry {
+                file: name.to_string(),
+                message: "its lung mask is empty".into(),
+            });
         }
     }
     let masks = match (pair.fixed_lungs, pair.moving_lungs) {
@@ -345,6 +397,14 @@ pub fn register(
                 Some((fm, _)) => dilated_region(fm, &grid, 6.0),
                 None => fl.voxels.iter().map(|v| *v > 0.03).collect(),
             };
+            let intensity_region = match lesion_exclusion(pair, &grid, moving_from_fixed, &field) {
+                Some(excluded) => region
+                    .iter()
+                    .zip(&excluded)
+                    .map(|(r, x)| *r && !x)
+                    .collect(),
+                None => region.clone(),
+            };
             // Carry the coarser field onto this level's grid.
             let mut level_field = match &field {
                 Some(f) => {
@@ -362,6 +422,7 @@ pub fn register(
                 moving: &ml,
                 moving_mask: soft.as_ref().map(|s| &s.1),
                 region: &region,
+                intensity_region: &intensity_region,
                 moving_from_fixed,
             };
             let settings = DemonsSettings {

@@ -73,6 +73,24 @@ pub const AGREEMENT_COLORS: [[f32; 4]; 3] = [
     [0.95, 0.2, 0.15, 1.0],
     [0.2, 0.45, 1.0, 1.0],
 ];
+/// Colour-table entries reserved for the follow-up change map: value
+/// `TRANSITION_BASE + code` for the transition codes 2..=9 of
+/// `followup::progress::TRANSITIONS` (healthy and outside are not drawn).
+pub const TRANSITION_BASE: u8 = 230;
+/// Their colours, codes 2..=9: new ground-glass, new consolidation, resolved
+/// ground-glass, resolved consolidation, persistent ground-glass, persistent
+/// consolidation, ground-glass → consolidation, consolidation → ground-glass. Progression
+/// in reds and oranges, recovery in greens, what stayed in muted yellow and purple.
+pub const TRANSITION_COLORS: [[f32; 4]; 8] = [
+    [1.0, 0.6, 0.1, 1.0],
+    [0.95, 0.1, 0.1, 1.0],
+    [0.55, 0.95, 0.55, 1.0],
+    [0.1, 0.75, 0.25, 1.0],
+    [0.8, 0.8, 0.35, 1.0],
+    [0.6, 0.35, 0.75, 1.0],
+    [1.0, 0.2, 0.6, 1.0],
+    [0.2, 0.8, 0.8, 1.0],
+];
 /// Fill opacity and dash period (px) of proposals: `PROPOSAL_FILL` / `DASH_PX` in the shader.
 pub const PROPOSAL_FILL: f32 = 0.2;
 pub const DASH_PX: i32 = 4;
@@ -93,9 +111,13 @@ impl Default for LabelColors {
 }
 
 impl LabelColors {
-    /// A label colour table (see `LabelTable::rgba_table`) with the agreement overlay's
-    /// reserved entries ([`AGREEMENT_TP`], [`AGREEMENT_FP`], [`AGREEMENT_FN`]) set.
-    pub fn with_agreement(mut colors: [[f32; 4]; 256]) -> Self {
+    /// A label colour table (see `LabelTable::rgba_table`) with the overlays' reserved
+    /// entries set: the agreement overlay's ([`AGREEMENT_TP`], [`AGREEMENT_FP`],
+    /// [`AGREEMENT_FN`]) and the follow-up change map's ([`TRANSITION_BASE`] + 2..=9).
+    pub fn with_overlays(mut colors: [[f32; 4]; 256]) -> Self {
+        for (n, c) in TRANSITION_COLORS.iter().enumerate() {
+            colors[TRANSITION_BASE as usize + 2 + n] = *c;
+        }
         for (value, c) in [AGREEMENT_TP, AGREEMENT_FP, AGREEMENT_FN]
             .into_iter()
             .zip(AGREEMENT_COLORS)
@@ -316,6 +338,17 @@ impl SliceRenderer {
         self.labels = Some(lab);
         self.dims = d;
         self.set_proposals(device, queue, None);
+    }
+
+    /// Rewrites the CT texture with `hu` on the same grid (another time point registered
+    /// onto the open study's grid, shown in its place); ignored when the size differs.
+    pub fn replace_ct(&self, queue: &wgpu::Queue, hu: &[i16]) {
+        let d = self.dims;
+        if let Some(ct) = &self.ct
+            && hu.len() == (d[0] * d[1] * d[2]) as usize
+        {
+            write_box(queue, ct, [0; 3], d, 2, bytemuck::cast_slice(hu));
+        }
     }
 
     /// Replaces the proposal layer with `proposals` (the CT's dims, i fastest), or

@@ -12,6 +12,8 @@
 //! - [`labels_file`]: saving and opening label maps with their sidecars;
 //! - [`compare`]: the compare / quantify workflows of the CLI and the viewer (inputs
 //!   read on the job's thread, results, CSV / JSON / report documents);
+//! - [`followup`]: another time point of the open study's patient registered onto it,
+//!   the transition map, its volumes and the lesions matched over time (a job);
 //! - [`journal`]: the edit journal file that makes every completed edit survive a crash,
 //!   and [`edit_journal`], the open study's use of it (restore offer, unsaved count);
 //! - [`jobs`]: background jobs (thread, result, cancel, progress, contained panics);
@@ -20,6 +22,7 @@
 pub mod compare;
 pub mod edit_journal;
 pub mod finetune;
+pub mod followup;
 pub mod jobs;
 pub mod journal;
 pub mod labels_file;

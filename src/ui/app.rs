@@ -8,6 +8,7 @@ use nalgebra::Point3;
 
 mod ai;
 mod compare;
+mod followup;
 mod journal;
 mod menus;
 mod panels;
@@ -15,6 +16,7 @@ mod tools;
 mod views;
 pub use ai::{AiFactory, AiState};
 pub use compare::{CompareResult, CompareState, ExportKind, MapSource, QuantResult, TargetDetail};
+pub use followup::FollowupState;
 pub use journal::{JournalState, PendingOpen};
 pub use tools::ToolsState;
 use views::Hover;
@@ -47,6 +49,11 @@ pub struct AppOptions {
     pub journal_dir: Option<PathBuf>,
     /// A load of `path` already started (takes the place of `path`).
     pub preload: Option<PreparedLoad>,
+    /// A label map to open onto the study once it is loaded.
+    pub labels: Option<PathBuf>,
+    /// A later time point (CT, optional labels) to register onto the study once it is
+    /// loaded (`pulmo BASELINE FOLLOWUP`).
+    pub followup: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 impl Default for AppOptions {
@@ -62,6 +69,8 @@ impl Default for AppOptions {
             ai_factory: AiFactory::default(),
             journal_dir: None,
             preload: None,
+            labels: None,
+            followup: None,
         }
     }
 }
@@ -125,13 +134,24 @@ pub struct PulmoApp {
     pub ai: AiState,
     /// The Compare and Quantification panels.
     pub compare: CompareState,
+    /// The Follow-up window: another time point registered onto the open study.
+    pub followup: FollowupState,
     /// The unsaved-edits questions.
     pub journal: JournalState,
     /// Settings of the annotation tools panel.
     pub tools: ToolsState,
+    /// Labels and a follow-up to open once the first study is loaded.
+    after_load: Option<AfterLoad>,
 }
 
 const MAX_RECENT: usize = 10;
+
+/// What the command line asked to open onto the first study.
+struct AfterLoad {
+    labels: Option<PathBuf>,
+    /// A later CT and its optional labels.
+    followup: Option<(PathBuf, Option<PathBuf>)>,
+}
 
 impl PulmoApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
@@ -191,8 +211,15 @@ impl PulmoApp {
             save_error: None,
             ai: AiState::default(),
             compare: CompareState::default(),
+            followup: FollowupState::default(),
             journal: JournalState::default(),
             tools: ToolsState::default(),
+            after_load: (options.labels.is_some() || options.followup.is_some()).then(|| {
+                AfterLoad {
+                    labels: options.labels.clone(),
+                    followup: options.followup.clone(),
+                }
+            }),
         };
         match (options.preload, options.path) {
             (Some(pre), _) => {
@@ -257,7 +284,21 @@ impl PulmoApp {
     fn finish_load(&mut self, ctx: &egui::Context, outcome: LoadOutcome) {
         startup::mark("study received by the UI");
         match outcome {
-            LoadOutcome::Loaded(study) => self.set_study(ctx, *study),
+            LoadOutcome::Loaded(study) => {
+                self.set_study(ctx, *study);
+                if let Some(AfterLoad { labels, followup }) = self.after_load.take() {
+                    if let Some(l) = labels {
+                        self.open_labels_from(&l);
+                    }
+                    if let Some((ct, other_labels)) = followup {
+                        self.followup.open = true;
+                        self.followup.other_ct = Some(ct);
+                        self.followup.other_labels = other_labels;
+                        self.followup.other_is = crate::session::followup::OtherIs::Followup;
+                        self.start_followup(ctx);
+                    }
+                }
+            }
             LoadOutcome::ChooseSeries(path, series) => self.series_choice = Some((path, series)),
             LoadOutcome::Failed(msg) => self.error = Some(msg),
         }
@@ -283,6 +324,7 @@ impl PulmoApp {
         self.study_uploaded = false;
         self.labels_dirty = true;
         self.compare.reset();
+        self.followup.reset();
     }
 
     /// Undoes (or redoes) the last edit of the open study.
@@ -354,6 +396,7 @@ impl eframe::App for PulmoApp {
         }
         self.dialogs_ui(&ctx);
         self.compare_windows_ui(&ctx);
+        self.followup_window_ui(&ctx);
         self.journal_dialogs_ui(&ctx);
         // Completed edits reach the journal (synced) before the frame is drawn.
         self.session.record_edits(self.stroke.is_some());

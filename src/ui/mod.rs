@@ -8,7 +8,14 @@ use std::path::PathBuf;
 pub use app::{AiFactory, AppOptions, PreparedLoad, PulmoApp};
 
 /// Opens the viewer window (demo study when `path` is None).
-pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Result<()> {
+/// Opens the viewer on `path` (the demo without it); `labels` opens onto it, and
+/// `followup` (a later CT and its optional labels) is registered onto it.
+pub fn run_viewer(
+    path: Option<PathBuf>,
+    series: Option<String>,
+    labels: Option<PathBuf>,
+    followup: Option<(PathBuf, Option<PathBuf>)>,
+) -> anyhow::Result<()> {
     crate::session::startup::mark("viewer starts (main)");
     // Decoding starts now, while the window and the GPU device are being created.
     let preload = path
@@ -27,6 +34,8 @@ pub fn run_viewer(path: Option<PathBuf>, series: Option<String>) -> anyhow::Resu
         series,
         journal_dir: crate::session::journal::default_dir(),
         preload,
+        labels,
+        followup,
         ..Default::default()
     };
     eframe::run_native(

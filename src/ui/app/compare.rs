@@ -924,7 +924,7 @@ impl PulmoApp {
             None
         };
         let layer = layer.filter(|l| l.len() == study.ct.voxels.len());
-        let lut = LabelColors::with_agreement(self.session.label_table.rgba_table());
+        let lut = LabelColors::with_overlays(self.session.label_table.rgba_table());
         let rgba = crate::render::reference::render_slice_with_proposals(
             &u,
             &lut,

@@ -48,6 +48,19 @@ impl PulmoApp {
                     self.request_open(ui.ctx(), PendingOpen::Demo);
                     ui.close();
                 }
+                if ui
+                    .add_enabled(
+                        self.session.study.is_some(),
+                        egui::Button::new("Open follow-up or baseline…"),
+                    )
+                    .on_hover_text(
+                        "another time point of this patient, registered onto the open study",
+                    )
+                    .clicked()
+                {
+                    self.followup.open = true;
+                    ui.close();
+                }
                 ui.separator();
                 if ui
                     .add_enabled(

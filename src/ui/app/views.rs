@@ -82,12 +82,27 @@ impl PulmoApp {
             let data = study.editor.labels().box_voxels(b);
             renderer.update_labels(&rs.queue, b.min, b.size(), &data);
         }
+        if let Some(study) = self.session.study.as_ref()
+            && self.study_uploaded
+            && let Some(swap) = self.followup.pending_ct_swap()
+        {
+            // The other time point (on this grid) or the open study's own CT again.
+            renderer.replace_ct(&rs.queue, swap.unwrap_or(&study.ct.voxels));
+            self.followup.gpu_shows_other = swap.is_some();
+        }
         if self.session.study.is_some() && self.study_uploaded {
             if let Some(overlay) = self.compare.pending_overlay() {
                 // The Compare window's agreement overlay takes the layer while shown.
                 renderer.set_proposals(&rs.device, &rs.queue, Some(overlay));
                 self.compare.overlay_uploaded();
+                self.followup.layer_taken();
             } else if self.compare.overlay_active() {
+                // Proposal changes wait: the layer is re-uploaded whole when it is hidden.
+            } else if let Some(map) = self.followup.pending_map() {
+                // The Follow-up window's change map takes the layer while shown.
+                renderer.set_proposals(&rs.device, &rs.queue, Some(&map));
+                self.followup.map_uploaded();
+            } else if self.followup.map_active() {
                 // Proposal changes wait: the layer is re-uploaded whole when it is hidden.
             } else if let Some(update) = self.session.proposals.take_layer_update() {
                 let layer = self.session.proposals.layer();
@@ -106,7 +121,7 @@ impl PulmoApp {
         if self.labels_dirty {
             renderer.set_label_colors(
                 &rs.queue,
-                &LabelColors::with_agreement(self.session.label_table.rgba_table()),
+                &LabelColors::with_overlays(self.session.label_table.rgba_table()),
             );
             self.labels_dirty = false;
         }
@@ -125,6 +140,8 @@ impl PulmoApp {
             flags |= FLAG_OUTLINE;
         }
         if let Some(f) = self.compare.overlay_flags(flags) {
+            flags = f;
+        } else if let Some(f) = self.followup.map_flags(flags) {
             flags = f;
         } else if self.ai.show && self.session.proposals.review.is_some() {
             flags |= FLAG_SHOW_PROPOSALS;
