@@ -121,6 +121,9 @@ pub enum Command {
     /// persistent ground-glass and consolidation), volumes per lung and third, lesions
     /// matched over time.
     Progress(Box<followup::ProgressArgs>),
+    /// A table over several time points (oldest first): lung, ground-glass and
+    /// consolidation volumes and % of the lungs involved (CSV and JSON).
+    Timeline(followup::TimelineArgs),
     /// Import a binary DICOM SEG onto a DICOM CT's grid and write it as a NIfTI label map.
     ImportSeg {
         /// The CT series the SEG was drawn on.
@@ -191,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Segment(a)) => ai::segment(&a),
         Some(Command::Register(a)) => followup::register_cmd(&a),
         Some(Command::Progress(a)) => followup::progress_cmd(&a),
+        Some(Command::Timeline(a)) => followup::timeline_cmd(&a),
         Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
         Some(Command::Finetune(_)) => ai::forward_to_ai("finetune"),

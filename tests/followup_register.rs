@@ -407,3 +407,45 @@ fn register_refuses_lungs_that_do_not_overlap_naming_both_files() {
     assert!(err.contains("do not overlap"), "{err}");
     assert!(!d.join("out/displacement.nii.gz").exists());
 }
+
+#[test]
+fn timeline_tables_each_time_point_and_refuses_unpaired_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pair(d);
+    let out = d.join("timeline");
+    let o = pulmo(&[
+        "timeline".as_ref(),
+        "--ct".as_ref(),
+        d.join("moving.nii.gz").as_os_str(),
+        d.join("fixed.nii.gz").as_os_str(),
+        "--labels".as_ref(),
+        d.join("moving_labels.nii.gz").as_os_str(),
+        d.join("fixed_labels.nii.gz").as_os_str(),
+        "--names".as_ref(),
+        "day 0".as_ref(),
+        "day 9".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[1].starts_with("day 0,") && rows[2].starts_with("day 9,"));
+    // The baseline has ground-glass, the follow-up none.
+    let ggo = |row: &str| row.split(',').nth(5).unwrap().parse::<f64>().unwrap();
+    assert!(ggo(rows[1]) > 0.0 && ggo(rows[2]) == 0.0, "{csv}");
+    let o = pulmo(&[
+        "timeline".as_ref(),
+        "--ct".as_ref(),
+        d.join("moving.nii.gz").as_os_str(),
+        d.join("fixed.nii.gz").as_os_str(),
+        "--labels".as_ref(),
+        d.join("moving_labels.nii.gz").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 CTs but 1 label maps"));
+}

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
@@ -520,37 +520,25 @@ fn run_job(
     ct: &Arc<crate::volume::CtVolume>,
     verbose: bool,
 ) -> Result<crate::infer::Proposal> {
-    let id = worker
-        .submit(Job {
-            task,
-            ct: ct.clone(),
-            lungs: None,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let job = Job {
+        task,
+        ct: ct.clone(),
+        lungs: None,
+    };
     let mut last_pct = usize::MAX;
-    let proposal = loop {
-        let Some((got, ev)) = worker.wait(Duration::from_secs(3600)) else {
-            bail!("no answer from the inference worker within an hour");
-        };
-        if got != id {
-            continue;
-        }
-        match ev {
+    worker
+        .run_to_end(job, |ev| match ev {
             JobEvent::Started { model } if verbose => eprintln!("running {model}"),
             JobEvent::Progress { done, total } if verbose => {
-                let pct = done * 100 / total.max(1);
+                let pct = done * 100 / (*total).max(1);
                 if pct / 10 != last_pct / 10 {
                     eprintln!("  {done}/{total} slices");
                     last_pct = pct;
                 }
             }
-            JobEvent::Done(p) => break p,
-            JobEvent::Started { .. } | JobEvent::Progress { .. } => {}
-            JobEvent::Failed(m) => bail!("{m}"),
-            JobEvent::Cancelled => bail!("cancelled"),
-        }
-    };
-    Ok(*proposal)
+            _ => {}
+        })
+        .map_err(|m| anyhow::anyhow!("{m}"))
 }
 
 /// Runs one model on a CT in a fresh worker and returns its labels (lungs 1, 2 for

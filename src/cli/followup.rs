@@ -439,3 +439,117 @@ fn print_summary(v: &progress::TransitionVolumes, lesions: &[progress::LesionMat
         );
     }
 }
+
+/// Arguments of `pulmo timeline`.
+#[derive(clap::Args, Debug)]
+pub struct TimelineArgs {
+    /// The CTs, oldest first.
+    #[arg(long, num_args = 1.., required = true)]
+    pub ct: Vec<PathBuf>,
+    /// Their label maps, in the same order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub labels: Vec<PathBuf>,
+    /// Names of the time points (dates, days since admission...); default t0, t1, ...
+    #[arg(long, num_args = 1..)]
+    pub names: Vec<String>,
+    /// Output folder: timeline.csv and timeline.json.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+}
+
+/// One time point's row of the timeline.
+#[derive(serde::Serialize)]
+struct TimelineRow {
+    name: String,
+    ct: String,
+    left_lung_ml: f64,
+    right_lung_ml: f64,
+    lungs_ml: f64,
+    ggo_ml: f64,
+    consolidation_ml: f64,
+    involvement_pct: Option<f64>,
+}
+
+/// A table per time point: lung volumes, ground-glass and consolidation volumes, % of the
+/// lungs involved (each time point quantified on its own grid, as `pulmo quantify`).
+pub fn timeline_cmd(a: &TimelineArgs) -> Result<()> {
+    use crate::metrics::quantify::{QuantifyOptions, quantify};
+    if a.ct.len() != a.labels.len() {
+        bail!(
+            "{} CTs but {} label maps: give one label map per CT, in the same order",
+            a.ct.len(),
+            a.labels.len()
+        );
+    }
+    if !a.names.is_empty() && a.names.len() != a.ct.len() {
+        bail!("{} names for {} time points", a.names.len(), a.ct.len());
+    }
+    let options = QuantifyOptions {
+        lesion_labels: vec![crate::annotate::GGO, crate::annotate::CONSOLIDATION],
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for (n, (ct_path, labels_path)) in a.ct.iter().zip(&a.labels).enumerate() {
+        let ct = load(ct_path)?;
+        let labels = read_labels(labels_path)?;
+        let q = quantify(&ct.volume, &labels, &options).map_err(|e| {
+            anyhow::anyhow!("{} with {}: {e}", ct_path.display(), labels_path.display())
+        })?;
+        let ml = q.voxel_volume_ml;
+        let [left, right, both] = &q.lungs;
+        rows.push(TimelineRow {
+            name: a.names.get(n).cloned().unwrap_or_else(|| format!("t{n}")),
+            ct: ct_path.display().to_string(),
+            left_lung_ml: left.whole.voxels as f64 * ml,
+            right_lung_ml: right.whole.voxels as f64 * ml,
+            lungs_ml: both.whole.voxels as f64 * ml,
+            ggo_ml: both.whole.lesion_voxels[0] as f64 * ml,
+            consolidation_ml: both.whole.lesion_voxels[1] as f64 * ml,
+            involvement_pct: both.whole.involvement_pct(),
+        });
+    }
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let mut csv = String::from(
+        "time_point,ct,left_lung_ml,right_lung_ml,lungs_ml,ggo_ml,consolidation_ml,involvement_pct\n",
+    );
+    use crate::metrics::report::{csv_field, csv_opt};
+    for r in &rows {
+        csv += &format!(
+            "{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{}\n",
+            csv_field(&r.name),
+            csv_field(&r.ct),
+            r.left_lung_ml,
+            r.right_lung_ml,
+            r.lungs_ml,
+            r.ggo_ml,
+            r.consolidation_ml,
+            csv_opt(r.involvement_pct)
+        );
+    }
+    let json = serde_json::to_string_pretty(&serde_json::json!({ "time_points": rows }))?;
+    for (name, bytes) in [
+        ("timeline.csv", csv.as_bytes()),
+        ("timeline.json", json.as_bytes()),
+    ] {
+        let path = a.output.join(name);
+        crate::io::atomic::write_atomically(&path, None, |w| w.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>8}",
+        "time point", "lungs mL", "GGO mL", "consol. mL", "% inv."
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>10.1} {:>10.2} {:>10.2} {:>8}",
+            r.name,
+            r.lungs_ml,
+            r.ggo_ml,
+            r.consolidation_ml,
+            r.involvement_pct.map_or("-".into(), |p| format!("{p:.2}"))
+        );
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
+}

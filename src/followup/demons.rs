@@ -97,51 +97,50 @@ fn sample3(c: &Components, dims: [usize; 3], p: Vector3<f64>) -> [f32; 3] {
 }
 
 /// The moving image and mask warped onto the fixed grid through `A(x + d(x))`; voxels
-/// that leave the moving image are marked outside.
+/// that leave the moving image are marked outside (and take the fixed value: no force).
 fn warp(level: &Level<'_>, d: &Components) -> (Vec<f32>, Vec<f32>, Vec<bool>) {
     let g = &level.fixed.geometry;
     let [nx, ny, _] = g.dims;
     let w = g.world_from_voxel();
     let to_moving = level.moving.geometry.voxel_from_world() * level.moving_from_fixed;
     let n = g.voxel_count();
-    let mut image = vec![0f32; n];
-    let mut mask = vec![0f32; if level.moving_mask.is_some() { n } else { 0 }];
-    let mut inside = vec![false; n];
     let plane = nx * ny;
+    let with_mask = level.moving_mask.is_some();
+    let mut image = vec![0f32; n];
+    let mut mask = vec![0f32; if with_mask { n } else { 0 }];
+    let mut inside = vec![false; n];
+    // One pass: the moving point of each voxel serves the image and the mask.
+    let mut mask_chunks: Vec<&mut [f32]> = if with_mask {
+        mask.chunks_mut(plane).collect()
+    } else {
+        (0..g.dims[2]).map(|_| &mut [][..]).collect()
+    };
     image
         .par_chunks_mut(plane)
         .zip(inside.par_chunks_mut(plane))
+        .zip(mask_chunks.par_iter_mut())
         .enumerate()
-        .for_each(|(k, (img, ins))| {
+        .for_each(|(k, ((img, ins), msk))| {
             for j in 0..ny {
                 for i in 0..nx {
                     let idx = k * plane + j * nx + i;
                     let x = w.transform_point(&Point3::new(i as f64, j as f64, k as f64))
                         + Vector3::new(d[0][idx] as f64, d[1][idx] as f64, d[2][idx] as f64);
                     let p = to_moving.transform_point(&x).coords;
+                    let at = j * nx + i;
                     match sample_trilinear(level.moving, p) {
                         Some(v) => {
-                            img[j * nx + i] = v as f32;
-                            ins[j * nx + i] = true;
+                            img[at] = v as f32;
+                            ins[at] = true;
                         }
-                        None => img[j * nx + i] = level.fixed.voxels[idx],
+                        None => img[at] = level.fixed.voxels[idx],
+                    }
+                    if let Some(mm) = level.moving_mask {
+                        msk[at] = sample_trilinear(mm, p).unwrap_or(0.0) as f32;
                     }
                 }
             }
         });
-    if let Some(mm) = level.moving_mask {
-        mask.par_chunks_mut(plane).enumerate().for_each(|(k, out)| {
-            for j in 0..ny {
-                for i in 0..nx {
-                    let idx = k * plane + j * nx + i;
-                    let x = w.transform_point(&Point3::new(i as f64, j as f64, k as f64))
-                        + Vector3::new(d[0][idx] as f64, d[1][idx] as f64, d[2][idx] as f64);
-                    let p = to_moving.transform_point(&x).coords;
-                    out[j * nx + i] = sample_trilinear(mm, p).unwrap_or(0.0) as f32;
-                }
-            }
-        });
-    }
     (image, mask, inside)
 }
 

@@ -153,6 +153,32 @@ impl Worker {
         Some(ev)
     }
 
+    /// Submits `job` and waits (up to an hour) for its proposal, showing `on_event` every
+    /// event of that job on the way (the CLI prints progress): one-off runs, such as a
+    /// CLI command or the follow-up job's proposals.
+    pub fn run_to_end(
+        &mut self,
+        job: Job,
+        mut on_event: impl FnMut(&JobEvent),
+    ) -> Result<Proposal, String> {
+        let id = self.submit(job).map_err(|e| e.to_string())?;
+        loop {
+            let Some((got, ev)) = self.wait(std::time::Duration::from_secs(3600)) else {
+                return Err("no answer from the inference worker within an hour".into());
+            };
+            if got != id {
+                continue;
+            }
+            on_event(&ev);
+            match ev {
+                JobEvent::Done(p) => return Ok(*p),
+                JobEvent::Failed(m) => return Err(m),
+                JobEvent::Cancelled => return Err("cancelled".into()),
+                JobEvent::Started { .. } | JobEvent::Progress { .. } => {}
+            }
+        }
+    }
+
     /// Jobs queued or running.
     pub fn pending(&self) -> usize {
         self.cancels.len()

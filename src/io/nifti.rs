@@ -207,7 +207,8 @@ pub fn write_nifti_vectors(path: &Path, field: &Volume<[f32; 3]>) -> Result<(), 
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
         .unwrap_or(false);
-    super::atomic::write_atomically(path, gz.then_some(GZIP_LEVEL), |w| {
+    // Float vectors compress little at any level: the fastest one.
+    super::atomic::write_atomically(path, gz.then_some(1), |w| {
         w.write_all(&header_bytes)?;
         w.write_all(&[0u8; 4])?;
         let mut buf = Vec::with_capacity(1 << 18);
@@ -230,7 +231,8 @@ pub fn write_nifti_vectors(path: &Path, field: &Volume<[f32; 3]>) -> Result<(), 
 
 /// Reads a 3-vector image written by [`write_nifti_vectors`], ITK, SimpleITK or ANTs:
 /// `dim` (5, nx, ny, nz, 1, 3) with intent 1006 or 1007 (or none), float32 or float64.
-/// Components are returned as stored (ITK's LPS millimetres for a displacement field).
+/// Components come back in LPS as ITK reads them: as stored for intent 1007 (or none),
+/// with x and y negated for intent 1006 (a displacement vector, which ITK takes as RAS).
 pub fn read_nifti_vectors(path: &Path) -> Result<Volume<[f32; 3]>, NiftiError> {
     let mut src = Stream::open(path)?;
     let (h, big_endian) = src.read_header()?;
@@ -300,7 +302,14 @@ pub fn read_nifti_vectors(path: &Path) -> Result<Volume<[f32; 3]>, NiftiError> {
                         message: format!("a vector component is {x} (not finite)"),
                     });
                 }
-                v[c] = x as f32;
+                // ITK reads a displacement-vector image (intent 1006) as RAS and
+                // negates x and y; a vector image (1007, what ITK writes) is LPS as stored.
+                let lps = if h.intent_code == INTENT_DISPLACEMENT_VECT && c < 2 {
+                    -x
+                } else {
+                    x
+                };
+                v[c] = lps as f32;
             }
         }
     }

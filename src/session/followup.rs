@@ -198,33 +198,21 @@ pub fn run(
 
 /// The lesion model's labels (lungs and lesions) for a CT, in a worker of its own.
 fn propose(ct: &Arc<CtVolume>) -> Result<LabelVolume, String> {
-    use crate::infer::worker::{Job, JobEvent, Worker};
+    use crate::infer::worker::{Job, Worker};
     let mut worker = Worker::spawn(
         crate::infer::default_factory(DeviceChoice::Auto, None, None),
         Arc::new(|| {}),
         1,
     );
-    let id = worker
-        .submit(Job {
-            task: Task::Lesion,
-            ct: ct.clone(),
-            lungs: None,
-        })
-        .map_err(|e| e.to_string())?;
-    loop {
-        let Some((got, ev)) = worker.wait(std::time::Duration::from_secs(3600)) else {
-            return Err("no answer from the lesion model within an hour".into());
-        };
-        if got != id {
-            continue;
-        }
-        match ev {
-            JobEvent::Done(p) => return Ok(p.labels),
-            JobEvent::Failed(m) => return Err(format!("the lesion model failed: {m}")),
-            JobEvent::Cancelled => return Err("cancelled".into()),
-            _ => {}
-        }
-    }
+    let job = Job {
+        task: Task::Lesion,
+        ct: ct.clone(),
+        lungs: None,
+    };
+    worker
+        .run_to_end(job, |_| {})
+        .map(|p| p.labels)
+        .map_err(|m| format!("the lesion model failed: {m}"))
 }
 
 #[cfg(test)]
