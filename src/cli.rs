@@ -422,7 +422,7 @@ fn doctor() -> Result<()> {
 // compare / quantify
 
 /// Reads a label map (.nii, .nii.gz, .nrrd, .nhdr); reader warnings go to stderr.
-fn read_labels(path: &Path) -> Result<crate::volume::LabelVolume> {
+pub(crate) fn read_labels(path: &Path) -> Result<crate::volume::LabelVolume> {
     let r = io::read_label_map(path)?;
     for w in &r.warnings {
         eprintln!("pulmo: warning: {}: {w}", path.display());

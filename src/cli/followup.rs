@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use nalgebra::Matrix4;
 
+use crate::cli::read_labels;
 use crate::followup::progress::{
     self, PROGRESSION_CODES, RECOVERY_CODES, TRANSITIONS, match_lesions, transition_map,
     transition_volumes,
@@ -100,14 +101,6 @@ fn load(path: &Path) -> Result<LoadedCt> {
         eprintln!("pulmo: warning: {}: {w}", path.display());
     }
     Ok(loaded)
-}
-
-fn read_labels(path: &Path) -> Result<LabelVolume> {
-    let r = crate::io::read_label_map(path)?;
-    for w in &r.warnings {
-        eprintln!("pulmo: warning: {}: {w}", path.display());
-    }
-    Ok(r.volume)
 }
 
 /// Warns when the two studies belong to different patients; refuses a non-CT series.

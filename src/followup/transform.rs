@@ -123,13 +123,13 @@ impl Transform {
         self.moving_from_fixed.transform_point(&y)
     }
 
-    /// Calls `f(index, moving point)` for every voxel of `grid`, in parallel by slice,
-    /// writing the results into a buffer.
+    /// `f(x, T(x))` at the world point `x` of every voxel of `grid`, computed in
+    /// parallel by slice.
     fn map_grid<T: Send + Copy>(
         &self,
         grid: &Geometry,
         fill: T,
-        f: impl Fn(Point3<f64>) -> T + Sync,
+        f: impl Fn(Point3<f64>, Point3<f64>) -> T + Sync,
     ) -> Vec<T> {
         let [nx, ny, _] = grid.dims;
         let w = grid.world_from_voxel();
@@ -140,7 +140,7 @@ impl Transform {
                 for j in 0..ny {
                     for i in 0..nx {
                         let x = w.transform_point(&Point3::new(i as f64, j as f64, k as f64));
-                        slice[j * nx + i] = f(self.map(&x));
+                        slice[j * nx + i] = f(x, self.map(&x));
                     }
                 }
             });
@@ -150,23 +150,13 @@ impl Transform {
     /// The total displacement `T(x) - x` at every voxel of `grid`: the ITK displacement
     /// field of this transform on that grid.
     pub fn displacement_on(&self, grid: &Geometry) -> DisplacementField {
-        let [nx, ny, _] = grid.dims;
-        let w = grid.world_from_voxel();
-        let mut out = vec![[0f32; 3]; grid.voxel_count()];
-        out.par_chunks_mut(nx * ny)
-            .enumerate()
-            .for_each(|(k, slice)| {
-                for j in 0..ny {
-                    for i in 0..nx {
-                        let x = w.transform_point(&Point3::new(i as f64, j as f64, k as f64));
-                        let d = self.map(&x) - x;
-                        slice[j * nx + i] = [d.x as f32, d.y as f32, d.z as f32];
-                    }
-                }
-            });
+        let vectors_mm = self.map_grid(grid, [0f32; 3], |x, y| {
+            let d = y - x;
+            [d.x as f32, d.y as f32, d.z as f32]
+        });
         DisplacementField {
             geometry: grid.clone(),
-            vectors_mm: out,
+            vectors_mm,
         }
     }
 
@@ -174,7 +164,7 @@ impl Transform {
     /// that fall outside the moving CT get `fill_hu`.
     pub fn warp_ct(&self, moving: &Volume<i16>, grid: &Geometry, fill_hu: i16) -> Volume<i16> {
         let v = moving.geometry.voxel_from_world();
-        let voxels = self.map_grid(grid, fill_hu, |y| {
+        let voxels = self.map_grid(grid, fill_hu, |_, y| {
             sample_trilinear(moving, v.transform_point(&y).coords).map_or(fill_hu, round_hu)
         });
         Volume {
@@ -186,7 +176,7 @@ impl Transform {
     /// The moving labels resampled onto `grid` by nearest neighbour.
     pub fn warp_labels(&self, moving: &Volume<u8>, grid: &Geometry, fill: u8) -> Volume<u8> {
         let v = moving.geometry.voxel_from_world();
-        let voxels = self.map_grid(grid, fill, |y| {
+        let voxels = self.map_grid(grid, fill, |_, y| {
             sample_nearest(moving, v.transform_point(&y).coords).unwrap_or(fill)
         });
         Volume {
