@@ -348,6 +348,24 @@ PROG, RECOV, CHANGE = (3, 8), (5, 9), (2, 3, 4, 5, 8, 9)
 # case generation
 
 
+def resample_z(ct_path, lung_path, slices, out_dir):
+    """The CT (linear) and lung mask (nearest) resampled to `slices` slices over the same z extent."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / "ct.nii.gz", out_dir / "lungs.nii.gz")
+    if all(p.exists() for p in paths):
+        return paths
+    for src, dst, interp, pixel in ((ct_path, paths[0], sitk.sitkLinear, sitk.sitkInt16),
+                                    (lung_path, paths[1], sitk.sitkNearestNeighbor, sitk.sitkUInt8)):
+        img = sitk.ReadImage(str(src))
+        size, sp = list(img.GetSize()), list(img.GetSpacing())
+        extent = (size[2] - 1) * sp[2]
+        new_sp = [sp[0], sp[1], extent / (slices - 1)]
+        out = sitk.Resample(img, [size[0], size[1], slices], sitk.Transform(), interp, img.GetOrigin(),
+                            new_sp, img.GetDirection(), -1024 if pixel == sitk.sitkInt16 else 0, pixel)
+        sitk.WriteImage(out, str(dst))
+    return paths
+
+
 def generate_case(name, ct_path, lung_path, seed, out_dir, regen=False):
     meta_path = out_dir / "truth.json"
     files = ["fixed_ct", "fixed_labels", "fixed_lungs", "moving_ct", "moving_labels", "moving_lungs",
@@ -831,6 +849,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed", action="store_true", help="also time pulmo vs elastix on lctsc/Case_000 (512x512)")
+    ap.add_argument("--speed-slices", type=int, default=0,
+                    help="resample the 512x512 speed case to this many slices (same z extent; e.g. 300)")
     ap.add_argument("--regen", action="store_true", help="regenerate the synthetic pairs even if cached")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(OUT))
@@ -866,12 +886,17 @@ def main():
         results["cases"][case] = {"truth": meta, "methods": run_methods(case, cdir, methods, args)}
     results["mean_over_cases"] = mean_over(results, methods)
     if args.speed:
-        cdir = out / "speed_Case_000_512"
-        meta = generate_case("Case_000_512", data / "lctsc" / "Case_000_ct.nii.gz",
-                             data / "lctsc" / "Case_000_lungs.nii.gz", args.seed, cdir, args.regen)
+        src_ct, src_lungs = data / "lctsc" / "Case_000_ct.nii.gz", data / "lctsc" / "Case_000_lungs.nii.gz"
+        nz = sitk.ReadImage(str(src_ct)).GetSize()[2]
+        if args.speed_slices:
+            src_ct, src_lungs = resample_z(src_ct, src_lungs, args.speed_slices, out / f"speed_src_{args.speed_slices}")
+            nz = args.speed_slices
+        label = f"Case_000_512x{nz}"
+        cdir = out / f"speed_{label}"
+        meta = generate_case(label, src_ct, src_lungs, args.seed, cdir, args.regen)
         sm = [m for m in ("pulmo", "elastix") if m in methods] or ["pulmo", "elastix"]
-        sres = run_methods("Case_000_512", cdir, sm, args)
-        speed = {"case": "lctsc/Case_000 512x512x154", "truth": meta, "methods": sres}
+        sres = run_methods(label, cdir, sm, args)
+        speed = {"case": f"lctsc/Case_000 512x512x{nz}", "truth": meta, "methods": sres}
         tp, te = sres.get("pulmo", {}).get("time_s"), sres.get("elastix", {}).get("time_s")
         speed["elastix_over_pulmo_time"] = (te / tp) if tp and te else None
         results["speed"] = speed
@@ -887,7 +912,7 @@ def main():
           "wall clock incl. resampling the moving CT.", "", table(results, methods)]
     if args.speed:
         sp = results["speed"]
-        md += ["", "## speed: lctsc/Case_000 512x512x154", ""]
+        md += ["", f"## speed: {sp['case']}", ""]
         for m, r in sp["methods"].items():
             md.append(f"- {m}: " + (f"{r['time_s']:.1f} s, TRE mean {fmt(get(r, 'tre_lung.mean'), 2)} mm"
                                     if r.get("status") == "ok" else f"failed: {r.get('error', '')[:200]}"))

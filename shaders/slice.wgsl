@@ -1,7 +1,9 @@
 // Slice view: samples the CT (i16 HU) and label (u8) 3D textures on a plane and applies
 // window/level, the label colour table, label opacity and outline mode; AI proposals
 // (a third u8 texture, never the label map) are drawn over it as a faint fill with a
-// dashed outline in their label's colour.
+// dashed outline in their label's colour. A fourth texture holds another time point of
+// the same patient registered onto this grid (follow-up): shown instead of the CT, as a
+// checkerboard with it, or as their difference.
 //
 // Keep `SliceUniforms` and `LabelColors` in sync with their `#[repr(C)]` mirrors
 // `render::SliceUniforms` and `render::LabelColors` (src/render/mod.rs).
@@ -21,6 +23,16 @@ struct SliceUniforms {
     // proposals; bit 4 (FLAG_LAYER_FILLED): draw the proposal layer as a solid fill at
     // label_opacity (the agreement overlay) instead of a faint fill with dashes.
     flags: u32,
+    // Checkerboard tile size in voxels along i, j, k (w unused).
+    checker_voxels: vec4<f32>,
+    // render::COMPARE_*: 0 the CT, 1 the other time point, 2 a checkerboard of the two,
+    // 3 their difference over the CT.
+    compare_mode: u32,
+    // The difference drawn at full colour (HU), and its sign: +1 for CT - other (the
+    // other is the baseline), -1 for other - CT; later minus earlier either way.
+    difference_range_hu: f32,
+    difference_sign: f32,
+    pad0: f32,
 };
 
 struct LabelColors {
@@ -34,6 +46,8 @@ struct LabelColors {
 @group(0) @binding(3) var labels: texture_3d<u32>;
 // The proposal layer; a 1x1x1 placeholder when there is none.
 @group(0) @binding(4) var proposals: texture_3d<u32>;
+// The other time point on this grid (HU); a 1x1x1 placeholder when there is none.
+@group(0) @binding(5) var other_hu: texture_3d<i32>;
 
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
@@ -58,28 +72,28 @@ fn inside(voxel: vec3<f32>, dims: vec3<f32>) -> bool {
     return all(voxel >= vec3<f32>(-0.5)) && all(voxel < dims - vec3<f32>(0.5));
 }
 
-fn load_hu(ijk: vec3<i32>, dims: vec3<i32>) -> f32 {
+fn load_hu(tex: texture_3d<i32>, ijk: vec3<i32>, dims: vec3<i32>) -> f32 {
     let c = clamp(ijk, vec3<i32>(0), dims - vec3<i32>(1));
-    return f32(textureLoad(ct_hu, c, 0).x);
+    return f32(textureLoad(tex, c, 0).x);
 }
 
-fn sample_hu(voxel: vec3<f32>, dims: vec3<i32>) -> f32 {
+fn sample_hu(tex: texture_3d<i32>, voxel: vec3<f32>, dims: vec3<i32>) -> f32 {
     if ((u.flags & 1u) == 0u) {
-        return load_hu(vec3<i32>(floor(voxel + vec3<f32>(0.5))), dims);
+        return load_hu(tex, vec3<i32>(floor(voxel + vec3<f32>(0.5))), dims);
     }
     // Trilinear interpolation between voxel centres (integer textures cannot be
     // filtered by a sampler).
     let base = floor(voxel);
     let f = voxel - base;
     let b = vec3<i32>(base);
-    let c000 = load_hu(b, dims);
-    let c100 = load_hu(b + vec3<i32>(1, 0, 0), dims);
-    let c010 = load_hu(b + vec3<i32>(0, 1, 0), dims);
-    let c110 = load_hu(b + vec3<i32>(1, 1, 0), dims);
-    let c001 = load_hu(b + vec3<i32>(0, 0, 1), dims);
-    let c101 = load_hu(b + vec3<i32>(1, 0, 1), dims);
-    let c011 = load_hu(b + vec3<i32>(0, 1, 1), dims);
-    let c111 = load_hu(b + vec3<i32>(1, 1, 1), dims);
+    let c000 = load_hu(tex, b, dims);
+    let c100 = load_hu(tex, b + vec3<i32>(1, 0, 0), dims);
+    let c010 = load_hu(tex, b + vec3<i32>(0, 1, 0), dims);
+    let c110 = load_hu(tex, b + vec3<i32>(1, 1, 0), dims);
+    let c001 = load_hu(tex, b + vec3<i32>(0, 0, 1), dims);
+    let c101 = load_hu(tex, b + vec3<i32>(1, 0, 1), dims);
+    let c011 = load_hu(tex, b + vec3<i32>(0, 1, 1), dims);
+    let c111 = load_hu(tex, b + vec3<i32>(1, 1, 1), dims);
     let x00 = mix(c000, c100, f.x);
     let x10 = mix(c010, c110, f.x);
     let x01 = mix(c001, c101, f.x);
@@ -136,8 +150,25 @@ fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
     if (!inside(voxel, vec3<f32>(dims))) {
         return vec4<f32>(0.0, 0.0, 0.0, 1.0);
     }
-    let grey = window_level(sample_hu(voxel, dims));
-    var rgb = vec3<f32>(grey);
+    let hu = sample_hu(ct_hu, voxel, dims);
+    var rgb = vec3<f32>(window_level(hu));
+    if (u.compare_mode != 0u && all(vec3<i32>(textureDimensions(other_hu)) == dims)) {
+        let other = sample_hu(other_hu, voxel, dims);
+        if (u.compare_mode == 1u) {
+            rgb = vec3<f32>(window_level(other));
+        } else if (u.compare_mode == 2u) {
+            // Tiles counted from the volume's corner (voxel >= -0.5 inside).
+            let t = vec3<i32>(floor((voxel + vec3<f32>(0.5)) / u.checker_voxels.xyz));
+            if (((t.x + t.y + t.z) & 1) == 1) {
+                rgb = vec3<f32>(window_level(other));
+            }
+        } else {
+            // Denser later in red, less dense later in blue, over the CT.
+            let t = clamp(u.difference_sign * (hu - other) / u.difference_range_hu, -1.0, 1.0);
+            let hot = select(vec3<f32>(0.2, 0.55, 1.0), vec3<f32>(1.0, 0.25, 0.1), t > 0.0);
+            rgb = mix(rgb, hot, abs(t));
+        }
+    }
     if ((u.flags & 4u) != 0u) {
         let label = label_at(voxel, dims);
         let outline_mode = (u.flags & 2u) != 0u;

@@ -179,7 +179,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         "cli",
         &[
             "volume", "view", "annotate", "demo", "io", "metrics", "infer", "session", "ui",
-            "followup",
+            "followup", "render",
         ],
     ),
 ];

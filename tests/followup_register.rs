@@ -369,6 +369,15 @@ fn register_and_progress_commands_write_their_outputs() {
     let truth_ml = lesions[0]["baseline_ml"].as_f64().unwrap();
     assert!(resolved_ggo > 0.0 && (resolved_ggo - truth_ml).abs() < 1e-6);
     assert!(p_dir.join("transitions.nii.gz").is_file());
+    // Each time point measured on its own grid; the CSV carries the same figures.
+    let points = report["time_points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert!(points[0]["ggo_ml"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(p_dir.join("progress.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("both,")).unwrap();
+    let csv_resolved: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
+    assert!((csv_resolved - resolved_ggo).abs() < 1e-3, "{row}");
+    assert!(csv.lines().any(|l| l.starts_with("1,resolved,")), "{csv}");
 }
 
 #[test]
@@ -436,6 +445,10 @@ fn timeline_tables_each_time_point_and_refuses_unpaired_inputs() {
     // The baseline has ground-glass, the follow-up none.
     let ggo = |row: &str| row.split(',').nth(5).unwrap().parse::<f64>().unwrap();
     assert!(ggo(rows[1]) > 0.0 && ggo(rows[2]) == 0.0, "{csv}");
+    // The plot: a PNG with the ground-glass colour in it.
+    let plot = image::open(out.join("timeline.png")).unwrap().to_rgba8();
+    assert!(plot.width() >= 600);
+    assert!(plot.pixels().filter(|p| p.0 == [230, 150, 20, 255]).count() > 50);
     let o = pulmo(&[
         "timeline".as_ref(),
         "--ct".as_ref(),

@@ -3,10 +3,13 @@
 
 use nalgebra::{Point3, Vector2};
 use pulmo::render::headless::{Headless, OFFSCREEN_FORMAT};
-use pulmo::render::reference::{render_slice, render_slice_with_proposals};
+use pulmo::render::reference::{
+    SliceVolumes, render_slice, render_slice_with_proposals, render_volumes,
+};
 use pulmo::render::{
-    AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE,
-    FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer, SliceUniforms,
+    AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, COMPARE_CHECKERBOARD, COMPARE_DIFFERENCE,
+    COMPARE_OFF, COMPARE_OTHER, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS,
+    FLAG_SHOW_PROPOSALS, LabelColors, SliceRenderer, SliceUniforms,
 };
 use pulmo::view::{Plane, ViewFrame, ViewState};
 use pulmo::volume::{Geometry, Volume};
@@ -350,4 +353,116 @@ fn empty_labels_draw_nothing_after_a_labelled_study() {
         "the labelled study shows its labels"
     );
     assert_eq!(differ(&gpu, &cpu), 0, "an empty label map draws nothing");
+}
+
+/// The follow-up comparison modes (the other time point instead of the CT, a
+/// checkerboard of both, their difference in colour) against the CPU reference, with
+/// labels on top and linear sampling, on an anisotropic grid in two planes; removing
+/// the other time point turns the modes off.
+#[test]
+fn comparison_modes_match_cpu_reference() {
+    let Some(h) = device() else { return };
+    let g = Geometry::axis_aligned([36, 30, 9], [0.9, 1.1, 2.5], [-16.0, -16.0, 0.0]);
+    let [nx, ny, nz] = g.dims;
+    let n = nx * ny * nz;
+    let hu: Vec<i16> = (0..n)
+        .map(|i| (-1000 + (i % 97) as i32 * 12) as i16)
+        .collect();
+    // The other time point: denser in a disc, lighter in another, shifted elsewhere.
+    let mut other = hu.clone();
+    let mut labels = vec![0u8; n];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let idx = i + nx * (j + ny * k);
+                let d1 = (i as i32 - 10).pow(2) + (j as i32 - 10).pow(2);
+                let d2 = (i as i32 - 25).pow(2) + (j as i32 - 20).pow(2);
+                if d1 < 30 {
+                    other[idx] = hu[idx] - 400;
+                } else if d2 < 30 {
+                    other[idx] = hu[idx] + 250;
+                } else {
+                    other[idx] = hu[idx] + ((i * 7 + j) % 23) as i16;
+                }
+                if (20..30).contains(&i) && (3..9).contains(&j) {
+                    labels[idx] = 1;
+                }
+            }
+        }
+    }
+    let mut renderer = SliceRenderer::new(&h.device, OFFSCREEN_FORMAT);
+    renderer.upload_volume(&h.device, &h.queue, g.dims, &hu, &labels);
+    renderer.set_other_ct(&h.device, &h.queue, Some(&other));
+    let mut lut = LabelColors::default();
+    lut.colors[1] = [0.2, 0.6, 1.0, 1.0];
+    let (w, hgt) = (84u32, 72u32);
+    let volumes = SliceVolumes {
+        dims: g.dims,
+        hu: &hu,
+        labels: &labels,
+        proposals: None,
+        other_hu: Some(&other),
+    };
+    let mut pictures = Vec::new();
+    for plane in [Plane::Axial, Plane::Coronal] {
+        let frame = ViewFrame::new(
+            &g,
+            &ViewState::new(plane),
+            Vector2::new(w as f64, hgt as f64),
+            Point3::new(0.0, -4.0, 9.0),
+        );
+        for mode in [
+            COMPARE_OFF,
+            COMPARE_OTHER,
+            COMPARE_CHECKERBOARD,
+            COMPARE_DIFFERENCE,
+        ] {
+            for (flags, baseline) in [(FLAG_SHOW_LABELS, true), (FLAG_LINEAR, false)] {
+                let u = SliceUniforms::for_view(&frame, &g, -400.0, 1200.0, 0.5, flags)
+                    .with_comparison(mode, &g, 6.0, 300.0, baseline);
+                let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+                let cpu = render_volumes(&u, &lut, &volumes, w as usize, hgt as usize);
+                let bad = gpu
+                    .iter()
+                    .zip(&cpu)
+                    .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 1)
+                    .count();
+                assert_eq!(
+                    bad, 0,
+                    "{plane:?} mode {mode} flags {flags}: {bad} channels differ from the CPU reference"
+                );
+                if plane == Plane::Axial && flags == FLAG_SHOW_LABELS {
+                    pictures.push(gpu);
+                }
+            }
+        }
+    }
+    // Every mode draws something else; the difference shows both colours.
+    for a in 0..pictures.len() {
+        for b in a + 1..pictures.len() {
+            assert_ne!(pictures[a], pictures[b], "modes {a} and {b} look the same");
+        }
+    }
+    let diff = &pictures[3];
+    let reddish = diff
+        .chunks(4)
+        .filter(|p| p[0] as i32 > p[2] as i32 + 80)
+        .count();
+    let bluish = diff
+        .chunks(4)
+        .filter(|p| p[2] as i32 > p[0] as i32 + 80)
+        .count();
+    assert!(reddish > 20 && bluish > 20, "red {reddish}, blue {bluish}");
+    // Without the other time point the modes draw the CT alone.
+    renderer.set_other_ct(&h.device, &h.queue, None);
+    let frame = ViewFrame::new(
+        &g,
+        &ViewState::new(Plane::Axial),
+        Vector2::new(w as f64, hgt as f64),
+        Point3::new(0.0, -4.0, 9.0),
+    );
+    let u = SliceUniforms::for_view(&frame, &g, -400.0, 1200.0, 0.5, FLAG_SHOW_LABELS)
+        .with_comparison(COMPARE_CHECKERBOARD, &g, 6.0, 300.0, true);
+    let gpu = h.render_view(&mut renderer, 0, &u, &lut, w, hgt);
+    assert_eq!(gpu, pictures[0]);
 }

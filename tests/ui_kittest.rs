@@ -607,7 +607,7 @@ fn followup_window_registers_another_time_point_and_maps_changes() {
     pulmo::io::nifti::write_nifti(&ct_path, &later_ct).unwrap();
     pulmo::io::nifti::write_nifti(&labels_path, &later_labels).unwrap();
 
-    let mut h = harness(true, egui::vec2(1500.0, 900.0));
+    let mut h = harness(true, egui::vec2(1500.0, 1000.0));
     h.get_by_label("File").click();
     h.run();
     h.get_by_label("Open follow-up or baseline…").click();
@@ -673,14 +673,60 @@ fn followup_window_registers_another_time_point_and_maps_changes() {
     h.run();
     let with_map = h.render().unwrap();
     assert_ne!(view(&plain), view(&with_map), "the change map shows");
-    h.state_mut().followup.show_other = true;
-    h.run();
-    h.run();
-    let other = h.render().unwrap();
-    assert_ne!(view(&with_map), view(&other), "the other time point shows");
+    // The other time point in place of the open study, a checkerboard, the
+    // difference: each changes the picture at the same cursor.
+    use pulmo::ui::app::FollowupDisplay as Display;
+    let mut seen = vec![view(&with_map)];
+    for d in [Display::Other, Display::Checkerboard, Display::Difference] {
+        h.state_mut().followup.display = d;
+        h.run();
+        h.run();
+        let v = view(&h.render().unwrap());
+        assert!(!seen.contains(&v), "{d:?} changes the picture");
+        seen.push(v);
+    }
     // Back to the open study: the picture is the one with the map again.
-    h.state_mut().followup.show_other = false;
+    h.state_mut().followup.display = Display::Open;
     h.run();
     h.run();
     assert!(view(&h.render().unwrap()) == view(&with_map));
+    // Side by side: the other time point on its own grid at the right; a click there
+    // moves the open study's cursor to the point the registration maps there (the
+    // later scan samples the demo at x + (5, -4, 8) mm, so the open point p is the
+    // later scan's p - (5, -4, 8), within the registration's error).
+    h.get_by_label_contains("Side by side").click();
+    h.run();
+    h.run();
+    assert!(h.state().followup.side_by_side_active());
+    assert_ne!(
+        view(&h.render().unwrap()),
+        view(&with_map),
+        "the views are laid out anew"
+    );
+    let before = h.state().cursor_mm;
+    // In the right half's axial view (x 606..898 of 1500), off the cursor.
+    let click = egui::pos2(700.0, 450.0);
+    h.event(egui::Event::PointerMoved(click));
+    h.event(egui::Event::PointerButton {
+        pos: click,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: Default::default(),
+    });
+    h.event(egui::Event::PointerButton {
+        pos: click,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Default::default(),
+    });
+    h.run();
+    let after = h.state().cursor_mm;
+    assert_ne!(after, before, "a click in the other study moves the cursor");
+    let r = h.state().followup.result.as_ref().unwrap();
+    let mapped = r.transform.map(&after);
+    let expected = after - Vector3::new(5.0, -4.0, 8.0);
+    assert!(
+        (mapped - expected).norm() < 3.0,
+        "the open point {after:?} maps to {mapped:?}, the shift gives {expected:?}"
+    );
 }

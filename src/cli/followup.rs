@@ -10,10 +10,8 @@ use anyhow::{Context, Result, bail};
 use nalgebra::Matrix4;
 
 use crate::cli::read_labels;
-use crate::followup::progress::{
-    self, PROGRESSION_CODES, RECOVERY_CODES, TRANSITIONS, match_lesions, transition_map,
-    transition_volumes,
-};
+use crate::followup::progress::{match_lesions, transition_map, transition_volumes};
+use crate::followup::report::{self, Progression, TimePoint};
 use crate::followup::{
     DisplacementField, Pair, RegisterOptions, Registration, Steps, Transform, register,
 };
@@ -380,57 +378,53 @@ pub fn progress_cmd(a: &ProgressArgs) -> Result<()> {
         .with_context(|| format!("creating {}", a.output.display()))?;
     write_nifti(&a.output.join("transitions.nii.gz"), &map)?;
     write_nifti(&a.output.join("baseline_labels_warped.nii.gz"), &b_on_f)?;
-    let codes: serde_json::Map<String, serde_json::Value> = TRANSITIONS
-        .iter()
-        .map(|(c, n)| (c.to_string(), serde_json::Value::from(*n)))
-        .collect();
-    let report = serde_json::json!({
-        "baseline": a.baseline.display().to_string(),
-        "followup": a.followup.display().to_string(),
-        "transition_codes": codes,
-        "progression_codes": PROGRESSION_CODES,
-        "recovery_codes": RECOVERY_CODES,
-        "volumes": volumes,
-        "lesions": lesions,
-        "registration": registration,
-    });
-    let text = serde_json::to_string_pretty(&report)?;
-    crate::io::atomic::write_atomically(&a.output.join("progress.json"), None, |w| {
-        w.write_all(text.as_bytes())
-    })
-    .with_context(|| format!("writing {}", a.output.join("progress.json").display()))?;
+    let time_points = [
+        TimePoint::measure(
+            "baseline",
+            &a.baseline.display().to_string(),
+            &b_ct,
+            &b_labels,
+        ),
+        TimePoint::measure(
+            "follow-up",
+            &a.followup.display().to_string(),
+            &f_ct,
+            &f_labels,
+        ),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| anyhow::anyhow!("quantifying the time points: {e}"))?;
+    let (baseline_name, followup_name) = (
+        a.baseline.display().to_string(),
+        a.followup.display().to_string(),
+    );
+    let progression = Progression {
+        baseline: &baseline_name,
+        followup: &followup_name,
+        volumes: &volumes,
+        lesions: &lesions,
+        time_points: &time_points,
+    };
+    let text = serde_json::to_string_pretty(&progression.to_json(registration))?;
+    let csv = progression.to_csv();
+    for (name, bytes) in [
+        ("progress.json", text.as_bytes()),
+        ("progress.csv", csv.as_bytes()),
+    ] {
+        let path = a.output.join(name);
+        crate::io::atomic::write_atomically(&path, None, |w| w.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if a.json {
         println!("{text}");
     } else {
-        print_summary(&volumes, &lesions);
+        for line in progression.text_lines(20) {
+            println!("{line}");
+        }
         println!("wrote {}", a.output.display());
     }
     Ok(())
-}
-
-fn print_summary(v: &progress::TransitionVolumes, lesions: &[progress::LesionMatch]) {
-    if let Some(both) = v.regions.iter().find(|r| r.region == "both") {
-        println!("transitions in both lungs (mL):");
-        for (code, name) in TRANSITIONS.iter().skip(1) {
-            println!("  {code} {name:<32} {:>9.2}", both.ml[*code as usize]);
-        }
-    }
-    println!(
-        "consolidation progression {:.2} mL, recovery {:.2} mL",
-        v.progression_ml, v.recovery_ml
-    );
-    println!("lesions: {}", lesions.len());
-    for m in lesions.iter().take(20) {
-        println!(
-            "  {:<17} baseline {:>8.2} mL  follow-up {:>8.2} mL  change {:>+8.2} mL{}",
-            m.kind,
-            m.baseline_ml,
-            m.followup_ml,
-            m.change_ml,
-            m.change_pct
-                .map_or(String::new(), |p| format!(" ({p:+.0} %)"))
-        );
-    }
 }
 
 /// Arguments of `pulmo timeline`.
@@ -450,23 +444,10 @@ pub struct TimelineArgs {
     pub output: PathBuf,
 }
 
-/// One time point's row of the timeline.
-#[derive(serde::Serialize)]
-struct TimelineRow {
-    name: String,
-    ct: String,
-    left_lung_ml: f64,
-    right_lung_ml: f64,
-    lungs_ml: f64,
-    ggo_ml: f64,
-    consolidation_ml: f64,
-    involvement_pct: Option<f64>,
-}
-
 /// A table per time point: lung volumes, ground-glass and consolidation volumes, % of the
-/// lungs involved (each time point quantified on its own grid, as `pulmo quantify`).
+/// lungs involved (each time point quantified on its own grid, as `pulmo quantify`), and
+/// a plot of the lesion volumes over time.
 pub fn timeline_cmd(a: &TimelineArgs) -> Result<()> {
-    use crate::metrics::quantify::{QuantifyOptions, quantify};
     if a.ct.len() != a.labels.len() {
         bail!(
             "{} CTs but {} label maps: give one label map per CT, in the same order",
@@ -477,72 +458,45 @@ pub fn timeline_cmd(a: &TimelineArgs) -> Result<()> {
     if !a.names.is_empty() && a.names.len() != a.ct.len() {
         bail!("{} names for {} time points", a.names.len(), a.ct.len());
     }
-    let options = QuantifyOptions {
-        lesion_labels: vec![crate::annotate::GGO, crate::annotate::CONSOLIDATION],
-        ..Default::default()
-    };
     let mut rows = Vec::new();
     for (n, (ct_path, labels_path)) in a.ct.iter().zip(&a.labels).enumerate() {
         let ct = load(ct_path)?;
         let labels = read_labels(labels_path)?;
-        let q = quantify(&ct.volume, &labels, &options).map_err(|e| {
-            anyhow::anyhow!("{} with {}: {e}", ct_path.display(), labels_path.display())
-        })?;
-        let ml = q.voxel_volume_ml;
-        let [left, right, both] = &q.lungs;
-        rows.push(TimelineRow {
-            name: a.names.get(n).cloned().unwrap_or_else(|| format!("t{n}")),
-            ct: ct_path.display().to_string(),
-            left_lung_ml: left.whole.voxels as f64 * ml,
-            right_lung_ml: right.whole.voxels as f64 * ml,
-            lungs_ml: both.whole.voxels as f64 * ml,
-            ggo_ml: both.whole.lesion_voxels[0] as f64 * ml,
-            consolidation_ml: both.whole.lesion_voxels[1] as f64 * ml,
-            involvement_pct: both.whole.involvement_pct(),
-        });
+        let name = a.names.get(n).cloned().unwrap_or_else(|| format!("t{n}"));
+        rows.push(
+            TimePoint::measure(&name, &ct_path.display().to_string(), &ct.volume, &labels)
+                .map_err(|e| {
+                    anyhow::anyhow!("{} with {}: {e}", ct_path.display(), labels_path.display())
+                })?,
+        );
     }
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
-    let mut csv = String::from(
-        "time_point,ct,left_lung_ml,right_lung_ml,lungs_ml,ggo_ml,consolidation_ml,involvement_pct\n",
-    );
-    use crate::metrics::report::{csv_field, csv_opt};
-    for r in &rows {
-        csv += &format!(
-            "{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{}\n",
-            csv_field(&r.name),
-            csv_field(&r.ct),
-            r.left_lung_ml,
-            r.right_lung_ml,
-            r.lungs_ml,
-            r.ggo_ml,
-            r.consolidation_ml,
-            csv_opt(r.involvement_pct)
-        );
-    }
+    let csv = report::timeline_csv(&rows);
     let json = serde_json::to_string_pretty(&serde_json::json!({ "time_points": rows }))?;
+    let plot = crate::render::report::encode_png(&lesion_plot(&rows))
+        .map_err(|e| anyhow::anyhow!("cannot encode the plot: {e}"))?;
     for (name, bytes) in [
         ("timeline.csv", csv.as_bytes()),
         ("timeline.json", json.as_bytes()),
+        ("timeline.png", plot.as_slice()),
     ] {
         let path = a.output.join(name);
         crate::io::atomic::write_atomically(&path, None, |w| w.write_all(bytes))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!(
-        "{:<12} {:>10} {:>10} {:>10} {:>8}",
-        "time point", "lungs mL", "GGO mL", "consol. mL", "% inv."
-    );
-    for r in &rows {
-        println!(
-            "{:<12} {:>10.1} {:>10.2} {:>10.2} {:>8}",
-            r.name,
-            r.lungs_ml,
-            r.ggo_ml,
-            r.consolidation_ml,
-            r.involvement_pct.map_or("-".into(), |p| format!("{p:.2}"))
-        );
+    for line in report::timeline_lines(&rows) {
+        println!("{line}");
     }
     println!("wrote {}", a.output.display());
     Ok(())
+}
+
+/// The lesion volumes of the time points as a plot (`pulmo timeline`, the viewer's
+/// report).
+pub fn lesion_plot(rows: &[TimePoint]) -> crate::render::text::Canvas {
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let ggo: Vec<f64> = rows.iter().map(|r| r.ggo_ml).collect();
+    let cons: Vec<f64> = rows.iter().map(|r| r.consolidation_ml).collect();
+    crate::render::report::lesion_plot(&names, &ggo, &cons)
 }

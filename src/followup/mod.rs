@@ -7,6 +7,8 @@
 //!   then compositive demons inside the dilated lungs, coarse to fine, multi-threaded;
 //! - [`progress`]: the transition map (healthy / ground-glass / consolidation at each
 //!   time point), its volumes per lung and lung third, lesions matched over time;
+//! - [`report`]: the tables users export: a row per time point, change volumes, lesions
+//!   over time (CSV, JSON, report lines);
 //! - `image`, `affine`, `demons`: the working images and the two optimisers.
 //!
 //! GUI-free: used by the CLI (`pulmo register`, `pulmo progress`) and the session.
@@ -16,6 +18,7 @@ mod demons;
 pub mod image;
 pub mod progress;
 pub mod register;
+pub mod report;
 pub mod transform;
 
 pub use demons::DemonsSettings;

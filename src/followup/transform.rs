@@ -123,6 +123,28 @@ impl Transform {
         self.moving_from_fixed.transform_point(&y)
     }
 
+    /// The fixed point that maps to the moving point `y` (the inverse of [`Self::map`]
+    /// at one point, as the viewer needs when a click in the other study moves the
+    /// open study's cursor): solves `x + d(x) = A⁻¹ y` by fixed-point iteration
+    /// `x ← A⁻¹ y - d(x)`, which converges where the field is smooth (|∇d| < 1, as a
+    /// folding-free registration gives). `None` when the affine is singular.
+    pub fn fixed_point_of(&self, y: &Point3<f64>) -> Option<Point3<f64>> {
+        let z = self.moving_from_fixed.try_inverse()?.transform_point(y);
+        let Some(field) = &self.field else {
+            return Some(z);
+        };
+        let mut x = z;
+        for _ in 0..50 {
+            let next = z - field.at_world(&x);
+            let step = (next - x).norm();
+            x = next;
+            if step < 1e-4 {
+                break;
+            }
+        }
+        Some(x)
+    }
+
     /// `f(x, T(x))` at the world point `x` of every voxel of `grid`, computed in
     /// parallel by slice.
     fn map_grid<T: Send + Copy>(
@@ -382,6 +404,33 @@ mod tests {
             }
         }
         assert!(worst < 0.05, "round trip error {worst} mm");
+    }
+
+    #[test]
+    fn a_moving_point_maps_back_to_its_fixed_point() {
+        let g = oblique_grid();
+        let t = Transform {
+            moving_from_fixed: Matrix4::new_translation(&Vector3::new(4.0, -3.0, 2.0))
+                * Rotation3::from_euler_angles(0.1, -0.05, 0.2).to_homogeneous()
+                * Matrix4::new_scaling(1.1),
+            field: Some(smooth_field(&g, 3.0)),
+        };
+        let mut worst: f64 = 0.0;
+        for (i, j, k) in [(3, 3, 2), (10, 9, 6), (16, 14, 9), (7, 12, 4)] {
+            let x = g.world_at_voxel(Vector3::new(i as f64, j as f64, k as f64));
+            let back = t.fixed_point_of(&t.map(&x)).unwrap();
+            worst = worst.max((back - x).norm());
+        }
+        assert!(worst < 1e-3, "round trip error {worst} mm");
+        // Without a field: the affine's inverse; a singular affine has no answer.
+        let a = Transform::affine(Matrix4::new_translation(&Vector3::new(1.0, 2.0, 3.0)));
+        let p = Point3::new(5.0, 5.0, 5.0);
+        assert!((a.fixed_point_of(&p).unwrap() - Point3::new(4.0, 3.0, 2.0)).norm() < 1e-12);
+        assert!(
+            Transform::affine(Matrix4::zeros())
+                .fixed_point_of(&p)
+                .is_none()
+        );
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub struct SliceUniforms {
     pub window_width_hu: f32,
     pub label_opacity: f32,
     pub flags: u32,
+    /// Checkerboard tile size in voxels along i, j, k (w unused).
+    pub checker_voxels: [f32; 4],
+    /// `COMPARE_*`: what the view shows of the other time point.
+    pub compare_mode: u32,
+    /// The difference (HU) drawn at full colour in [`COMPARE_DIFFERENCE`].
+    pub difference_range_hu: f32,
+    /// +1: difference = CT - other (the other is the baseline); -1: other - CT.
+    pub difference_sign: f32,
+    pub pad0: f32,
 }
 
 impl SliceUniforms {
@@ -50,9 +59,50 @@ impl SliceUniforms {
             window_width_hu,
             label_opacity,
             flags,
+            checker_voxels: [1.0; 4],
+            compare_mode: COMPARE_OFF,
+            difference_range_hu: 1.0,
+            difference_sign: 1.0,
+            pad0: 0.0,
         }
     }
+
+    /// These uniforms with the other time point shown as `mode` (`COMPARE_*`):
+    /// checkerboard tiles of `checker_mm` on `geometry`, the difference at full colour
+    /// at `difference_range_hu`, later minus earlier (`other_is_baseline`).
+    pub fn with_comparison(
+        mut self,
+        mode: u32,
+        geometry: &crate::volume::Geometry,
+        checker_mm: f64,
+        difference_range_hu: f64,
+        other_is_baseline: bool,
+    ) -> Self {
+        let s = geometry.spacing_mm;
+        self.compare_mode = mode;
+        self.checker_voxels = [
+            (checker_mm / s[0]).max(1.0) as f32,
+            (checker_mm / s[1]).max(1.0) as f32,
+            (checker_mm / s[2]).max(1.0) as f32,
+            0.0,
+        ];
+        self.difference_range_hu = difference_range_hu.max(1.0) as f32;
+        self.difference_sign = if other_is_baseline { 1.0 } else { -1.0 };
+        self
+    }
 }
+
+/// What a view shows of another time point registered onto its grid
+/// ([`SliceUniforms::compare_mode`]): nothing, the other time point instead of the CT,
+/// a checkerboard of the two (alignment at the tile edges), or the difference in colour
+/// over the CT (red: denser at the later time point, blue: less dense).
+pub const COMPARE_OFF: u32 = 0;
+pub const COMPARE_OTHER: u32 = 1;
+pub const COMPARE_CHECKERBOARD: u32 = 2;
+pub const COMPARE_DIFFERENCE: u32 = 3;
+/// The difference colours (rgb 0..1): later denser, later less dense.
+pub const DIFFERENCE_DENSER: [f32; 3] = [1.0, 0.25, 0.1];
+pub const DIFFERENCE_LIGHTER: [f32; 3] = [0.2, 0.55, 1.0];
 
 pub const FLAG_LINEAR: u32 = 1;
 pub const FLAG_OUTLINE: u32 = 2;
@@ -128,7 +178,7 @@ impl LabelColors {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<SliceUniforms>() == 112);
+const _: () = assert!(std::mem::size_of::<SliceUniforms>() == 144);
 const _: () = assert!(std::mem::size_of::<LabelColors>() == 4096);
 
 /// Converts an f64 4x4 (nalgebra, column-major) to the uniform layout.
@@ -157,6 +207,8 @@ pub struct SliceRenderer {
     labels: Option<wgpu::Texture>,
     /// The proposal layer (1x1x1 placeholder when there is none).
     proposals: Option<wgpu::Texture>,
+    /// Another time point on this grid (1x1x1 placeholder when there is none).
+    other_ct: Option<wgpu::Texture>,
     views: Vec<ViewSlot>,
     dims: [u32; 3],
 }
@@ -262,6 +314,7 @@ impl SliceRenderer {
                 texture_entry(2, wgpu::TextureSampleType::Sint),
                 texture_entry(3, wgpu::TextureSampleType::Uint),
                 texture_entry(4, wgpu::TextureSampleType::Uint),
+                texture_entry(5, wgpu::TextureSampleType::Sint),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -307,6 +360,7 @@ impl SliceRenderer {
             ct: None,
             labels: None,
             proposals: None,
+            other_ct: None,
             views: Vec::new(),
             dims: [0; 3],
         }
@@ -338,16 +392,28 @@ impl SliceRenderer {
         self.labels = Some(lab);
         self.dims = d;
         self.set_proposals(device, queue, None);
+        self.set_other_ct(device, queue, None);
     }
 
-    /// Rewrites the CT texture with `hu` on the same grid (another time point registered
-    /// onto the open study's grid, shown in its place); ignored when the size differs.
-    pub fn replace_ct(&self, queue: &wgpu::Queue, hu: &[i16]) {
+    /// Replaces the other time point (HU on this grid, i fastest; the checkerboard and
+    /// difference modes), or removes it. Ignored (removed) when its size differs.
+    pub fn set_other_ct(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, hu: Option<&[i16]>) {
         let d = self.dims;
-        if let Some(ct) = &self.ct
-            && hu.len() == (d[0] * d[1] * d[2]) as usize
-        {
-            write_box(queue, ct, [0; 3], d, 2, bytemuck::cast_slice(hu));
+        let t = match hu {
+            Some(data) if data.len() == (d[0] * d[1] * d[2]) as usize && !data.is_empty() => {
+                let t = texture_3d(device, "other time point", d, wgpu::TextureFormat::R16Sint);
+                write_box(queue, &t, [0; 3], d, 2, bytemuck::cast_slice(data));
+                t
+            }
+            _ => {
+                let t = texture_3d(device, "no other", [1, 1, 1], wgpu::TextureFormat::R16Sint);
+                write_box(queue, &t, [0; 3], [1, 1, 1], 2, &[0, 0]);
+                t
+            }
+        };
+        self.other_ct = Some(t);
+        for v in &mut self.views {
+            v.bind_group = None;
         }
     }
 
@@ -453,7 +519,8 @@ impl SliceRenderer {
             });
         }
         queue.write_buffer(&self.views[index].uniforms, 0, bytemuck::bytes_of(uniforms));
-        let (Some(ct), Some(labels), Some(proposals)) = (&self.ct, &self.labels, &self.proposals)
+        let (Some(ct), Some(labels), Some(proposals), Some(other)) =
+            (&self.ct, &self.labels, &self.proposals, &self.other_ct)
         else {
             return;
         };
@@ -462,6 +529,7 @@ impl SliceRenderer {
             let ct_view = ct.create_view(&Default::default());
             let label_view = labels.create_view(&Default::default());
             let proposal_view = proposals.create_view(&Default::default());
+            let other_view = other.create_view(&Default::default());
             slot.bind_group = Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("slice bind group"),
                 layout: &self.layout,
@@ -485,6 +553,10 @@ impl SliceRenderer {
                     wgpu::BindGroupEntry {
                         binding: 4,
                         resource: wgpu::BindingResource::TextureView(&proposal_view),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 5,
+                        resource: wgpu::BindingResource::TextureView(&other_view),
                     },
                 ],
             }));

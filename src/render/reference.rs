@@ -3,8 +3,9 @@
 use nalgebra::{Matrix4, Point3};
 
 use super::{
-    DASH_PX, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS,
-    LabelColors, PROPOSAL_FILL, SliceUniforms,
+    COMPARE_CHECKERBOARD, COMPARE_OFF, COMPARE_OTHER, DASH_PX, DIFFERENCE_DENSER,
+    DIFFERENCE_LIGHTER, FLAG_LAYER_FILLED, FLAG_LINEAR, FLAG_OUTLINE, FLAG_SHOW_LABELS,
+    FLAG_SHOW_PROPOSALS, LabelColors, PROPOSAL_FILL, SliceUniforms,
 };
 
 /// DICOM PS3.3 C.11.2.1.2.1 LINEAR VOI function, output in 0..1 (the shader's
@@ -42,14 +43,79 @@ pub fn render_slice_with_proposals(
     width: usize,
     height: usize,
 ) -> Vec<u8> {
+    let volumes = SliceVolumes {
+        dims,
+        hu,
+        labels,
+        proposals,
+        other_hu: None,
+    };
+    render_volumes(u, lut, &volumes, width, height)
+}
+
+/// The volumes a view samples (all of `dims`, i fastest): the shader's textures.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceVolumes<'a> {
+    pub dims: [usize; 3],
+    pub hu: &'a [i16],
+    pub labels: &'a [u8],
+    /// The proposal layer.
+    pub proposals: Option<&'a [u8]>,
+    /// Another time point on this grid (the comparison modes).
+    pub other_hu: Option<&'a [i16]>,
+}
+
+/// Renders what the shader draws with every texture: [`render_slice`] with the proposal
+/// layer and the other time point of `volumes`.
+pub fn render_volumes(
+    u: &SliceUniforms,
+    lut: &LabelColors,
+    volumes: &SliceVolumes<'_>,
+    width: usize,
+    height: usize,
+) -> Vec<u8> {
+    let SliceVolumes {
+        dims,
+        hu,
+        labels,
+        proposals,
+        other_hu,
+    } = *volumes;
+    let n = dims[0] * dims[1] * dims[2];
+    let other_hu = other_hu.filter(|o| o.len() == n && u.compare_mode != COMPARE_OFF);
     let m = Matrix4::from_fn(|r, c| u.voxel_from_ndc[c][r] as f64);
     let d = [dims[0] as f64, dims[1] as f64, dims[2] as f64];
     let inside = |v: [f64; 3]| (0..3).all(|a| v[a] >= -0.5 && v[a] < d[a] - 0.5);
     let idx = |i: usize, j: usize, k: usize| i + dims[0] * (j + dims[1] * k);
-    let load = |i: i64, j: i64, k: i64| {
+    let load = |vol: &[i16], i: i64, j: i64, k: i64| {
         let c = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
-        hu[idx(c(i, dims[0]), c(j, dims[1]), c(k, dims[2]))] as f64
+        vol[idx(c(i, dims[0]), c(j, dims[1]), c(k, dims[2]))] as f64
     };
+    let sample = |vol: &[i16], v: [f64; 3]| {
+        if u.flags & FLAG_LINEAR == 0 {
+            load(
+                vol,
+                (v[0] + 0.5).floor() as i64,
+                (v[1] + 0.5).floor() as i64,
+                (v[2] + 0.5).floor() as i64,
+            )
+        } else {
+            let b = [v[0].floor(), v[1].floor(), v[2].floor()];
+            let f = [v[0] - b[0], v[1] - b[1], v[2] - b[2]];
+            let (i, j, k) = (b[0] as i64, b[1] as i64, b[2] as i64);
+            let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+            let x00 = lerp(load(vol, i, j, k), load(vol, i + 1, j, k), f[0]);
+            let x10 = lerp(load(vol, i, j + 1, k), load(vol, i + 1, j + 1, k), f[0]);
+            let x01 = lerp(load(vol, i, j, k + 1), load(vol, i + 1, j, k + 1), f[0]);
+            let x11 = lerp(
+                load(vol, i, j + 1, k + 1),
+                load(vol, i + 1, j + 1, k + 1),
+                f[0],
+            );
+            lerp(lerp(x00, x10, f[1]), lerp(x01, x11, f[1]), f[2])
+        }
+    };
+    let (c_hu, w_hu) = (u.window_center_hu as f64, u.window_width_hu as f64);
     let label_at = |v: [f64; 3]| -> u8 {
         if !inside(v) {
             return 0;
@@ -86,26 +152,35 @@ pub fn render_slice_with_proposals(
                 out[o..o + 4].copy_from_slice(&[0, 0, 0, 255]);
                 continue;
             }
-            let sample = if u.flags & FLAG_LINEAR == 0 {
-                load(
-                    (v[0] + 0.5).floor() as i64,
-                    (v[1] + 0.5).floor() as i64,
-                    (v[2] + 0.5).floor() as i64,
-                )
-            } else {
-                let b = [v[0].floor(), v[1].floor(), v[2].floor()];
-                let f = [v[0] - b[0], v[1] - b[1], v[2] - b[2]];
-                let (i, j, k) = (b[0] as i64, b[1] as i64, b[2] as i64);
-                let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-                let x00 = lerp(load(i, j, k), load(i + 1, j, k), f[0]);
-                let x10 = lerp(load(i, j + 1, k), load(i + 1, j + 1, k), f[0]);
-                let x01 = lerp(load(i, j, k + 1), load(i + 1, j, k + 1), f[0]);
-                let x11 = lerp(load(i, j + 1, k + 1), load(i + 1, j + 1, k + 1), f[0]);
-                lerp(lerp(x00, x10, f[1]), lerp(x01, x11, f[1]), f[2])
-            };
-            let grey =
-                window_level_unit(sample, u.window_center_hu as f64, u.window_width_hu as f64);
+            let ct = sample(hu, v);
+            let grey = window_level_unit(ct, c_hu, w_hu);
             let mut rgb = [grey; 3];
+            if let Some(other_hu) = other_hu {
+                let other = sample(other_hu, v);
+                let other_grey = window_level_unit(other, c_hu, w_hu);
+                if u.compare_mode == COMPARE_OTHER {
+                    rgb = [other_grey; 3];
+                } else if u.compare_mode == COMPARE_CHECKERBOARD {
+                    let c = u.checker_voxels;
+                    let t = (0..3)
+                        .map(|a| ((v[a] as f32 + 0.5) / c[a]).floor() as i32)
+                        .sum::<i32>();
+                    if t & 1 == 1 {
+                        rgb = [other_grey; 3];
+                    }
+                } else {
+                    let d = u.difference_sign * (ct - other) as f32 / u.difference_range_hu;
+                    let t = d.clamp(-1.0, 1.0) as f64;
+                    let hot = if t > 0.0 {
+                        DIFFERENCE_DENSER
+                    } else {
+                        DIFFERENCE_LIGHTER
+                    };
+                    for ch in 0..3 {
+                        rgb[ch] += (hot[ch] as f64 - rgb[ch]) * t.abs();
+                    }
+                }
+            }
             if u.flags & FLAG_SHOW_LABELS != 0 {
                 let l = label_at(v);
                 let c = lut.colors[l as usize];

@@ -385,6 +385,27 @@ impl Canvas {
         }
     }
 
+    /// Draws a line from `a` to `b` (pixel coordinates) `thickness` pixels wide
+    /// (clipped).
+    pub fn draw_line(&mut self, a: (f64, f64), b: (f64, f64), thickness: usize, color: [u8; 4]) {
+        let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
+        let half = thickness as f64 / 2.0;
+        for n in 0..=steps {
+            let t = n as f64 / steps as f64;
+            let x = a.0 + (b.0 - a.0) * t - half;
+            let y = a.1 + (b.1 - a.1) * t - half;
+            if x >= 0.0 && y >= 0.0 {
+                self.fill_rect(
+                    x.round() as usize,
+                    y.round() as usize,
+                    thickness.max(1),
+                    thickness.max(1),
+                    color,
+                );
+            }
+        }
+    }
+
     /// Draws `text` (lines split at '\n') with its top-left corner at (x, y), each font
     /// pixel a `scale` x `scale` square; clipped to the canvas.
     pub fn draw_text(&mut self, x: usize, y: usize, text: &str, scale: usize, color: [u8; 4]) {

@@ -17,6 +17,7 @@ use crate::annotate::{CONSOLIDATION, GGO};
 use crate::followup::progress::{
     LesionMatch, TransitionVolumes, match_lesions, transition_map, transition_volumes,
 };
+use crate::followup::report::{Progression, TimePoint};
 use crate::followup::{Pair, RegisterOptions, RegistrationReport, Steps, Transform, register};
 use crate::infer::{DeviceChoice, Task};
 use crate::io::{dicom, load_ct, read_label_map};
@@ -38,6 +39,8 @@ pub struct FollowupRequest {
     pub other_ct: PathBuf,
     pub other_labels: Option<PathBuf>,
     pub other_is: OtherIs,
+    /// The open study's name (reports and tables).
+    pub open_name: String,
 }
 
 /// Stages shown while the job runs ([`JobControl::set_progress`]'s stage).
@@ -55,6 +58,9 @@ pub struct FollowupResult {
     /// The other study's CT and labels resampled onto the open study's grid.
     pub other_ct: CtVolume,
     pub other_labels: LabelVolume,
+    /// The other study on its own grid, with its labels (the side-by-side views).
+    pub other_native_ct: Arc<CtVolume>,
+    pub other_native_labels: LabelVolume,
     /// Open-study point → other-study point.
     pub transform: Transform,
     pub report: RegistrationReport,
@@ -62,9 +68,25 @@ pub struct FollowupResult {
     pub transitions: LabelVolume,
     pub volumes: TransitionVolumes,
     pub lesions: Vec<LesionMatch>,
+    /// Baseline then follow-up, each quantified on its own grid.
+    pub time_points: Vec<TimePoint>,
     /// What the user should know (proposed labels, patient ids that differ).
     pub notes: Vec<String>,
     pub seconds: f64,
+}
+
+impl FollowupResult {
+    /// The tables of this analysis as the reports write them.
+    pub fn progression(&self) -> Progression<'_> {
+        let file = |n: usize| self.time_points.get(n).map_or("", |t| t.ct.as_str());
+        Progression {
+            baseline: file(0),
+            followup: file(1),
+            volumes: &self.volumes,
+            lesions: &self.lesions,
+            time_points: &self.time_points,
+        }
+    }
 }
 
 fn is_lung_or_lesion(v: u8) -> bool {
@@ -181,16 +203,30 @@ pub fn run(
     let transitions = transition_map(baseline, followup).map_err(|e| e.to_string())?;
     let volumes = transition_volumes(&transitions, followup).map_err(|e| e.to_string())?;
     let lesions = match_lesions(baseline, followup, 0.05);
+    let open_point = (request.open_name.as_str(), &*open_ct, &open_labels);
+    let other_point = (name.as_str(), &*other_ct, &other_labels);
+    let (first, second) = match request.other_is {
+        OtherIs::Baseline => (other_point, open_point),
+        OtherIs::Followup => (open_point, other_point),
+    };
+    let time_points = [("baseline", first), ("follow-up", second)]
+        .into_iter()
+        .map(|(when, (file, ct, labels))| TimePoint::measure(when, file, ct, labels))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     control.set_progress(4, 1, 1);
     Ok(Box::new(FollowupResult {
         request,
         other_ct: other_ct_on_grid,
         other_labels: other_labels_on_grid,
+        other_native_ct: other_ct,
+        other_native_labels: other_labels,
         transform,
         report: registration.report,
         transitions,
         volumes,
         lesions,
+        time_points,
         notes,
         seconds: t.elapsed().as_secs_f64(),
     }))
@@ -261,6 +297,7 @@ mod tests {
                 other_ct: ct_path,
                 other_labels: Some(labels_path),
                 other_is: OtherIs::Followup,
+                open_name: "demo".into(),
             },
             &control,
         )

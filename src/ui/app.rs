@@ -16,7 +16,7 @@ mod tools;
 mod views;
 pub use ai::{AiFactory, AiState};
 pub use compare::{CompareResult, CompareState, ExportKind, MapSource, QuantResult, TargetDetail};
-pub use followup::FollowupState;
+pub use followup::{Display as FollowupDisplay, FollowupState};
 pub use journal::{JournalState, PendingOpen};
 pub use tools::ToolsState;
 use views::Hover;
@@ -158,7 +158,10 @@ impl PulmoApp {
         startup::mark("window and GPU device created (app starts)");
         let has_gpu = if let Some(rs) = cc.wgpu_render_state.as_ref() {
             let renderer = SliceRenderer::new(&rs.device, rs.target_format);
-            rs.renderer.write().callback_resources.insert(renderer);
+            let other = views::OtherStudyRenderer(SliceRenderer::new(&rs.device, rs.target_format));
+            let mut guard = rs.renderer.write();
+            guard.callback_resources.insert(renderer);
+            guard.callback_resources.insert(other);
             true
         } else {
             false

@@ -27,7 +27,7 @@ use crate::metrics::quantify::{HU_BAND_NAMES, THIRD_NAMES};
 use crate::metrics::report::{CompareRow, HD95_NOTE};
 // Re-exported for `ui::app`'s users (the window state holds them).
 use crate::metrics::{Target, fmt_opt};
-use crate::render::report::{KeyImage, compose_report, encode_png};
+use crate::render::report::{KeyImage, append_below, compose_report, encode_png, lesion_plot};
 use crate::render::{
     AGREEMENT_COLORS, AGREEMENT_FN, AGREEMENT_FP, AGREEMENT_TP, FLAG_LAYER_FILLED,
     FLAG_SHOW_LABELS, FLAG_SHOW_PROPOSALS, LabelColors,
@@ -78,14 +78,17 @@ pub enum ExportKind {
     CompareJson,
     QuantifyCsv,
     QuantifyJson,
+    /// The follow-up tables: time points, change volumes, lesions over time.
+    FollowupCsv,
+    FollowupJson,
     ReportPng,
 }
 
 impl ExportKind {
     fn extension(self) -> &'static str {
         match self {
-            ExportKind::CompareCsv | ExportKind::QuantifyCsv => "csv",
-            ExportKind::CompareJson | ExportKind::QuantifyJson => "json",
+            ExportKind::CompareCsv | ExportKind::QuantifyCsv | ExportKind::FollowupCsv => "csv",
+            ExportKind::CompareJson | ExportKind::QuantifyJson | ExportKind::FollowupJson => "json",
             ExportKind::ReportPng => "png",
         }
     }
@@ -96,6 +99,8 @@ impl ExportKind {
             ExportKind::CompareJson => "comparison.json",
             ExportKind::QuantifyCsv => "quantification.csv",
             ExportKind::QuantifyJson => "quantification.json",
+            ExportKind::FollowupCsv => "progress.csv",
+            ExportKind::FollowupJson => "progress.json",
             ExportKind::ReportPng => "report.png",
         }
     }
@@ -798,6 +803,24 @@ impl PulmoApp {
                     );
                 }
             });
+        if let Some(r) = &self.followup.result {
+            ui.heading("Follow-up");
+            super::followup::time_points_ui(ui, r);
+            ui.label(format!(
+                "Consolidation progression {:.2} mL, recovery {:.2} mL; {} lesions over \
+                 time (the Follow-up window lists them and the changes per lung).",
+                r.volumes.progression_ml,
+                r.volumes.recovery_ml,
+                r.lesions.len()
+            ));
+            self.export_buttons_ui(
+                ui,
+                &[
+                    (ExportKind::FollowupCsv, "Save follow-up tables as CSV…"),
+                    (ExportKind::FollowupJson, "Save follow-up as JSON…"),
+                ],
+            );
+        }
         ui.separator();
         self.export_buttons_ui(
             ui,
@@ -863,6 +886,7 @@ impl PulmoApp {
         let name = |v: u8| table.get(v).map(|l| l.name.clone());
         let no_comparison = "run a comparison first";
         let no_quantification = "quantify first";
+        let no_followup = "register a follow-up first (File > Open follow-up or baseline…)";
         Ok(match kind {
             ExportKind::CompareCsv => self
                 .compare
@@ -892,6 +916,20 @@ impl PulmoApp {
                 .ok_or(no_quantification)?
                 .to_json(&study.name, "current labels (viewer)", &name)
                 .into_bytes(),
+            ExportKind::FollowupCsv => self
+                .followup
+                .result
+                .as_ref()
+                .ok_or(no_followup)?
+                .progression()
+                .to_csv()
+                .into_bytes(),
+            ExportKind::FollowupJson => {
+                let r = self.followup.result.as_ref().ok_or(no_followup)?;
+                let registration = serde_json::to_value(&r.report).unwrap_or_default();
+                crate::metrics::report::to_json_text(&r.progression().to_json(registration))
+                    .into_bytes()
+            }
             ExportKind::ReportPng => self.report_png()?,
         })
     }
@@ -909,11 +947,14 @@ impl PulmoApp {
             self.cursor_mm,
         );
         let u = self.uniforms(&frame, study);
+        let followup_map = self.followup.pending_map_values();
         let layer: Option<&[u8]> = if self.compare.overlay_active() {
             self.compare
                 .result
                 .as_ref()
                 .map(|r| r.detail.agreement.voxels.as_slice())
+        } else if let Some(map) = followup_map.as_deref() {
+            Some(map)
         } else if u.flags & FLAG_SHOW_PROPOSALS != 0 {
             self.session
                 .proposals
@@ -925,19 +966,29 @@ impl PulmoApp {
         };
         let layer = layer.filter(|l| l.len() == study.ct.voxels.len());
         let lut = LabelColors::with_overlays(self.session.label_table.rgba_table());
-        let rgba = crate::render::reference::render_slice_with_proposals(
+        let other_hu = self
+            .followup
+            .result
+            .as_ref()
+            .map(|r| r.other_ct.voxels.as_slice());
+        let rgba = crate::render::reference::render_volumes(
             &u,
             &lut,
-            g.dims,
-            &study.ct.voxels,
-            &study.editor.labels().voxels,
-            layer,
+            &crate::render::reference::SliceVolumes {
+                dims: g.dims,
+                hu: &study.ct.voxels,
+                labels: &study.editor.labels().voxels,
+                proposals: layer,
+                other_hu,
+            },
             px,
             px,
         );
         let (i, n) = slice_index(g, Plane::Axial, self.cursor_mm);
         let overlay = if self.compare.overlay_active() {
             "; agreement overlay: green TP, red FP, blue FN"
+        } else if followup_map.is_some() {
+            "; change map: red/orange progression, green recovery"
         } else {
             ""
         };
@@ -946,12 +997,17 @@ impl PulmoApp {
             self.window_width_hu, self.window_center_hu
         );
         let table = &self.session.label_table;
-        let lines = report_lines(
+        let mut lines = report_lines(
             study.synthetic,
             self.compare.quantification.as_ref(),
             self.compare.result.as_ref(),
             &|v| table.get(v).map(|l| l.name.clone()),
         );
+        let followup = self.followup.result.as_ref();
+        if let Some(r) = followup {
+            lines.push(String::new());
+            lines.extend(r.progression().text_lines(10));
+        }
         let page = compose_report(
             &format!("pulmo report: {}", study.name),
             Some(KeyImage {
@@ -962,6 +1018,16 @@ impl PulmoApp {
             }),
             &lines,
         );
+        let page = match followup {
+            Some(r) => {
+                let t = &r.time_points;
+                let names: Vec<String> = t.iter().map(|p| p.name.clone()).collect();
+                let ggo: Vec<f64> = t.iter().map(|p| p.ggo_ml).collect();
+                let cons: Vec<f64> = t.iter().map(|p| p.consolidation_ml).collect();
+                append_below(&page, &lesion_plot(&names, &ggo, &cons))
+            }
+            None => page,
+        };
         encode_png(&page).map_err(|e| format!("cannot encode the PNG: {e}"))
     }
 }

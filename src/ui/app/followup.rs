@@ -2,8 +2,11 @@
 //! optionally its labels), registered onto the open study in the background with
 //! progress and Cancel; then the change map as a filled colour layer with its legend,
 //! the volumes of each change per lung, the lesions matched over time (a click goes to
-//! the lesion), and the other time point shown in the views in place of the open study
-//! (same grid, so the cursor is at the same anatomical point in both).
+//! the lesion), the time points' table and their lesion volumes over time; the other
+//! time point shown in the views, registered onto the open study's grid: in place of
+//! it, as a checkerboard with it, or as their difference; and side by side on its own
+//! grid, the cursors linked through the registration (a click in either view moves both
+//! to the same anatomical point).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,9 +16,14 @@ use nalgebra::Vector3;
 
 use super::PulmoApp;
 use crate::followup::progress::TRANSITIONS;
-use crate::render::{FLAG_LAYER_FILLED, FLAG_SHOW_PROPOSALS, TRANSITION_BASE, TRANSITION_COLORS};
+use crate::followup::report::TimePoint;
+use crate::render::{
+    COMPARE_CHECKERBOARD, COMPARE_DIFFERENCE, COMPARE_OFF, COMPARE_OTHER, FLAG_LAYER_FILLED,
+    FLAG_SHOW_PROPOSALS, SliceUniforms, TRANSITION_BASE, TRANSITION_COLORS,
+};
 use crate::session::followup::{self, FollowupRequest, FollowupResult, OtherIs, STAGES};
 use crate::session::jobs::{Job, take_finished};
+use crate::volume::Geometry;
 
 type FollowupJob = Job<Result<Box<FollowupResult>, String>>;
 
@@ -30,12 +38,50 @@ pub struct FollowupState {
     pub error: Option<String>,
     /// Show the change map (it takes the proposal layer while shown).
     pub show_map: bool,
-    /// Show the other time point's CT in the views instead of the open study's.
-    pub show_other: bool,
+    /// How the views show the other time point (registered onto the open grid).
+    pub display: Display,
+    /// Checkerboard tile (mm) and the difference at full colour (HU).
+    pub checker_mm: f32,
+    pub difference_range_hu: f32,
+    /// The other time point on its own grid beside the open study.
+    pub side_by_side: bool,
     map_uploaded: bool,
     map_was_active: bool,
-    /// Which CT the GPU holds: true when the other time point's.
-    pub(super) gpu_shows_other: bool,
+    /// The registered other time point is in the renderer's comparison texture.
+    other_uploaded: bool,
+    /// The other time point's own volume is in the side-by-side renderer.
+    pub(super) native_uploaded: bool,
+}
+
+/// How the views show the other time point registered onto the open study's grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// The open study alone.
+    Open,
+    /// The other time point in its place.
+    Other,
+    /// Tiles of one and the other: misalignment shows at the tile edges.
+    Checkerboard,
+    /// Later minus earlier in colour over the open study.
+    Difference,
+}
+
+impl Display {
+    pub const ALL: [(Display, &'static str); 4] = [
+        (Display::Open, "open study"),
+        (Display::Other, "other time point"),
+        (Display::Checkerboard, "checkerboard"),
+        (Display::Difference, "difference"),
+    ];
+
+    fn compare_mode(self) -> u32 {
+        match self {
+            Display::Open => COMPARE_OFF,
+            Display::Other => COMPARE_OTHER,
+            Display::Checkerboard => COMPARE_CHECKERBOARD,
+            Display::Difference => COMPARE_DIFFERENCE,
+        }
+    }
 }
 
 impl Default for FollowupState {
@@ -49,10 +95,14 @@ impl Default for FollowupState {
             result: None,
             error: None,
             show_map: true,
-            show_other: false,
+            display: Display::Open,
+            checker_mm: 20.0,
+            difference_range_hu: 300.0,
+            side_by_side: false,
             map_uploaded: false,
             map_was_active: false,
-            gpu_shows_other: false,
+            other_uploaded: false,
+            native_uploaded: false,
         }
     }
 }
@@ -65,10 +115,14 @@ impl FollowupState {
         }
         self.result = None;
         self.error = None;
-        self.show_other = false;
+        self.display = Display::Open;
         self.map_uploaded = false;
-        // A new study's CT is uploaded whole: the GPU holds the open study's CT.
-        self.gpu_shows_other = false;
+        self.native_uploaded = false;
+    }
+
+    /// A new volume was uploaded: the comparison texture is empty again.
+    pub(super) fn volume_uploaded(&mut self) {
+        self.other_uploaded = false;
     }
 
     pub fn is_running(&self) -> bool {
@@ -89,7 +143,15 @@ impl FollowupState {
     /// The change map as layer values when it must be uploaded (then call
     /// [`FollowupState::map_uploaded`]).
     pub(super) fn pending_map(&self) -> Option<Vec<u8>> {
-        if !self.map_active() || self.map_uploaded {
+        if self.map_uploaded {
+            return None;
+        }
+        self.pending_map_values()
+    }
+
+    /// The change map as layer values while it is shown.
+    pub(super) fn pending_map_values(&self) -> Option<Vec<u8>> {
+        if !self.map_active() {
             return None;
         }
         self.result.as_ref().map(|r| {
@@ -110,19 +172,96 @@ impl FollowupState {
         self.map_uploaded = false;
     }
 
-    /// The CT the views should show when it differs from what the GPU holds:
-    /// `Some(Some(ct))` for the other time point, `Some(None)` for the open study's.
-    pub(super) fn pending_ct_swap(&self) -> Option<Option<&[i16]>> {
-        let want_other = self.show_other && self.result.is_some();
-        if want_other == self.gpu_shows_other {
-            return None;
+    /// The registered other time point to upload into the comparison texture
+    /// (`Some(Some(hu))`), or `Some(None)` to empty it; `None` when it is as it should be.
+    pub(super) fn pending_other_ct(&self) -> Option<Option<&[i16]>> {
+        match (&self.result, self.other_uploaded) {
+            (Some(r), false) => Some(Some(r.other_ct.voxels.as_slice())),
+            (None, true) => Some(None),
+            _ => None,
         }
-        Some(
-            want_other
-                .then(|| self.result.as_ref().map(|r| r.other_ct.voxels.as_slice()))
-                .flatten(),
+    }
+
+    pub(super) fn other_ct_uploaded(&mut self, present: bool) {
+        self.other_uploaded = present;
+    }
+
+    /// The uniforms `u` of a view of the open study with the comparison display.
+    pub(super) fn comparison(&self, u: SliceUniforms, geometry: &Geometry) -> SliceUniforms {
+        if !self.open || self.result.is_none() || !self.other_uploaded {
+            return u;
+        }
+        u.with_comparison(
+            self.display.compare_mode(),
+            geometry,
+            self.checker_mm as f64,
+            self.difference_range_hu as f64,
+            self.other_is == OtherIs::Baseline,
         )
     }
+
+    /// Whether the views show the other time point on its own grid beside the open one.
+    pub fn side_by_side_active(&self) -> bool {
+        self.open && self.side_by_side && self.result.is_some()
+    }
+}
+
+/// The time points' table (each on its own grid) and their lesion volumes over time.
+pub(super) fn time_points_ui(ui: &mut egui::Ui, r: &FollowupResult) {
+    use egui_plot::{Legend, Line, Plot, Points};
+    egui::Grid::new("followup time points")
+        .striped(true)
+        .show(ui, |ui| {
+            for h in [
+                "time point",
+                "lungs mL",
+                "ground-glass mL",
+                "consolidation mL",
+                "% involved",
+            ] {
+                ui.label(RichText::new(h).strong());
+            }
+            ui.end_row();
+            for t in &r.time_points {
+                ui.label(&t.name).on_hover_text(&t.ct);
+                ui.label(format!("{:.1}", t.lungs_ml));
+                ui.label(format!("{:.2}", t.ggo_ml));
+                ui.label(format!("{:.2}", t.consolidation_ml));
+                ui.label(crate::metrics::fmt_opt(t.involvement_pct, 2));
+                ui.end_row();
+            }
+        });
+    type Of = fn(&TimePoint) -> f64;
+    let series = |f: Of| -> Vec<[f64; 2]> {
+        r.time_points
+            .iter()
+            .enumerate()
+            .map(|(n, t)| [n as f64, f(t)])
+            .collect()
+    };
+    Plot::new("followup volume over time")
+        .height(160.0)
+        .x_axis_label("time point (0 = baseline)")
+        .y_axis_label("mL")
+        .allow_scroll(false)
+        .legend(Legend::default())
+        .show(ui, |p| {
+            for (name, color, f) in [
+                (
+                    "ground-glass",
+                    Color32::from_rgb(230, 150, 20),
+                    (|t| t.ggo_ml) as Of,
+                ),
+                ("consolidation", Color32::from_rgb(210, 30, 30), |t| {
+                    t.consolidation_ml
+                }),
+                ("all lesions", Color32::from_gray(200), TimePoint::lesion_ml),
+            ] {
+                let points = series(f);
+                p.line(Line::new(name, points.clone()).color(color));
+                p.points(Points::new(name, points).color(color).radius(4.0));
+            }
+        });
 }
 
 fn transition_color(code: u8) -> Color32 {
@@ -140,6 +279,7 @@ impl PulmoApp {
             other_ct: other.clone(),
             other_labels: self.followup.other_labels.clone(),
             other_is: self.followup.other_is,
+            open_name: study.name.clone(),
         };
         let ct = Arc::new(study.ct.clone());
         let labels = study.editor.labels().clone();
@@ -191,7 +331,7 @@ impl PulmoApp {
                 .pivot(egui::Align2::RIGHT_TOP)
                 .default_pos(top_right)
                 .default_width(560.0)
-                .default_height(620.0)
+                .default_height(760.0)
                 .vscroll(true)
                 .show(ctx, |ui| self.followup_ui(ui));
             self.followup.open &= open;
@@ -325,13 +465,36 @@ impl PulmoApp {
                 j.min, j.max, j.folded_pct
             )),
         ));
+        ui.checkbox(&mut self.followup.show_map, "Show change map");
         ui.horizontal(|ui| {
-            ui.checkbox(&mut self.followup.show_map, "Show change map");
-            ui.checkbox(
-                &mut self.followup.show_other,
-                "Show the other time point (registered) in the views",
-            );
+            ui.label("Views show:");
+            for (d, name) in Display::ALL {
+                ui.radio_value(&mut self.followup.display, d, name);
+            }
         });
+        match self.followup.display {
+            Display::Checkerboard => {
+                ui.add(
+                    egui::Slider::new(&mut self.followup.checker_mm, 4.0..=80.0).text("tile (mm)"),
+                );
+            }
+            Display::Difference => {
+                ui.add(
+                    egui::Slider::new(&mut self.followup.difference_range_hu, 50.0..=1500.0)
+                        .text("HU at full colour"),
+                );
+                ui.label(
+                    "Later minus earlier: red where the later scan is denser, blue where it \
+                     is less dense.",
+                );
+            }
+            _ => {}
+        }
+        ui.checkbox(
+            &mut self.followup.side_by_side,
+            "Side by side: the other time point on its own grid, cursors linked through \
+             the registration",
+        );
         ui.label("Volumes of each change (mL):");
         let regions: Vec<_> = ["both", "left", "right"]
             .iter()
@@ -407,6 +570,10 @@ impl PulmoApp {
                 go_to = Some(g.world_at_voxel(centre));
             }
         }
+        ui.separator();
+        egui::CollapsingHeader::new("Time points and lesion volume over time")
+            .default_open(true)
+            .show(ui, |ui| time_points_ui(ui, r));
         if let Some(p) = go_to {
             self.cursor_mm = p;
         }

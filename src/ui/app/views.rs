@@ -59,6 +59,27 @@ impl PulmoApp {
             return;
         };
         let mut guard = rs.renderer.write();
+        if self.followup.side_by_side_active()
+            && !self.followup.native_uploaded
+            && let Some(OtherStudyRenderer(other)) =
+                guard.callback_resources.get_mut::<OtherStudyRenderer>()
+            && let Some(r) = self.followup.result.as_ref()
+        {
+            // The other time point on its own grid, with its labels.
+            let ct = &r.other_native_ct;
+            other.upload_volume(
+                &rs.device,
+                &rs.queue,
+                ct.geometry.dims,
+                &ct.voxels,
+                &r.other_native_labels.voxels,
+            );
+            other.set_label_colors(
+                &rs.queue,
+                &LabelColors::with_overlays(self.session.label_table.rgba_table()),
+            );
+            self.followup.native_uploaded = true;
+        }
         let Some(renderer) = guard.callback_resources.get_mut::<SliceRenderer>() else {
             return;
         };
@@ -73,6 +94,7 @@ impl PulmoApp {
                 &study.editor.labels().voxels,
             );
             self.study_uploaded = true;
+            self.followup.volume_uploaded();
             startup::mark("volume textures uploaded");
         }
         if let Some(study) = self.session.study.as_mut()
@@ -84,11 +106,12 @@ impl PulmoApp {
         }
         if let Some(study) = self.session.study.as_ref()
             && self.study_uploaded
-            && let Some(swap) = self.followup.pending_ct_swap()
+            && let Some(other) = self.followup.pending_other_ct()
+            && other.is_none_or(|o| o.len() == study.ct.voxels.len())
         {
-            // The other time point (on this grid) or the open study's own CT again.
-            renderer.replace_ct(&rs.queue, swap.unwrap_or(&study.ct.voxels));
-            self.followup.gpu_shows_other = swap.is_some();
+            // The other time point registered onto this grid (comparison modes).
+            renderer.set_other_ct(&rs.device, &rs.queue, other);
+            self.followup.other_ct_uploaded(other.is_some());
         }
         if self.session.study.is_some() && self.study_uploaded {
             if let Some(overlay) = self.compare.pending_overlay() {
@@ -119,10 +142,13 @@ impl PulmoApp {
             }
         }
         if self.labels_dirty {
-            renderer.set_label_colors(
-                &rs.queue,
-                &LabelColors::with_overlays(self.session.label_table.rgba_table()),
-            );
+            let colors = LabelColors::with_overlays(self.session.label_table.rgba_table());
+            renderer.set_label_colors(&rs.queue, &colors);
+            if let Some(OtherStudyRenderer(other)) =
+                guard.callback_resources.get_mut::<OtherStudyRenderer>()
+            {
+                other.set_label_colors(&rs.queue, &colors);
+            }
             self.labels_dirty = false;
         }
     }
@@ -146,14 +172,15 @@ impl PulmoApp {
         } else if self.ai.show && self.session.proposals.review.is_some() {
             flags |= FLAG_SHOW_PROPOSALS;
         }
-        SliceUniforms::for_view(
+        let u = SliceUniforms::for_view(
             frame,
             g,
             self.window_center_hu as f32,
             self.window_width_hu as f32,
             self.label_opacity,
             flags,
-        )
+        );
+        self.followup.comparison(u, g)
     }
 
     pub(super) fn views_ui(&mut self, ui: &mut egui::Ui) {
@@ -165,28 +192,162 @@ impl PulmoApp {
         };
         let full = ui.available_rect_before_wrap();
         let gap = 2.0;
-        let rects: Vec<(usize, Rect)> = match self.maximized {
-            Some(i) => vec![(i, full)],
-            None => {
-                // Axial large on the left, coronal and sagittal stacked on the right.
-                let left =
-                    Rect::from_min_max(full.min, Pos2::new(full.center().x - gap, full.max.y));
-                let right_top = Rect::from_min_max(
-                    Pos2::new(full.center().x + gap, full.min.y),
-                    Pos2::new(full.max.x, full.center().y - gap),
-                );
-                let right_bottom = Rect::from_min_max(
-                    Pos2::new(full.center().x + gap, full.center().y + gap),
-                    full.max,
-                );
-                vec![(0, left), (1, right_top), (2, right_bottom)]
+        let maximized = self.maximized;
+        let layout = |full: Rect| -> Vec<(usize, Rect)> {
+            match maximized {
+                Some(i) => vec![(i, full)],
+                None => {
+                    // Axial large on the left, coronal and sagittal stacked on the right.
+                    let left =
+                        Rect::from_min_max(full.min, Pos2::new(full.center().x - gap, full.max.y));
+                    let right_top = Rect::from_min_max(
+                        Pos2::new(full.center().x + gap, full.min.y),
+                        Pos2::new(full.max.x, full.center().y - gap),
+                    );
+                    let right_bottom = Rect::from_min_max(
+                        Pos2::new(full.center().x + gap, full.center().y + gap),
+                        full.max,
+                    );
+                    vec![(0, left), (1, right_top), (2, right_bottom)]
+                }
             }
         };
         self.hover = None;
-        for (index, rect) in rects {
-            self.view_ui(ui, &mut study, index, rect);
+        if self.followup.side_by_side_active() {
+            // The open study on the left, the other time point on its own grid right.
+            let mid = full.center().x;
+            let left = Rect::from_min_max(full.min, Pos2::new(mid - 3.0 * gap, full.max.y));
+            let right = Rect::from_min_max(Pos2::new(mid + 3.0 * gap, full.min.y), full.max);
+            for (index, rect) in layout(left) {
+                self.view_ui(ui, &mut study, index, rect);
+            }
+            for (index, rect) in layout(right) {
+                self.other_view_ui(ui, index, rect);
+            }
+        } else {
+            for (index, rect) in layout(full) {
+                self.view_ui(ui, &mut study, index, rect);
+            }
         }
         self.session.study = Some(study);
+    }
+
+    /// View `index` of the other time point on its own grid (side by side): the slice
+    /// through the point the registration maps the cursor to, its labels, the cursor
+    /// there; a click or drag moves the open study's cursor to the point that maps there,
+    /// so the two sides always show the same anatomy.
+    pub(super) fn other_view_ui(&mut self, ui: &mut egui::Ui, index: usize, rect: Rect) {
+        let Some(r) = self.followup.result.as_ref() else {
+            return;
+        };
+        let id = ui.make_persistent_id(("other-view", index));
+        let response = ui.interact(rect, id, Sense::click_and_drag());
+        let g = r.other_native_ct.geometry.clone();
+        let size = Vector2::new(rect.width() as f64, rect.height() as f64);
+        let mapped = r.transform.map(&self.cursor_mm);
+        let frame = ViewFrame::new(&g, &self.views[index], size, mapped);
+        let to_local = |p: Pos2| Vector2::new((p.x - rect.min.x) as f64, (p.y - rect.min.y) as f64);
+        let mut new_cursor = None;
+        if (response.clicked() || response.dragged_by(egui::PointerButton::Primary))
+            && let Some(pos) = response.interact_pointer_pos()
+        {
+            new_cursor = r
+                .transform
+                .fixed_point_of(&frame.world_at_px(to_local(pos)));
+        }
+        let name = r
+            .request
+            .other_ct
+            .file_name()
+            .map_or("other".into(), |n| n.to_string_lossy().to_string());
+        let when = match r.request.other_is {
+            crate::session::followup::OtherIs::Baseline => "baseline",
+            crate::session::followup::OtherIs::Followup => "follow-up",
+        };
+        let (i, n) = slice_index(&g, self.views[index].plane, mapped);
+        let scroll_y = ui.input(|i| {
+            i.events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::MouseWheel { delta, .. } => Some(delta.y.signum()),
+                    _ => None,
+                })
+                .sum::<f32>()
+        });
+        if let Some(c) = new_cursor {
+            self.cursor_mm = c;
+            self.active_view = index;
+        }
+        if response.hovered() && scroll_y != 0.0 {
+            self.step_slice(index, scroll_y as f64);
+        }
+        if response.dragged_by(egui::PointerButton::Secondary) {
+            let d = response.drag_delta();
+            self.window_width_hu = (self.window_width_hu + d.x as f64 * 4.0).max(1.0);
+            self.window_center_hu += d.y as f64 * 2.0;
+        }
+        let Some(r) = self.followup.result.as_ref() else {
+            return;
+        };
+        let mapped = r.transform.map(&self.cursor_mm);
+        let frame = ViewFrame::new(&g, &self.views[index], size, mapped);
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 0.0, Color32::BLACK);
+        if self.has_gpu {
+            let mut flags = 0;
+            if self.linear {
+                flags |= FLAG_LINEAR;
+            }
+            if self.show_labels {
+                flags |= FLAG_SHOW_LABELS;
+            }
+            if self.outline {
+                flags |= FLAG_OUTLINE;
+            }
+            let uniforms = SliceUniforms::for_view(
+                &frame,
+                &g,
+                self.window_center_hu as f32,
+                self.window_width_hu as f32,
+                self.label_opacity,
+                flags,
+            );
+            painter.add(egui_wgpu::Callback::new_paint_callback(
+                rect,
+                SliceCallback {
+                    index,
+                    uniforms,
+                    other_study: true,
+                },
+            ));
+        }
+        let (cpx, _) = frame.px_at_world(mapped);
+        let c = Pos2::new(rect.min.x + cpx.x as f32, rect.min.y + cpx.y as f32);
+        let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 200, 255, 160));
+        painter.line_segment(
+            [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
+            cross,
+        );
+        painter.line_segment(
+            [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
+            cross,
+        );
+        painter.text(
+            rect.min + Vec2::new(6.0, 4.0),
+            egui::Align2::LEFT_TOP,
+            format!(
+                "{} {i}/{n} - {when}: {name} (own grid)",
+                self.views[index].plane.name()
+            ),
+            egui::FontId::proportional(14.0),
+            Color32::from_rgb(120, 210, 255),
+        );
+        painter.rect_stroke(
+            rect,
+            0.0,
+            Stroke::new(1.0, Color32::from_rgb(60, 120, 160)),
+            egui::StrokeKind::Inside,
+        );
     }
 
     pub(super) fn view_ui(
@@ -285,7 +446,11 @@ impl PulmoApp {
             let uniforms = self.uniforms(&frame, study);
             painter.add(egui_wgpu::Callback::new_paint_callback(
                 rect,
-                SliceCallback { index, uniforms },
+                SliceCallback {
+                    index,
+                    uniforms,
+                    other_study: false,
+                },
             ));
         }
         let (cpx, _) = frame.px_at_world(self.cursor_mm);
@@ -433,10 +598,16 @@ impl PulmoApp {
     }
 }
 
+/// The renderer of the other time point on its own grid (side by side); a type of its
+/// own so egui_wgpu's callback resources hold it beside the open study's.
+pub struct OtherStudyRenderer(pub SliceRenderer);
+
 /// The egui_wgpu paint callback of one view.
 struct SliceCallback {
     index: usize,
     uniforms: SliceUniforms,
+    /// Drawn by [`OtherStudyRenderer`].
+    other_study: bool,
 }
 
 impl egui_wgpu::CallbackTrait for SliceCallback {
@@ -448,7 +619,12 @@ impl egui_wgpu::CallbackTrait for SliceCallback {
         _encoder: &mut wgpu::CommandEncoder,
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
-        if let Some(r) = resources.get_mut::<SliceRenderer>() {
+        let r = if self.other_study {
+            resources.get_mut::<OtherStudyRenderer>().map(|r| &mut r.0)
+        } else {
+            resources.get_mut::<SliceRenderer>()
+        };
+        if let Some(r) = r {
             r.prepare_view(device, queue, self.index, &self.uniforms);
         }
         Vec::new()
@@ -460,7 +636,12 @@ impl egui_wgpu::CallbackTrait for SliceCallback {
         pass: &mut wgpu::RenderPass<'static>,
         resources: &egui_wgpu::CallbackResources,
     ) {
-        if let Some(r) = resources.get::<SliceRenderer>() {
+        let r = if self.other_study {
+            resources.get::<OtherStudyRenderer>().map(|r| &r.0)
+        } else {
+            resources.get::<SliceRenderer>()
+        };
+        if let Some(r) = r {
             r.paint_view(pass, self.index);
         }
     }
