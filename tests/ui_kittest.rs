@@ -729,4 +729,42 @@ fn followup_window_registers_another_time_point_and_maps_changes() {
         (mapped - expected).norm() < 3.0,
         "the open point {after:?} maps to {mapped:?}, the shift gives {expected:?}"
     );
+    // The Quantification window carries the follow-up tables; their CSV export holds
+    // both time points and the change made.
+    h.state_mut().followup.open = false;
+    h.state_mut().compare.quantify_open = true;
+    h.step();
+    let start = std::time::Instant::now();
+    while h.state().compare.quantification.is_none() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "no quantification after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.step();
+    }
+    h.run();
+    h.get_by_label("Save follow-up tables as CSV…");
+    let csv_path = dir.path().join("progress.csv");
+    h.state()
+        .export_to(pulmo::ui::app::ExportKind::FollowupCsv, &csv_path)
+        .unwrap();
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("baseline,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().nth(2).unwrap().starts_with("follow-up,"),
+        "{csv}"
+    );
+    let both = csv.lines().find(|l| l.starts_with("both,")).unwrap();
+    let to_consolidation: f64 = both.split(',').nth(7).unwrap().parse().unwrap();
+    assert!((to_consolidation - made).abs() < 0.3 * made, "{both}");
+    let png = h.state().report_png().unwrap();
+    let page = image::load_from_memory(&png).unwrap().to_rgba8();
+    assert!(
+        page.pixels().filter(|p| p.0 == [230, 150, 20, 255]).count() > 50,
+        "the report carries the lesion volume plot"
+    );
 }

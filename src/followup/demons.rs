@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::image::{Image, gradient_world, smooth_voxels};
 use super::transform::DisplacementField;
-use crate::volume::{Volume, sample_trilinear};
+use crate::volume::{TrilinearCell, Volume, sample_trilinear};
 
 /// Settings of one level.
 #[derive(Debug, Clone, Copy)]
@@ -71,29 +71,8 @@ fn join(c: &Components, field: &mut DisplacementField) {
 
 /// Trilinear sample of the three components at continuous voxel `p` (edge values beyond).
 fn sample3(c: &Components, dims: [usize; 3], p: Vector3<f64>) -> [f32; 3] {
-    let mut idx = [0usize; 3];
-    let mut frac = [0f32; 3];
-    for a in 0..3 {
-        let v = p[a].clamp(0.0, (dims[a] - 1) as f64);
-        let f = v.floor();
-        idx[a] = f as usize;
-        frac[a] = (v - f) as f32;
-    }
-    let next = |a: usize| if idx[a] + 1 < dims[a] { 1 } else { 0 };
-    let (si, sj, sk) = (next(0), next(1) * dims[0], next(2) * dims[0] * dims[1]);
-    let base = idx[0] + dims[0] * (idx[1] + dims[1] * idx[2]);
-    let [fx, fy, fz] = frac;
-    [0, 1, 2].map(|ci| {
-        let v = &c[ci];
-        let at = |o: usize| v[base + o];
-        let x00 = at(0) + (at(si) - at(0)) * fx;
-        let x10 = at(sj) + (at(sj + si) - at(sj)) * fx;
-        let x01 = at(sk) + (at(sk + si) - at(sk)) * fx;
-        let x11 = at(sk + sj) + (at(sk + sj + si) - at(sk + sj)) * fx;
-        let y0 = x00 + (x10 - x00) * fy;
-        let y1 = x01 + (x11 - x01) * fy;
-        y0 + (y1 - y0) * fz
-    })
+    let cell = TrilinearCell::at(dims, p);
+    [0, 1, 2].map(|ci| cell.interpolate(|i| c[ci][i] as f64) as f32)
 }
 
 /// The moving image and mask warped onto the fixed grid through `A(x + d(x))`; voxels

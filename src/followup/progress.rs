@@ -205,6 +205,21 @@ pub struct LesionMatch {
     pub box_size: [usize; 3],
 }
 
+impl LesionMatch {
+    /// One aligned line: kind, baseline -> follow-up mL, change in mL and %.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:<17} {:>8.2} -> {:>8.2} mL ({:+.2} mL{})",
+            self.kind,
+            self.baseline_ml,
+            self.followup_ml,
+            self.change_ml,
+            self.change_pct
+                .map_or(String::new(), |p| format!(", {p:+.0} %"))
+        )
+    }
+}
+
 /// 3D lesions (ground-glass or consolidation, 26-connected) of the registered baseline
 /// and of the follow-up, matched by overlap: groups of lesions linked by shared voxels.
 pub fn match_lesions(
@@ -274,14 +289,15 @@ pub fn match_lesions(
     let mut out: Vec<LesionMatch> = groups
         .into_values()
         .map(|(ia, ib)| {
-            let va: f64 = ia
+            // fold from +0.0: an empty f64 sum is -0.0, printed "-0.00".
+            let va = ia
                 .iter()
                 .map(|&i| ca.voxel_counts[i as usize - 1] as f64 * ml)
-                .sum();
-            let vb: f64 = ib
+                .fold(0.0, |a, b| a + b);
+            let vb = ib
                 .iter()
                 .map(|&i| cb.voxel_counts[i as usize - 1] as f64 * ml)
-                .sum();
+                .fold(0.0, |a, b| a + b);
             let kind = match (ia.len(), ib.len()) {
                 (0, _) => "new",
                 (_, 0) => "resolved",

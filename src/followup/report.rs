@@ -223,15 +223,7 @@ impl Progression<'_> {
         ));
         lines.push(format!("  lesions over time: {}", self.lesions.len()));
         for m in self.lesions.iter().take(max_lesions) {
-            lines.push(format!(
-                "    {:<17} {:>8.2} -> {:>8.2} mL ({:+.2} mL{})",
-                m.kind,
-                m.baseline_ml,
-                m.followup_ml,
-                m.change_ml,
-                m.change_pct
-                    .map_or(String::new(), |p| format!(", {p:+.0} %"))
-            ));
+            lines.push(format!("    {}", m.summary()));
         }
         lines
     }
@@ -334,5 +326,8 @@ mod tests {
                 .any(|l| l.contains("ground-glass to consolidation"))
         );
         assert!(lines.iter().any(|l| l.starts_with("    persistent")));
+        // A new lesion had nothing at baseline: 0.00, not -0.00.
+        let new = lines.iter().find(|l| l.starts_with("    new")).unwrap();
+        assert!(new.contains(" 0.00 ->") && !new.contains("-0.00"), "{new}");
     }
 }

@@ -11,7 +11,7 @@ use nalgebra::{Matrix3, Matrix4, Point3, Vector3};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::volume::{Geometry, Volume, round_hu, sample_nearest, sample_trilinear};
+use crate::volume::{Geometry, TrilinearCell, Volume, round_hu, sample_nearest, sample_trilinear};
 
 /// A displacement field: at each voxel centre of `geometry`, a vector in world mm (LPS).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,32 +49,9 @@ impl DisplacementField {
     /// beyond the grid the edge values continue (a field covering the lungs' box keeps
     /// its border displacement outside it).
     pub fn at_voxel(&self, p: Vector3<f64>) -> Vector3<f64> {
-        let dims = self.geometry.dims;
-        let mut idx = [0usize; 3];
-        let mut frac = [0f64; 3];
-        for a in 0..3 {
-            let c = p[a].clamp(0.0, (dims[a] - 1) as f64);
-            let f = c.floor();
-            idx[a] = f as usize;
-            frac[a] = c - f;
-        }
-        let next = |a: usize| if idx[a] + 1 < dims[a] { 1 } else { 0 };
-        let (si, sj, sk) = (next(0), next(1) * dims[0], next(2) * dims[0] * dims[1]);
-        let base = self.geometry.index(idx[0], idx[1], idx[2]);
+        let cell = TrilinearCell::at(self.geometry.dims, p);
         let v = &self.vectors_mm;
-        let [fx, fy, fz] = frac.map(|f| f as f32);
-        let mut out = Vector3::zeros();
-        for c in 0..3 {
-            let at = |o: usize| v[base + o][c];
-            let x00 = at(0) + (at(si) - at(0)) * fx;
-            let x10 = at(sj) + (at(sj + si) - at(sj)) * fx;
-            let x01 = at(sk) + (at(sk + si) - at(sk)) * fx;
-            let x11 = at(sk + sj) + (at(sk + sj + si) - at(sk + sj)) * fx;
-            let y0 = x00 + (x10 - x00) * fy;
-            let y1 = x01 + (x11 - x01) * fy;
-            out[c] = (y0 + (y1 - y0) * fz) as f64;
-        }
-        out
+        Vector3::from_fn(|c, _| cell.interpolate(|i| v[i][c] as f64))
     }
 
     /// The displacement at world point `x`.

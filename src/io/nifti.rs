@@ -137,15 +137,7 @@ pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<()
         reason,
     };
     let g = &volume.geometry;
-    g.validate().map_err(|e| unwritable(e.to_string()))?;
-    if volume.voxels.len() != g.voxel_count() {
-        return Err(unwritable(format!(
-            "the volume holds {} voxels but its dims {:?} need {}",
-            volume.voxels.len(),
-            g.dims,
-            g.voxel_count()
-        )));
-    }
+    check_writable(path, g, volume.voxels.len(), "voxels")?;
     let header = Header::for_volume(g, T::DATATYPE, T::BITPIX).map_err(unwritable)?;
     let header_bytes = header.to_bytes(false);
     let gz = path
@@ -169,6 +161,24 @@ pub fn write_nifti<T: NiftiScalar>(path: &Path, volume: &Volume<T>) -> Result<()
     })
 }
 
+/// A valid geometry holding `len` values (`what`: "voxels", "vectors"), or the error
+/// that names `path`.
+fn check_writable(path: &Path, g: &Geometry, len: usize, what: &str) -> Result<(), NiftiError> {
+    let unwritable = |reason: String| NiftiError::Unwritable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    g.validate().map_err(|e| unwritable(e.to_string()))?;
+    if len != g.voxel_count() {
+        return Err(unwritable(format!(
+            "the volume holds {len} {what} but its dims {:?} need {}",
+            g.dims,
+            g.voxel_count()
+        )));
+    }
+    Ok(())
+}
+
 /// gzip level for written `.nii.gz` files: a little below the default, which costs several
 /// times as long on CT for a few percent of size.
 const GZIP_LEVEL: u32 = 4;
@@ -189,15 +199,7 @@ pub fn write_nifti_vectors(path: &Path, field: &Volume<[f32; 3]>) -> Result<(), 
         reason,
     };
     let g = &field.geometry;
-    g.validate().map_err(|e| unwritable(e.to_string()))?;
-    if field.voxels.len() != g.voxel_count() {
-        return Err(unwritable(format!(
-            "the field holds {} vectors but its dims {:?} need {}",
-            field.voxels.len(),
-            g.dims,
-            g.voxel_count()
-        )));
-    }
+    check_writable(path, g, field.voxels.len(), "vectors")?;
     let mut header = Header::for_volume(g, 16, 32).map_err(unwritable)?;
     header.dim[0] = 5;
     header.dim[5] = 3;

@@ -14,7 +14,8 @@ mod voxel_box;
 pub mod window;
 
 pub use resample::{
-    resample_labels_nearest, resample_trilinear, round_hu, sample_nearest, sample_trilinear,
+    TrilinearCell, resample_labels_nearest, resample_trilinear, round_hu, sample_nearest,
+    sample_trilinear,
 };
 pub use voxel_box::VoxelBox;
 pub use window::WindowPreset;

@@ -553,16 +553,7 @@ impl PulmoApp {
         let g = r.transitions.geometry.clone();
         let mut go_to = None;
         for (n, m) in r.lesions.iter().enumerate().take(50) {
-            let text = format!(
-                "{:>2}. {:<17} {:>8.2} -> {:>8.2} mL ({:+.2} mL{})",
-                n + 1,
-                m.kind,
-                m.baseline_ml,
-                m.followup_ml,
-                m.change_ml,
-                m.change_pct
-                    .map_or(String::new(), |p| format!(", {p:+.0} %"))
-            );
+            let text = format!("{:>2}. {}", n + 1, m.summary());
             if ui.button(RichText::new(text).monospace()).clicked() {
                 let centre = Vector3::from_fn(|a, _| {
                     m.box_start[a] as f64 + (m.box_size[a] as f64 - 1.0) / 2.0

@@ -153,8 +153,8 @@ impl PulmoApp {
         }
     }
 
-    pub(super) fn uniforms(&self, frame: &ViewFrame, study: &Study) -> SliceUniforms {
-        let g = &study.ct.geometry;
+    /// The view flags of the View menu's settings (sampling, labels, outline).
+    fn display_flags(&self) -> u32 {
         let mut flags = 0;
         if self.linear {
             flags |= FLAG_LINEAR;
@@ -165,6 +165,12 @@ impl PulmoApp {
         if self.outline {
             flags |= FLAG_OUTLINE;
         }
+        flags
+    }
+
+    pub(super) fn uniforms(&self, frame: &ViewFrame, study: &Study) -> SliceUniforms {
+        let g = &study.ct.geometry;
+        let mut flags = self.display_flags();
         if let Some(f) = self.compare.overlay_flags(flags) {
             flags = f;
         } else if let Some(f) = self.followup.map_flags(flags) {
@@ -294,23 +300,13 @@ impl PulmoApp {
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, Color32::BLACK);
         if self.has_gpu {
-            let mut flags = 0;
-            if self.linear {
-                flags |= FLAG_LINEAR;
-            }
-            if self.show_labels {
-                flags |= FLAG_SHOW_LABELS;
-            }
-            if self.outline {
-                flags |= FLAG_OUTLINE;
-            }
             let uniforms = SliceUniforms::for_view(
                 &frame,
                 &g,
                 self.window_center_hu as f32,
                 self.window_width_hu as f32,
                 self.label_opacity,
-                flags,
+                self.display_flags(),
             );
             painter.add(egui_wgpu::Callback::new_paint_callback(
                 rect,
