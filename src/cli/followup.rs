@@ -18,6 +18,7 @@ use crate::followup::{
 use crate::infer::{DeviceChoice, Task};
 use crate::io::nifti::{read_nifti_vectors, write_nifti, write_nifti_vectors};
 use crate::io::{LoadedCt, load_ct};
+use crate::session::followup::StudyIds;
 use crate::volume::{CtVolume, LabelVolume};
 
 /// Arguments of `pulmo register`.
@@ -103,27 +104,22 @@ fn load(path: &Path) -> Result<LoadedCt> {
 
 /// Warns when the two studies belong to different patients; refuses a non-CT series.
 fn check_studies(fixed: (&Path, &LoadedCt), moving: (&Path, &LoadedCt)) -> Result<()> {
-    for (path, ct) in [fixed, moving] {
-        if let Some(m) = ct.dicom_meta.as_ref().and_then(|m| m.modality.as_deref())
-            && m != "CT"
-        {
-            bail!(
-                "{} is a {m} series, not CT: registering {} to {} needs two CTs",
-                path.display(),
-                moving.0.display(),
-                fixed.0.display()
-            );
+    fn ids<'a>(name: &'a str, ct: &'a LoadedCt) -> StudyIds<'a> {
+        let m = ct.dicom_meta.as_ref();
+        StudyIds {
+            name,
+            modality: m.and_then(|m| m.modality.as_deref()),
+            patient_id: m.and_then(|m| m.patient_id.as_deref()),
         }
     }
-    let id = |ct: &LoadedCt| ct.dicom_meta.as_ref().and_then(|m| m.patient_id.clone());
-    if let (Some(a), Some(b)) = (id(fixed.1), id(moving.1))
-        && a != b
-    {
-        eprintln!(
-            "pulmo: warning: {} (PatientID {a:?}) and {} (PatientID {b:?}) belong to different patients",
-            fixed.0.display(),
-            moving.0.display()
-        );
+    let (f, m) = (
+        fixed.0.display().to_string(),
+        moving.0.display().to_string(),
+    );
+    let warning = crate::session::followup::check_studies(&ids(&f, fixed.1), &ids(&m, moving.1))
+        .map_err(anyhow::Error::msg)?;
+    if let Some(w) = warning {
+        eprintln!("pulmo: warning: {w}");
     }
     Ok(())
 }

@@ -52,6 +52,40 @@ pub const STAGES: [&str; 5] = [
     "done",
 ];
 
+/// What identifies a study for the pair checks: its name (path), DICOM Modality and
+/// PatientID when known.
+#[derive(Debug, Clone, Copy)]
+pub struct StudyIds<'a> {
+    pub name: &'a str,
+    pub modality: Option<&'a str>,
+    pub patient_id: Option<&'a str>,
+}
+
+/// Checks a pair of time points before registering `moving` to `fixed`: a non-CT
+/// series is an error naming both; different PatientIDs give a warning (returned).
+pub fn check_studies(
+    fixed: &StudyIds<'_>,
+    moving: &StudyIds<'_>,
+) -> Result<Option<String>, String> {
+    for s in [fixed, moving] {
+        if let Some(m) = s.modality
+            && m != "CT"
+        {
+            return Err(format!(
+                "{} is a {m} series, not CT: registering {} to {} needs two CTs",
+                s.name, moving.name, fixed.name
+            ));
+        }
+    }
+    Ok(match (fixed.patient_id, moving.patient_id) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "different patients: {} has PatientID {a:?}, {} has {b:?}",
+            fixed.name, moving.name
+        )),
+        _ => None,
+    })
+}
+
 /// The other time point on the open study's grid and what changed.
 pub struct FollowupResult {
     pub request: FollowupRequest,
@@ -114,25 +148,18 @@ pub fn run(
     let name = request.other_ct.display().to_string();
     let loaded = load_ct(&request.other_ct, None, &dicom::LoadOptions::default())
         .map_err(|e| format!("{name}: {}", super::error_chain(&e)))?;
-    if let Some(m) = loaded
-        .dicom_meta
-        .as_ref()
-        .and_then(|m| m.modality.as_deref())
-        && m != "CT"
-    {
-        return Err(format!("{name} is a {m} series, not CT"));
-    }
-    let other_patient = loaded
-        .dicom_meta
-        .as_ref()
-        .and_then(|m| m.patient_id.clone());
-    if let (Some(a), Some(b)) = (&open_patient, &other_patient)
-        && a != b
-    {
-        notes.push(format!(
-            "different patients: the open study has PatientID {a:?}, {name} has {b:?}"
-        ));
-    }
+    let meta = loaded.dicom_meta.as_ref();
+    let open = StudyIds {
+        name: &request.open_name,
+        modality: None,
+        patient_id: open_patient.as_deref(),
+    };
+    let other = StudyIds {
+        name: &name,
+        modality: meta.and_then(|m| m.modality.as_deref()),
+        patient_id: meta.and_then(|m| m.patient_id.as_deref()),
+    };
+    notes.extend(check_studies(&open, &other)?);
     cancelled()?;
     let other_ct = Arc::new(loaded.volume);
     let other_labels = match &request.other_labels {
@@ -261,6 +288,29 @@ mod tests {
     /// The demo as the baseline; a "follow-up" file made from it by a shift, with one
     /// ground-glass region turned consolidation: registered back, the change shows as
     /// ground-glass → consolidation where it was made.
+    #[test]
+    fn pairs_of_other_modalities_are_refused_and_other_patients_warned() {
+        let ct = |name, patient| StudyIds {
+            name,
+            modality: Some("CT"),
+            patient_id: patient,
+        };
+        let a = ct("a/", Some("P1"));
+        assert_eq!(check_studies(&a, &ct("b/", Some("P1"))), Ok(None));
+        assert_eq!(check_studies(&a, &ct("b/", None)), Ok(None));
+        let w = check_studies(&a, &ct("b/", Some("P2"))).unwrap().unwrap();
+        assert!(
+            w.contains("a/") && w.contains("b/") && w.contains("P2"),
+            "{w}"
+        );
+        let mr = StudyIds {
+            modality: Some("MR"),
+            ..ct("m/", Some("P1"))
+        };
+        let e = check_studies(&a, &mr).unwrap_err();
+        assert!(e.contains("m/ is a MR series") && e.contains("a/"), "{e}");
+    }
+
     #[test]
     fn another_time_point_is_registered_and_its_changes_mapped() {
         let demo = crate::demo::generate(&DemoOptions {
