@@ -130,19 +130,10 @@ fn dilated_region(mask: &Image, grid: &Geometry, radius_mm: f64) -> Vec<bool> {
     m.iter().map(|v| *v > 0.02).collect()
 }
 
+/// Dice of the non-zero voxels of two masks on one grid (0 when the grids differ).
 fn dice(a: &Volume<u8>, b: &Volume<u8>) -> f64 {
-    let (mut both, mut na, mut nb) = (0u64, 0u64, 0u64);
-    for (x, y) in a.voxels.iter().zip(&b.voxels) {
-        let (x, y) = (*x > 0, *y > 0);
-        both += u64::from(x && y);
-        na += u64::from(x);
-        nb += u64::from(y);
-    }
-    if na + nb == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / (na + nb) as f64
-    }
+    crate::metrics::overlap_metrics(a, b, crate::metrics::Target::AnyForeground)
+        .map_or(0.0, |m| m.dice)
 }
 
 /// The box (on the fixed grid) around the dilated lungs, with `margin_mm`.
