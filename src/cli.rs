@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 pub mod ai;
+pub mod batch;
 pub mod followup;
 
 use crate::io::{self, Format, dicom, load_ct};
@@ -124,6 +125,10 @@ pub enum Command {
     /// A table over several time points (oldest first): lung, ground-glass and
     /// consolidation volumes and % of the lungs involved (CSV and JSON).
     Timeline(followup::TimelineArgs),
+    /// Run lung / lesion segmentation, quantification and comparison over a manifest of
+    /// studies, one folder per study, resumable (complete studies are skipped) and
+    /// sharded (--shard I/N); `pulmo batch merge OUT` joins the rows.
+    Batch(Box<batch::BatchArgs>),
     /// Import a binary DICOM SEG onto a DICOM CT's grid and write it as a NIfTI label map.
     ImportSeg {
         /// The CT series the SEG was drawn on.
@@ -195,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Register(a)) => followup::register_cmd(&a),
         Some(Command::Progress(a)) => followup::progress_cmd(&a),
         Some(Command::Timeline(a)) => followup::timeline_cmd(&a),
+        Some(Command::Batch(a)) => batch::batch_cmd(&a),
         Some(Command::JournalSelftest { dir }) => journal_selftest(&dir),
         Some(Command::Train(a)) => ai::train(&a),
         Some(Command::Finetune(_)) => ai::forward_to_ai("finetune"),

@@ -15,6 +15,8 @@
 //!   │             evaluation protocols, fine-tuning data                                 │
 //!   │ io        – DICOM (dicom-rs) series and SEG, NIfTI, NRRD; atomic writes            │
 //!   │ annotate  – label table, the editor (locks, changed boxes), tools, undo deltas     │
+//!   │ batch     – manifests of studies, shards, one folder per study written atomically, │
+//!   │             resumable runs, the merged table (the caller runs the models)          │
 //!   │ followup  – registration of a follow-up CT to its baseline, transition maps,       │
 //!   │             lesions matched over time                                              │
 //!   │ metrics   – overlap, surface distances, quantification, reports                    │
@@ -28,7 +30,8 @@
 //! Within the domain the allowed edges (`tests/architecture.rs`, `ALLOWED_EDGES`) are:
 //! `view`, `demo`, `metrics` → `volume`; `annotate` → `volume`, `view`; `io` → `volume`,
 //! `annotate` (SEG segments carry the label table); `followup` → `volume`, `annotate`,
-//! `metrics`; `infer` → those below it; `session`
+//! `metrics`; `batch` → `volume`, `io`, `metrics`, `followup`; `infer` → those below it;
+//! `session`
 //! → every other domain module. `ui` draws the [`session::Session`] and turns input into
 //! calls on it; it holds view, tool and panel settings, never domain logic.
 //!
@@ -40,8 +43,8 @@
 //!
 //! Rules, enforced by `tests/architecture.rs`:
 //! - Every use of a top-level module by another is an edge of an acyclic allow-list.
-//! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `infer`, `session`,
-//!   `demo`, `view`) never mention egui, eframe or wgpu: they are usable from the CLI, from
+//! - The domain modules (`volume`, `io`, `annotate`, `metrics`, `followup`, `batch`,
+//!   `infer`, `session`, `demo`, `view`) never mention egui, eframe or wgpu: they are usable from the CLI, from
 //!   tests and from scripts without a display.
 //! - `render/` uses wgpu (and bytemuck mirrors of the WGSL uniform structs) but not egui.
 //! - `ui/` may use everything; functions that draw into an `egui::Ui` end in `_ui`.
@@ -56,6 +59,7 @@
 //! millimetres (DICOM LPS), `spacing_mm`, `window_hu`.
 
 pub mod annotate;
+pub mod batch;
 pub mod cli;
 pub mod demo;
 pub mod followup;

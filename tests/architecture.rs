@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 const DOMAIN: &[&str] = &[
-    "volume", "io", "annotate", "metrics", "followup", "infer", "session", "demo", "view",
+    "volume", "io", "annotate", "metrics", "followup", "batch", "infer", "session", "demo", "view",
 ];
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
@@ -160,6 +160,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("annotate", &["volume", "view"]),
     ("io", &["volume", "annotate"]),
     ("followup", &["volume", "annotate", "metrics"]),
+    ("batch", &["volume", "io", "metrics", "followup"]),
     ("infer", &["volume", "annotate", "demo", "io", "metrics"]),
     (
         "session",
@@ -179,7 +180,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         "cli",
         &[
             "volume", "view", "annotate", "demo", "io", "metrics", "infer", "session", "ui",
-            "followup", "render",
+            "followup", "render", "batch",
         ],
     ),
 ];

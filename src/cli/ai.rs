@@ -514,7 +514,7 @@ fn eval_lesion_volumes(a: &EvalArgs, data: &Path) -> Result<()> {
 }
 
 /// Submits one job and waits for its proposal, printing progress when `verbose`.
-fn run_job(
+pub(crate) fn run_job(
     worker: &mut Worker,
     task: Task,
     ct: &Arc<crate::volume::CtVolume>,
