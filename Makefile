@@ -22,11 +22,12 @@ release: setup
 
 # The whole test suite (unit, integration, real data in ../shared/data or $PULMO_DATA,
 # headless wgpu on lavapipe, egui_kittest, Python interop checks, a slice of the CLI
-# fuzzing corpus).
+# fuzzing corpus, a real single-node Slurm running a `pulmo batch` array).
 test: setup
 	$(CARGO) test --doc
 	$(CARGO) test --all-targets
 	scripts/fuzz_ci.sh
+	scripts/slurm_ci.sh
 
 lint: setup
 	$(CARGO) fmt --check

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs whatever pulmo needs and is missing; fast and silent when all is there.
 #   scripts/setup.sh [--torch lean|full] [--no-tools]
-# - Debian packages for Vulkan (lavapipe on machines without a GPU), EGL and X11
-#   (apt-get as root, or through sudo when not root).
+# - Debian packages for Vulkan (lavapipe on machines without a GPU), EGL and X11, and a
+#   single-node Slurm with munge for the batch test (apt-get as root, or through sudo when
+#   not root; the daemons are started only by scripts/slurm_ci.sh, on loopback).
 # - .venv: PyPI's torch==2.11.0 wheel, the libtorch that tch 0.24 links against.
 #   lean (default): the wheel without dependencies plus the two small CUDA runtime wheels
 #   libtorch_cpu.so links against (~1.3 GB). full: all CUDA dependencies (~4.6 GB), for
@@ -31,7 +32,7 @@ say() { echo "setup: $*"; }
 
 # ---- Debian packages -------------------------------------------------------------
 DEB_PKGS="mesa-vulkan-drivers libvulkan1 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 \
-libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv cmake g++ time"
+libx11-xcb1 libxcursor1 libxrandr2 libxi6 xvfb xauth python3-venv cmake g++ time slurm-wlm munge"
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=""
   for p in $DEB_PKGS; do

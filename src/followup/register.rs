@@ -52,7 +52,7 @@ impl Default for RegisterOptions {
         Self {
             deformable: true,
             affine_levels_mm: vec![8.0, 4.0],
-            finest_mm: 1.5,
+            finest_mm: 2.0,
             demons_iterations: vec![60, 40, 20],
             demons: DemonsSettings {
                 iterations: 0,
