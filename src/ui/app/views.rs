@@ -317,16 +317,12 @@ impl PulmoApp {
                 },
             ));
         }
-        let (cpx, _) = frame.px_at_world(mapped);
-        let c = Pos2::new(rect.min.x + cpx.x as f32, rect.min.y + cpx.y as f32);
-        let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 200, 255, 160));
-        painter.line_segment(
-            [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
-            cross,
-        );
-        painter.line_segment(
-            [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
-            cross,
+        crosshair(
+            &painter,
+            rect,
+            &frame,
+            mapped,
+            Color32::from_rgba_unmultiplied(80, 200, 255, 160),
         );
         painter.text(
             rect.min + Vec2::new(6.0, 4.0),
@@ -449,16 +445,12 @@ impl PulmoApp {
                 },
             ));
         }
-        let (cpx, _) = frame.px_at_world(self.cursor_mm);
-        let c = Pos2::new(rect.min.x + cpx.x as f32, rect.min.y + cpx.y as f32);
-        let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 255, 80, 140));
-        painter.line_segment(
-            [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
-            cross,
-        );
-        painter.line_segment(
-            [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
-            cross,
+        crosshair(
+            &painter,
+            rect,
+            &frame,
+            self.cursor_mm,
+            Color32::from_rgba_unmultiplied(80, 255, 80, 140),
         );
         self.polygon_overlay(&painter, &frame, rect, index);
         // Brush / eraser cursor preview: the brush's footprint in this view.
@@ -592,6 +584,27 @@ impl PulmoApp {
             self.save_error = Some(e.to_string());
         }
     }
+}
+
+/// The cursor lines through `world` across a view.
+fn crosshair(
+    painter: &egui::Painter,
+    rect: Rect,
+    frame: &ViewFrame,
+    world: Point3<f64>,
+    color: Color32,
+) {
+    let (px, _) = frame.px_at_world(world);
+    let c = Pos2::new(rect.min.x + px.x as f32, rect.min.y + px.y as f32);
+    let stroke = Stroke::new(1.0, color);
+    painter.line_segment(
+        [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
+        stroke,
+    );
+    painter.line_segment(
+        [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
+        stroke,
+    );
 }
 
 /// The renderer of the other time point on its own grid (side by side); a type of its
