@@ -129,7 +129,9 @@ shards=$(ls "$out"/slurm/shard-*.out | wc -l)
 
 # The same manifest in one process: the same table (the seconds column aside).
 single=$T/work/single-out
+s0=$(date +%s%N)
 "$pulmo" batch "$manifest" -o "$single" --tasks "$tasks" > /dev/null 2>&1
+s1=$(date +%s%N)
 strip() { python3 -c '
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
@@ -141,4 +143,4 @@ if ! diff <(strip "$out/results.csv") <(strip "$single/results.csv") >&2; then
   exit 1
 fi
 rows=$(($(wc -l < "$out/results.csv") - 1))
-echo "slurm_ci: ok: 4-task array + afterok merge over $rows studies in $(( (end - start) / 1000000 )) ms; the merged table equals the single-process one"
+echo "slurm_ci: ok: 4-task array + afterok merge over $rows studies in $(( (end - start) / 1000000 )) ms (one process: $(( (s1 - s0) / 1000000 )) ms); the merged table equals the single-process one"

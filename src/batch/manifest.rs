@@ -37,7 +37,8 @@ pub fn read_manifest(path: &Path) -> Result<Vec<StudyEntry>, BatchError> {
         line,
         message,
     };
-    let size = std::fs::metadata(path)
+    // A regular file only (a FIFO would block), of a bounded size.
+    let size = crate::io::guard::ensure_regular_file(path)
         .map_err(|source| BatchError::Io {
             path: path.to_path_buf(),
             source,
@@ -49,9 +50,15 @@ pub fn read_manifest(path: &Path) -> Result<Vec<StudyEntry>, BatchError> {
             format!("{size} bytes: larger than {MAX_MANIFEST_BYTES}, split it"),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| BatchError::Io {
+    let bytes = crate::io::guard::read_regular_file(path).map_err(|source| BatchError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        invalid(
+            0,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
     })?;
     let is_json = path
         .extension()
@@ -324,6 +331,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("none.csv"), "{e}");
+        // A folder, a FIFO (would block) and binary bytes are refused, naming the path.
+        let e = read_manifest(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        let fifo = dir.path().join("fifo.csv");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let e = read_manifest(&fifo).unwrap_err().to_string();
+            assert!(e.contains("fifo.csv"), "{e}");
+        }
+        std::fs::write(dir.path().join("bin.csv"), [0x63, 0x74, 0xff, 0xfe, 0x0a]).unwrap();
+        let e = read_manifest(&dir.path().join("bin.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bin.csv") && e.contains("UTF-8"), "{e}");
     }
 
     #[test]

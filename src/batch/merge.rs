@@ -151,6 +151,7 @@ mod tests {
             status: if ok { "ok" } else { "failed" }.into(),
             error: (!ok).then(|| format!("{id}.nii.gz: no such file")),
             seconds: 1.0,
+            segment_seconds: None,
             left_lung_ml: None,
             right_lung_ml: None,
             lungs_ml: lungs,

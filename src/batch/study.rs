@@ -88,6 +88,9 @@ pub struct Row {
     pub status: String,
     pub error: Option<String>,
     pub seconds: f64,
+    /// Of `seconds`, the model's (lung or lesion task): the rest is reading, writing,
+    /// quantifying and comparing.
+    pub segment_seconds: Option<f64>,
     pub left_lung_ml: Option<f64>,
     pub right_lung_ml: Option<f64>,
     pub lungs_ml: Option<f64>,
@@ -100,8 +103,9 @@ pub struct Row {
 }
 
 /// The numeric columns of [`Row`], in CSV order (summary statistics are over these).
-pub const NUMERIC_COLUMNS: [&str; 9] = [
+pub const NUMERIC_COLUMNS: [&str; 10] = [
     "seconds",
+    "segment_seconds",
     "left_lung_ml",
     "right_lung_ml",
     "lungs_ml",
@@ -120,6 +124,7 @@ impl Row {
             status: "ok".into(),
             error: None,
             seconds: 0.0,
+            segment_seconds: None,
             left_lung_ml: None,
             right_lung_ml: None,
             lungs_ml: None,
@@ -136,9 +141,10 @@ impl Row {
     }
 
     /// The numeric columns in [`NUMERIC_COLUMNS`] order.
-    pub fn numbers(&self) -> [Option<f64>; 9] {
+    pub fn numbers(&self) -> [Option<f64>; 10] {
         [
             Some(self.seconds),
+            self.segment_seconds,
             self.left_lung_ml,
             self.right_lung_ml,
             self.lungs_ml,
@@ -243,7 +249,9 @@ fn study_outputs(
     };
     let labels = match (model, &entry.labels) {
         (Some(m), _) => {
+            let t = Instant::now();
             let labels = segment(m, &ct).map_err(|e| format!("{ct_name}: {e}"))?;
+            row.segment_seconds = Some(t.elapsed().as_secs_f64());
             let path = dir.join("labels.nii.gz");
             write_nifti(&path, &labels).map_err(|e| e.to_string())?;
             Some(labels)
