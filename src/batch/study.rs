@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::StudyEntry;
 use crate::followup::report::TimePoint;
-use crate::io::{load_ct, nifti::write_nifti, read_label_map};
+use crate::io::{load_ct, nifti::write_nifti, read_label_map_on};
 use crate::metrics::{compare, labels_present};
 use crate::volume::{CtVolume, LabelVolume};
 
@@ -314,16 +314,7 @@ fn study_outputs(
 
 /// A label map on the CT's grid, or the error naming both.
 fn read_labels(path: &Path, ct: &CtVolume, ct_name: &str) -> Result<LabelVolume, String> {
-    let labels = read_label_map(path)
-        .map_err(|e| format!("{}: {}", path.display(), crate::io::guard::error_chain(&e)))?
-        .volume;
-    if let Some(diff) = ct.geometry.grid_difference(&labels.geometry) {
-        return Err(format!(
-            "{} is not on the grid of {ct_name}: {diff}",
-            path.display()
-        ));
-    }
-    Ok(labels)
+    read_label_map_on(path, &ct.geometry, ct_name).map_err(|e| crate::io::guard::error_chain(&e))
 }
 
 #[cfg(test)]

@@ -491,8 +491,6 @@ pub fn timeline_cmd(a: &TimelineArgs) -> Result<()> {
 /// The lesion volumes of the time points as a plot (`pulmo timeline`, the viewer's
 /// report).
 pub fn lesion_plot(rows: &[TimePoint]) -> crate::render::text::Canvas {
-    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-    let ggo: Vec<f64> = rows.iter().map(|r| r.ggo_ml).collect();
-    let cons: Vec<f64> = rows.iter().map(|r| r.consolidation_ml).collect();
+    let (names, ggo, cons) = TimePoint::lesion_series(rows);
     crate::render::report::lesion_plot(&names, &ggo, &cons)
 }

@@ -57,6 +57,15 @@ impl TimePoint {
         })
     }
 
+    /// The names, ground-glass and consolidation volumes of `rows`, as a plot takes them.
+    pub fn lesion_series(rows: &[TimePoint]) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+        (
+            rows.iter().map(|r| r.name.clone()).collect(),
+            rows.iter().map(|r| r.ggo_ml).collect(),
+            rows.iter().map(|r| r.consolidation_ml).collect(),
+        )
+    }
+
     /// Ground-glass plus consolidation (mL).
     pub fn lesion_ml(&self) -> f64 {
         self.ggo_ml + self.consolidation_ml

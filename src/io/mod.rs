@@ -53,6 +53,30 @@ pub enum IoError {
     Nrrd(#[from] nrrd::NrrdError),
     #[error("{}: a label map must be .nii, .nii.gz or .nrrd", path.display())]
     NotALabelMap { path: PathBuf },
+    #[error("{} is not on the grid of {grid_name}: {difference}", path.display())]
+    OffGrid {
+        path: PathBuf,
+        grid_name: String,
+        difference: String,
+    },
+}
+
+/// The label map at `path`, which must lie on `grid` (the grid of `grid_name`, a CT):
+/// [`IoError::OffGrid`] names both when it does not.
+pub fn read_label_map_on(
+    path: &Path,
+    grid: &crate::volume::Geometry,
+    grid_name: &str,
+) -> Result<crate::volume::LabelVolume, IoError> {
+    let labels = read_label_map(path)?.volume;
+    match grid.grid_difference(&labels.geometry) {
+        Some(difference) => Err(IoError::OffGrid {
+            path: path.to_path_buf(),
+            grid_name: grid_name.to_string(),
+            difference: difference.to_string(),
+        }),
+        None => Ok(labels),
+    }
 }
 
 /// A volume read from a NIfTI or NRRD file, with the values as stored (converted to i16

@@ -20,7 +20,7 @@ use crate::followup::progress::{
 use crate::followup::report::{Progression, TimePoint};
 use crate::followup::{Pair, RegisterOptions, RegistrationReport, Steps, Transform, register};
 use crate::infer::{DeviceChoice, Task};
-use crate::io::{dicom, load_ct, read_label_map};
+use crate::io::{dicom, load_ct, read_label_map_on};
 use crate::session::jobs::JobControl;
 use crate::volume::{CtVolume, LabelVolume};
 
@@ -163,18 +163,8 @@ pub fn run(
     cancelled()?;
     let other_ct = Arc::new(loaded.volume);
     let other_labels = match &request.other_labels {
-        Some(p) => {
-            let l = read_label_map(p)
-                .map_err(|e| format!("{}: {}", p.display(), super::error_chain(&e)))?
-                .volume;
-            if let Some(diff) = other_ct.geometry.grid_difference(&l.geometry) {
-                return Err(format!(
-                    "{} is not on the grid of {name}: {diff}",
-                    p.display()
-                ));
-            }
-            l
-        }
+        Some(p) => read_label_map_on(p, &other_ct.geometry, &name)
+            .map_err(|e| crate::io::guard::error_chain(&e))?,
         None => {
             control.set_progress(1, 0, 1);
             notes.push(format!("labels of {name} proposed by the lesion model"));

@@ -688,6 +688,25 @@ impl PulmoApp {
         if let Some(e) = &self.compare.quantify_error {
             error_text(ui, e.clone());
         }
+        // The follow-up first: with a second time point it is what the reader came for.
+        if let Some(r) = &self.followup.result {
+            ui.heading("Follow-up");
+            super::followup::time_points_ui(ui, r);
+            ui.label(format!(
+                "Consolidation progression {:.2} mL, recovery {:.2} mL; {} lesions over \
+                 time (the Follow-up window lists them and the changes per lung).",
+                r.volumes.progression_ml,
+                r.volumes.recovery_ml,
+                r.lesions.len()
+            ));
+            self.export_buttons_ui(
+                ui,
+                &[
+                    (ExportKind::FollowupCsv, "Save follow-up tables as CSV…"),
+                    (ExportKind::FollowupJson, "Save follow-up as JSON…"),
+                ],
+            );
+        }
         let table = self.session.label_table.clone();
         let Some(res) = &self.compare.quantification else {
             return;
@@ -803,24 +822,6 @@ impl PulmoApp {
                     );
                 }
             });
-        if let Some(r) = &self.followup.result {
-            ui.heading("Follow-up");
-            super::followup::time_points_ui(ui, r);
-            ui.label(format!(
-                "Consolidation progression {:.2} mL, recovery {:.2} mL; {} lesions over \
-                 time (the Follow-up window lists them and the changes per lung).",
-                r.volumes.progression_ml,
-                r.volumes.recovery_ml,
-                r.lesions.len()
-            ));
-            self.export_buttons_ui(
-                ui,
-                &[
-                    (ExportKind::FollowupCsv, "Save follow-up tables as CSV…"),
-                    (ExportKind::FollowupJson, "Save follow-up as JSON…"),
-                ],
-            );
-        }
         ui.separator();
         self.export_buttons_ui(
             ui,
@@ -1020,10 +1021,8 @@ impl PulmoApp {
         );
         let page = match followup {
             Some(r) => {
-                let t = &r.time_points;
-                let names: Vec<String> = t.iter().map(|p| p.name.clone()).collect();
-                let ggo: Vec<f64> = t.iter().map(|p| p.ggo_ml).collect();
-                let cons: Vec<f64> = t.iter().map(|p| p.consolidation_ml).collect();
+                let (names, ggo, cons) =
+                    crate::followup::report::TimePoint::lesion_series(&r.time_points);
                 append_below(&page, &lesion_plot(&names, &ggo, &cons))
             }
             None => page,
